@@ -1,0 +1,191 @@
+"""`study`: parse arguments, call one function, print. Exit codes: 0 done, 1 a problem the
+message names, 2 bad command-line usage, 130 interrupted (the message says how to resume)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from study.config import load_sweep, parse_override
+from study.errors import StudyError
+from study.store import Store
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where runs are kept (default: one folder, mlruns/)")
+    group.add_argument("--store", metavar="DIR", help="folder of the local store (env STUDY_STORE; default mlruns)")
+    group.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (env STUDY_TRACKING_URI)")
+    group.add_argument("--storage", metavar="URL", help="Optuna storage URL (env STUDY_STORAGE)")
+    group.add_argument("--artifacts", metavar="DIR", help="artifact root for new experiments (env STUDY_ARTIFACTS)")
+
+
+def _store(args) -> Store:
+    return Store.resolve(args.store, args.tracking_uri, args.storage, args.artifacts)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+# ------------------------------------------------------------------------------------ run
+def cmd_run(args) -> int:
+    from study.progress import Progress
+    from study.sweep import Interrupted, run_sweep
+
+    overrides = dict(parse_override(item) for item in args.set or [])
+    sweep = load_sweep(args.sweep, overrides)
+    store = _store(args)
+    try:
+        summary = run_sweep(
+            sweep, store, trials=args.trials, timeout=args.timeout, workers=args.workers,
+            allow_changed=args.allow_changed, progress=None if args.quiet else Progress(),
+        )
+    except Interrupted as exc:
+        summary = exc.args[0]
+        resume = shlex.join(["study", *args.argv])
+        print(
+            f"interrupted: the running trial of {summary.name} was marked failed and will run again; "
+            f"{summary.counts.done} of {summary.target or '?'} trials are done. Resume with:\n  {resume}",
+            file=sys.stderr,
+        )
+        return 130
+    print(render_summary(summary, sweep, store))
+    return 0
+
+
+def render_summary(summary, sweep, store: Store) -> str:
+    c = summary.counts
+    lines = [
+        f"{summary.name}: {summary.state} — {c.done} trials done ({c.finished} finished, {c.pruned} pruned, "
+        f"{c.failed} failed) in {_duration(summary.seconds)}"
+    ]
+    for trial in summary.best[:5]:
+        values = ", ".join(f"{m} {v:.4g}" for m, v in zip(sweep.metrics, trial.values))
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        label = "best" if len(summary.best) == 1 else "Pareto"
+        lines.append(f"{label}: trial {trial.number}: {values}" + (f" ({params})" if params else ""))
+    if summary.state == "partial":
+        lines.append(f"the time budget ran out; run the same command again to continue to {summary.target} trials")
+    where = "" if store.root == Path("mlruns").resolve() else f" --store {store.root}"
+    lines.append(f"browse:  study ui{where}   (experiment '{summary.name}' in MLflow)")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- validate
+def cmd_validate(args) -> int:
+    from study.search import grid_size
+    from study.sweep import target_trials
+
+    for path in args.files:
+        sweep = load_sweep(path)
+        config = sweep.config
+        searched = ", ".join(sweep.searched) or "nothing"
+        size = grid_size(sweep)
+        sampler = f"{config.sampler.name}" + (f" ({size} points)" if size else "")
+        target = target_trials(sweep)
+        budget = f"{target} trials" if target else "no trial limit"
+        if config.budget.timeout:
+            budget += f", {_duration(config.budget.timeout)} per run"
+        objective = ", ".join(f"{m} ({d})" for m, d in config.objective.items())
+        print(
+            f"ok: {path}: {sweep.name} on {config.dataset.name}; searches {searched}; sampler {sampler}, "
+            f"pruner {config.pruner.name}; {budget} × {config.replicates} replicate(s); objective {objective}"
+        )
+    return 0
+
+
+# ----------------------------------------------------------------------------------- list
+def cmd_list(args) -> int:
+    from study.listing import list_sweeps
+
+    rows = list_sweeps(_store(args), Path(args.sweeps))
+    if not rows:
+        print(f"no sweeps: no sweep files in {args.sweeps}/ and no studies in the store")
+        return 0
+    header = ("sweep", "file", "finished", "pruned", "failed", "running", "best")
+    table = [header] + [tuple(str(v) for v in row) for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) if i in (0, 1, 6) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+    return 0
+
+
+# ------------------------------------------------------------------------------------- ui
+def cmd_ui(args) -> int:
+    store = _store(args)
+    if store.is_local and not (store.root / "mlflow.db").exists():
+        raise StudyError(f"no MLflow store in {store.root} yet; run a sweep first (study run sweeps/demo.yaml)")
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store.tracking_uri,
+        "--host", args.host, "--port", str(args.port),
+    ]
+    if store.artifact_root:
+        command += ["--default-artifact-root", store.artifact_root]
+    print(f"MLflow UI for {store.describe()} at http://{args.host}:{args.port}  (Ctrl+C to stop)", flush=True)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+# --------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="study", description="Sweep studies of overfitting, underfitting and compression, tracked in MLflow."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="create or resume a sweep and run it to its budget")
+    run.add_argument("sweep", metavar="SWEEP.yaml")
+    run.add_argument("--trials", type=int, metavar="N", help="complete the sweep to N done trials (default: its budget)")
+    run.add_argument("--timeout", type=float, metavar="SECONDS", help="start no trial after this many seconds")
+    run.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes on this machine (default 1)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. train.epochs=5 (repeatable)")
+    run.add_argument("--allow-changed", action="store_true", help="continue a study although its sweep file changed")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _store_options(run)
+    run.set_defaults(func=cmd_run)
+
+    validate = commands.add_parser("validate", help="check sweep files without running them")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(func=cmd_validate)
+
+    listing = commands.add_parser("list", help="sweep files and studies, with trial counts per state")
+    listing.add_argument("--sweeps", default="sweeps", metavar="DIR", help="folder of sweep files (default sweeps)")
+    _store_options(listing)
+    listing.set_defaults(func=cmd_list)
+
+    ui = commands.add_parser("ui", help="serve the MLflow UI on the store (127.0.0.1 only)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    _store_options(ui)
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    for name in ("trials", "workers"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            print(f"error: --{name} must be at least 1, got {value}", file=sys.stderr)
+            return 2
+    try:
+        return args.func(args) or 0
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""The one exception type for problems a user can fix, and help for its messages."""
+
+import difflib
+
+
+class StudyError(Exception):
+    """Bad input or environment: the message names the problem and the fix, on one line.
+
+    The CLI prints it as `error: <message>` and exits non-zero; anything else that escapes is a
+    bug and keeps its traceback.
+    """
+
+
+def did_you_mean(word, options) -> str:
+    """'; did you mean 'x'?' for the closest of `options` to `word`, or '' if none is close."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -1,0 +1,133 @@
+"""Pure measurements: numbers in, numbers out. No TensorFlow, no I/O.
+
+Metric names are `group/name` everywhere: in the sweep file's `objective`, in MLflow and in the
+report. Final metrics are measured once training has ended, in inference mode, on each split;
+per-epoch curves are logged as `epoch/<split>_<name>` with the epoch as the step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+CLASSIFICATION_METRICS = ("loss", "accuracy")  # loss: mean cross-entropy in nats
+REGRESSION_METRICS = ("loss", "mae")  # loss: mean squared error
+
+# Every final metric a trial can report, and so every name an objective may use.
+FINAL_METRICS = (
+    *(f"{split}/{name}" for split in SPLITS for name in ("loss", "accuracy", "mae")),
+    "gap/loss",  # test/loss - train/loss: how much worse held-out data fares
+    "gap/accuracy",  # train/accuracy - test/accuracy
+    "model/params",
+    "model/size_bytes",  # the saved Keras model (architecture + weights, no optimizer state)
+    "fit/seconds",
+    "fit/epochs",  # epochs actually run (early stopping and pruning end sooner)
+    "fit/best_epoch",  # epoch of the best monitored validation value
+)
+
+# Metrics that only make sense for one kind of task.
+TASK_OF_METRIC = {"accuracy": "classification", "mae": "regression"}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for large logits."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def cross_entropy(y: np.ndarray, logits: np.ndarray) -> float:
+    """Mean negative log-likelihood (nats) of integer labels `y` under `logits` (n, k)."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return float(-log_p[np.arange(len(y)), y].mean())
+
+
+def accuracy(y: np.ndarray, logits: np.ndarray) -> float:
+    """Fraction of rows whose arg-max class equals the label."""
+    return float((logits.argmax(axis=-1) == y).mean())
+
+
+def mean_squared_error(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.mean((np.ravel(y) - np.ravel(pred)) ** 2))
+
+
+def mean_absolute_error(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.ravel(y) - np.ravel(pred))))
+
+
+def split_metrics(task: str, y: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
+    """Loss and accuracy (classification) or loss and MAE (regression) of one split."""
+    if task == "classification":
+        return {"loss": cross_entropy(y, outputs), "accuracy": accuracy(y, outputs)}
+    return {"loss": mean_squared_error(y, outputs), "mae": mean_absolute_error(y, outputs)}
+
+
+def final_metrics(task: str, labels: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> dict[str, float]:
+    """`split/name` metrics for every split given, plus the generalization gaps.
+
+    The gaps compare the training split with the test split, the held-out data the article
+    means when it says a model "does well on training data but poorly on new data".
+    """
+    metrics = {
+        f"{split}/{name}": value
+        for split in labels
+        for name, value in split_metrics(task, labels[split], outputs[split]).items()
+    }
+    if "train/loss" in metrics and "test/loss" in metrics:
+        metrics["gap/loss"] = metrics["test/loss"] - metrics["train/loss"]
+    if "train/accuracy" in metrics and "test/accuracy" in metrics:
+        metrics["gap/accuracy"] = metrics["train/accuracy"] - metrics["test/accuracy"]
+    return metrics
+
+
+def all_finite(values) -> bool:
+    """True when every number in `values` (an iterable or a dict's values) is finite."""
+    if isinstance(values, dict):
+        values = values.values()
+    return bool(np.all(np.isfinite(np.asarray(list(values), dtype=float))))
+
+
+def summarize_replicates(per_replicate: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each metric over replicates, plus `<name>_std` (population) when there are several."""
+    if not per_replicate:
+        return {}
+    keys = [k for k in per_replicate[0] if all(k in m for m in per_replicate)]
+    summary: dict[str, float] = {}
+    for key in keys:
+        values = np.array([m[key] for m in per_replicate], dtype=float)
+        summary[key] = float(values.mean())
+        if len(values) > 1:
+            summary[f"{key}_std"] = float(values.std())
+    return summary
+
+
+def count_params(weights: list[np.ndarray]) -> int:
+    """Number of scalars in a list of weight arrays."""
+    return int(sum(np.size(w) for w in weights))
+
+
+def count_nonzero(weights: list[np.ndarray]) -> int:
+    """Number of non-zero scalars in a list of weight arrays."""
+    return int(sum(np.count_nonzero(w) for w in weights))
+
+
+def pareto_mask(values: np.ndarray, directions: list[str]) -> np.ndarray:
+    """Which rows of `values` (n, objectives) no other row dominates.
+
+    A row dominates another when it is at least as good in every objective and strictly better in
+    one; `directions` holds 'minimize' or 'maximize' per column. Rows with NaN are never optimal.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 1:
+        values = values[:, None]
+    signs = np.array([1.0 if d == "minimize" else -1.0 for d in directions])
+    costs = values * signs  # now every column is minimized
+    valid = ~np.isnan(costs).any(axis=1)
+    optimal = valid.copy()
+    for i in np.flatnonzero(valid):
+        others = costs[valid]
+        dominated = np.all(others <= costs[i], axis=1) & np.any(others < costs[i], axis=1)
+        optimal[i] = not dominated.any()
+    return optimal

@@ -1,0 +1,87 @@
+"""Build Keras models from a `ModelSpec` and the shape of the data.
+
+- `mlp`: Dense hidden layers (each followed by dropout when asked), then the output layer.
+- `cnn`: conv blocks, then an optional Dense head. A 1-D sequence is convolved as a Conv2D with
+  (k, 1) kernels rather than a Conv1D, because quantization-aware training in the Model
+  Optimization Toolkit rejects Conv1D; images use (k, k) kernels.
+- `depth: 0` leaves only the output layer: logistic regression (classification) or linear
+  regression (regression), the article's `y = a·x + b`.
+
+Classifiers output logits (distillation needs them); regressors end in a fixed affine layer that
+maps to the target's scale, so the network itself works on standardized targets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from study.keras_compat import keras
+from study.schema import ModelSpec
+
+
+def _regularizer(spec: ModelSpec):
+    if spec.l1 == 0 and spec.l2 == 0:
+        return None
+    return keras.regularizers.L1L2(l1=spec.l1, l2=spec.l2)
+
+
+def _conv_blocks(x, spec: ModelSpec, layout: str):
+    """Conv blocks over a sequence (n, length) or an image (n, h, w), channels added here."""
+    shape = tuple(x.shape[1:])
+    if layout == "sequence":
+        x = keras.layers.Reshape((shape[0], 1, 1), name="as_image")(x)
+        kernel, strides = (spec.kernel_size, 1), (spec.stride, 1)
+    else:
+        x = keras.layers.Reshape((*shape, 1), name="add_channel")(x)
+        kernel, strides = (spec.kernel_size, spec.kernel_size), (spec.stride, spec.stride)
+    for i in range(spec.depth):
+        x = keras.layers.Conv2D(
+            spec.filters, kernel, strides=strides, padding="same", activation=spec.activation,
+            kernel_regularizer=_regularizer(spec), name=f"conv_{i + 1}",
+        )(x)
+    return x
+
+
+def build_model(
+    spec: ModelSpec,
+    input_shape: tuple[int, ...],
+    layout: str,
+    n_outputs: int,
+    target_scale: tuple[float, float] | None = None,
+) -> keras.Model:
+    """An uncompiled Keras model.
+
+    input_shape: one example's shape, e.g. (40,) or (8, 8); layout: 'sequence', 'image' or
+    'tabular'; n_outputs: classes, or 1 for regression; target_scale: (mean, std) of the
+    regression target, folded into the last layer.
+    """
+    inputs = keras.Input(shape=input_shape, name="inputs")
+    x = inputs
+    if spec.kind == "cnn" and spec.depth > 0:
+        if layout == "tabular":
+            raise ValueError("model.kind: cnn needs sequence or image data; use mlp for tabular data")
+        x = _conv_blocks(x, spec, layout)
+        x = keras.layers.Flatten(name="flatten")(x)
+        hidden = 1 if spec.width > 0 else 0  # the Dense head
+    else:
+        if len(input_shape) > 1:
+            x = keras.layers.Flatten(name="flatten")(x)
+        hidden = spec.depth if spec.kind == "mlp" else 0
+    for i in range(hidden):
+        x = keras.layers.Dense(
+            spec.width, activation=spec.activation, kernel_regularizer=_regularizer(spec), name=f"dense_{i + 1}"
+        )(x)
+        if spec.dropout > 0:
+            x = keras.layers.Dropout(spec.dropout, name=f"dropout_{i + 1}")(x)
+    name = "logits" if target_scale is None else "output"
+    outputs = keras.layers.Dense(n_outputs, kernel_regularizer=_regularizer(spec), name=name)(x)
+    if target_scale is not None:
+        mean, std = target_scale
+        outputs = keras.layers.Rescaling(scale=std, offset=mean, name="to_target_scale")(outputs)
+    return keras.Model(inputs, outputs, name=f"{spec.kind}_d{spec.depth}_w{spec.width}")
+
+
+def target_scale(y: np.ndarray) -> tuple[float, float]:
+    """(mean, std) of a regression target; std 1 when the target is constant."""
+    std = float(np.std(y))
+    return float(np.mean(y)), std if std > 0 else 1.0

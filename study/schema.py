@@ -1,0 +1,380 @@
+"""The schema of a sweep file, as immutable pydantic models.
+
+Defaults carry an end-of-line comment saying why they are what they are. `config.load_sweep`
+reads the YAML and validates it against `SweepConfig`; the cross-key checks live here, next to
+the keys they check.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from study.errors import did_you_mean
+from study.measure import FINAL_METRICS, TASK_OF_METRIC
+
+Scalar = Union[bool, int, float, str, None]
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _check_train_size(value):
+    if value is None:
+        return value
+    if isinstance(value, bool):
+        raise ValueError("must be a count (integer ≥ 1) or a fraction in (0, 1]")
+    if isinstance(value, int) and value < 1:
+        raise ValueError(f"a count of training examples must be ≥ 1, got {value}")
+    if isinstance(value, float) and not 0 < value <= 1:
+        raise ValueError(f"a fraction of the training split must be in (0, 1], got {value}")
+    return value
+
+
+class _DatasetBase(_Strict):
+    train_size: int | float | None = None  # count or fraction of the training split; None: all
+    label_noise: float = Field(0.0, ge=0, lt=1)  # fraction of training labels flipped
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # of the training pool, held out per epoch
+
+    _train_size = field_validator("train_size")(_check_train_size)
+
+
+class Mnist1dSpec(_DatasetBase):
+    name: Literal["mnist1d"]
+    # Defaults reproduce Greydanus (2024): 5000 samples split 4000/1000, length 40, seed 42.
+    num_samples: int = Field(5000, ge=100)
+    length: int = Field(40, ge=8)
+    corr_noise_scale: float = Field(0.25, ge=0)
+    iid_noise_scale: float = Field(0.02, ge=0)
+    shear_scale: float = Field(0.75, ge=0)
+    scale_coeff: float = Field(0.4, ge=0)
+    max_translation: int = Field(48, ge=0)
+    data_seed: int = 42
+
+
+class DigitsSpec(_DatasetBase):
+    name: Literal["digits"]
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+class PolynomialSpec(_DatasetBase):
+    name: Literal["polynomial"]
+    degree: int = Field(3, ge=0, le=20)  # of the true function; its coefficients come from data_seed
+    coefficients: list[float] | None = None  # lowest power first: [b, a] is the article's y = a·x + b
+    noise: float = Field(0.3, ge=0)  # standard deviation of the Gaussian noise on targets (known)
+    num_samples: int = Field(200, ge=10)  # training pool, validation included
+    test_samples: int = Field(1000, ge=10)  # a dense test set makes bias and variance precise
+    data_seed: int = 0
+
+    @model_validator(mode="after")
+    def _degree_matches_coefficients(self):
+        if self.coefficients is not None:
+            if not self.coefficients:
+                raise ValueError("coefficients: give at least one number, or remove the key")
+            if "degree" in self.model_fields_set and self.degree != len(self.coefficients) - 1:
+                raise ValueError(
+                    f"degree {self.degree} disagrees with {len(self.coefficients)} coefficients; "
+                    "remove degree (it follows from the coefficients)"
+                )
+        return self
+
+
+class CsvSpec(_DatasetBase):
+    name: Literal["csv"]
+    path: str  # relative paths are tried from the working directory, then the sweep file's folder
+    target: str
+    features: list[str] | None = None  # None: every column but the target
+    task: Literal["auto", "classification", "regression"] = "auto"
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+DatasetSpec = Annotated[
+    Union[Mnist1dSpec, DigitsSpec, PolynomialSpec, CsvSpec], Field(discriminator="name")
+]
+
+# What each dataset is, where that is known before loading it.
+DATASET_TASK = {"mnist1d": "classification", "digits": "classification", "polynomial": "regression"}
+DATASET_LAYOUT = {"mnist1d": "sequence", "digits": "image", "polynomial": "tabular", "csv": "tabular"}
+
+
+def task_of(dataset) -> str | None:
+    """'classification' or 'regression'; None for a csv whose task is inferred when it is read."""
+    if dataset.name == "csv":
+        return None if dataset.task == "auto" else dataset.task
+    return DATASET_TASK[dataset.name]
+
+
+class ModelSpec(_Strict):
+    kind: Literal["mlp", "cnn"] = "mlp"
+    width: int = Field(64, ge=0)  # units of each hidden Dense layer; for cnn, of the Dense head (0: none)
+    depth: int = Field(2, ge=0)  # hidden Dense layers (mlp) or conv blocks (cnn); 0: linear model
+    filters: int = Field(32, ge=1)
+    kernel_size: int = Field(5, ge=1)
+    stride: int = Field(2, ge=1)  # 2 halves the length at each conv block, as in the MNIST-1D CNN
+    activation: Literal["relu", "tanh", "sigmoid", "gelu", "elu", "selu", "swish", "linear"] = "relu"
+    poly_degree: int = Field(1, ge=1, le=10)  # polynomial feature expansion (the article's remedy 6)
+    l1: float = Field(0.0, ge=0)  # weight penalties on every kernel (remedy 2)
+    l2: float = Field(0.0, ge=0)
+    dropout: float = Field(0.0, ge=0, lt=1)  # after each hidden Dense layer (remedy 3)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.kind == "mlp" and self.depth > 0 and self.width == 0:
+            raise ValueError("width must be ≥ 1 for an mlp with hidden layers (depth > 0)")
+        if self.kind == "cnn" and self.poly_degree > 1:
+            raise ValueError("poly_degree applies to mlp models; set it to 1 for kind: cnn")
+        return self
+
+
+EpochMonitor = Literal["val/loss", "val/accuracy", "val/mae"]
+
+
+class EarlyStoppingSpec(_Strict):
+    # The article's remedy 4: monitor='val_loss', patience=5, restore_best_weights=True.
+    enabled: bool = False
+    monitor: EpochMonitor = "val/loss"
+    patience: int = Field(5, ge=0)
+    min_delta: float = Field(0.0, ge=0)
+    restore_best_weights: bool = True
+
+
+class TrainSpec(_Strict):
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)  # sgd and rmsprop only
+    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(20, ge=1)
+    early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
+
+
+class Setup(_Strict):
+    """Everything that determines one trained model: what a trial resolves to."""
+
+    dataset: DatasetSpec
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+
+    @property
+    def task(self) -> str | None:
+        """'classification' or 'regression'; None for a csv whose task is inferred on load."""
+        return task_of(self.dataset)
+
+    @model_validator(mode="after")
+    def _fits_the_data(self):
+        layout = DATASET_LAYOUT[self.dataset.name]
+        if self.model.kind == "cnn" and layout == "tabular":
+            raise ValueError(
+                f"model.kind: cnn needs sequence or image data, and {self.dataset.name} is tabular; use mlp"
+            )
+        task = self.task
+        monitor = self.train.early_stopping.monitor
+        needs = TASK_OF_METRIC.get(monitor.split("/")[1])
+        if task and needs and needs != task:
+            raise ValueError(f"train.early_stopping.monitor: {monitor} is not measured for {task}; use val/loss")
+        if task == "regression" and self.dataset.label_noise > 0:
+            raise ValueError("dataset.label_noise flips class labels; for regression use the dataset's noise")
+        return self
+
+
+class IntParam(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(1, ge=1)
+    log: bool = False
+    role: Literal["scientific", "nuisance"] = "scientific"
+
+    @model_validator(mode="after")
+    def _range(self):
+        _check_range(self.low, self.high, self.log, self.step if self.step != 1 else None)
+        return self
+
+    def grid(self) -> list[int]:
+        return list(range(self.low, self.high + 1, self.step))
+
+
+class FloatParam(_Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    step: float | None = Field(None, gt=0)
+    log: bool = False
+    role: Literal["scientific", "nuisance"] = "scientific"
+
+    @model_validator(mode="after")
+    def _range(self):
+        _check_range(self.low, self.high, self.log, self.step)
+        return self
+
+    def grid(self) -> list[float]:
+        if self.step is None:
+            raise ValueError("a float range needs a step to be searched by the grid sampler, or use a list of values")
+        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return [round(self.low + i * self.step, 12) for i in range(count)]
+
+
+class CategoricalParam(_Strict):
+    type: Literal["categorical"]
+    choices: list[Scalar] = Field(min_length=1)
+    role: Literal["scientific", "nuisance"] = "scientific"
+
+    def grid(self) -> list[Scalar]:
+        return list(self.choices)
+
+
+class FixedParam(_Strict):
+    type: Literal["fixed"]
+    value: Scalar
+
+
+def _check_range(low, high, log, step):
+    if low > high:
+        raise ValueError(f"low ({low}) must not exceed high ({high})")
+    if log and low <= 0:
+        raise ValueError(f"a log range needs low > 0, got {low}")
+    if log and step is not None:
+        raise ValueError("a range cannot have both log: true and a step; drop one")
+
+
+SearchParam = Annotated[Union[IntParam, FloatParam, CategoricalParam, FixedParam], Field(discriminator="type")]
+
+
+class TpeSpec(_Strict):
+    name: Literal["tpe"]
+    n_startup_trials: int = Field(10, ge=0)  # random trials before TPE models the space
+    multivariate: bool = True
+
+
+class RandomSpec(_Strict):
+    name: Literal["random"]
+
+
+class GridSpec(_Strict):
+    name: Literal["grid"]
+
+
+class NsgaiiSpec(_Strict):
+    name: Literal["nsgaii"]
+    population_size: int = Field(20, ge=2)
+
+
+SamplerSpec = Annotated[Union[TpeSpec, RandomSpec, GridSpec, NsgaiiSpec], Field(discriminator="name")]
+
+
+class MedianPrunerSpec(_Strict):
+    name: Literal["median"]
+    n_startup_trials: int = Field(5, ge=0)  # trials that always run to the end
+    n_warmup_steps: int = Field(3, ge=0)  # epochs before a trial may be pruned
+
+
+class HyperbandPrunerSpec(_Strict):
+    name: Literal["hyperband"]
+    min_resource: int = Field(1, ge=1)
+    reduction_factor: int = Field(3, ge=2)
+
+
+class NoPrunerSpec(_Strict):
+    name: Literal["none"]
+
+
+PrunerSpec = Annotated[
+    Union[MedianPrunerSpec, HyperbandPrunerSpec, NoPrunerSpec], Field(discriminator="name")
+]
+
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*$")
+
+
+class Budget(_Strict):
+    trials: int | None = Field(None, ge=1)  # finished trials the sweep completes to
+    timeout: float | None = Field(None, gt=0)  # seconds one `study run` may start trials for
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value):
+        if isinstance(value, str):
+            match = _DURATION.match(value)
+            if not match:
+                raise ValueError(f"{value!r} is not a duration; write seconds (600) or 90s, 10m, 1.5h")
+            number, unit = float(match.group(1)), match.group(2) or "s"
+            return number * {"s": 1, "m": 60, "h": 3600}[unit]
+        return value
+
+
+def _expand_shorthand(value):
+    """`sampler: tpe` means `sampler: {name: tpe}`."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+class SweepConfig(_Strict):
+    name: str | None = None  # defaults to the file's stem; if given, must equal it
+    description: str = ""
+    seed: int = 0  # fixes data splits; replicate r trains with seed + r
+    replicates: int = Field(1, ge=1, le=100)  # seeds per configuration (for bias and variance)
+    dataset: DatasetSpec
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    search: dict[str, SearchParam] = {}
+    objective: dict[str, Literal["minimize", "maximize"]] = {"val/loss": "minimize"}
+    sampler: SamplerSpec = TpeSpec(name="tpe")
+    pruner: PrunerSpec = NoPrunerSpec(name="none")
+    budget: Budget = Budget()
+
+    _sampler = field_validator("sampler", mode="before")(_expand_shorthand)
+    _pruner = field_validator("pruner", mode="before")(_expand_shorthand)
+
+    @field_validator("search", mode="before")
+    @classmethod
+    def _search_shorthands(cls, value):
+        """A list is a categorical choice; a plain value is fixed for every trial."""
+        if not isinstance(value, dict):
+            return value
+        expanded = {}
+        for key, spec in value.items():
+            if isinstance(spec, list):
+                spec = {"type": "categorical", "choices": spec}
+            elif not isinstance(spec, dict):
+                spec = {"type": "fixed", "value": spec}
+            elif "type" not in spec:
+                raise ValueError(f"{key}: add type: int, float or categorical (or give a list of values)")
+            expanded[key] = spec
+        return expanded
+
+    @field_validator("objective")
+    @classmethod
+    def _known_metrics(cls, value):
+        if not value:
+            raise ValueError("name at least one metric, e.g. {val/accuracy: maximize}")
+        for metric in value:
+            if metric not in FINAL_METRICS:
+                raise ValueError(f"{metric!r} is not a metric{did_you_mean(metric, FINAL_METRICS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        multi = len(self.objective) > 1
+        if multi and self.pruner.name != "none":
+            raise ValueError(
+                f"pruner: {self.pruner.name} needs a single objective; set pruner: none "
+                "(diverging trials are still stopped)"
+            )
+        if self.pruner.name != "none":
+            metric = next(iter(self.objective))
+            if not metric.startswith("val/"):
+                raise ValueError(
+                    f"pruner: {self.pruner.name} compares per-epoch validation values, so the objective "
+                    f"must be a val/ metric, not {metric}; set pruner: none or use val/loss"
+                )
+        task = task_of(self.dataset)
+        for metric in self.objective:
+            needs = TASK_OF_METRIC.get(metric.split("/")[1])
+            if task and needs and needs != task:
+                raise ValueError(f"objective: {metric} is not measured for {task} data; use loss-based metrics")
+        if self.budget.trials is None and self.budget.timeout is None and self.sampler.name != "grid":
+            raise ValueError("budget: give trials, timeout or both (only the grid sampler knows its own size)")
+        return self
+
+

@@ -1,0 +1,466 @@
+"""Create or resume a sweep's study and run its trials, in this process or in worker processes.
+
+Each worker loads TensorFlow and the dataset once, then loops with Optuna's ask/tell: ask a
+trial, sample its settings, create its MLflow run, train, tell Optuna the outcome, end the run.
+The sweep completes to its budget of done trials (finished, pruned or failed), counted in the
+shared Optuna storage, so rerunning the same command after an interruption finishes the work and
+never repeats it. A trial that was interrupted (Ctrl+C) or whose worker died (no heartbeat) is
+marked failed in Optuna and MLflow alike and queued again with the same settings.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from study import measure
+from study.config import Sweep, flatten, load_sweep
+from study.errors import StudyError
+from study.search import build_pruner, build_sampler, grid_size, suggest
+from study.store import HEARTBEAT_SECONDS, Store, quiet_libraries
+from study.tracking import Tracker, end_orphan_run
+
+# Optuna warns that heartbeats are meant for Study.optimize; with ask/tell we beat ourselves (Heartbeat).
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+MAX_FAILURES_IN_A_ROW = 5  # a sweep whose every trial fails is broken: stop and say why
+WAIT_SECONDS = 2.0  # how often an idle worker looks again while others finish the last trials
+
+
+class Interrupted(Exception):
+    """Ctrl+C: the running trial was marked failed and will be retried on resume."""
+
+
+# ----------------------------------------------------------------------------- trial counts
+@dataclass
+class Counts:
+    finished: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.finished + self.pruned + self.failed
+
+    @property
+    def active(self) -> int:
+        return self.done + self.running + self.waiting
+
+
+def count_trials(trials: list) -> Counts:
+    """Trials per state, leaving out trials that were retried and trials skipped for budget."""
+    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    counts = Counts()
+    for t in trials:
+        if t.user_attrs.get("study_skipped") or (t.state == TrialState.FAIL and t.number in retried):
+            continue
+        if t.state == TrialState.COMPLETE:
+            counts.finished += 1
+        elif t.state == TrialState.PRUNED:
+            counts.pruned += 1
+        elif t.state == TrialState.FAIL:
+            counts.failed += 1
+        elif t.state == TrialState.RUNNING:
+            counts.running += 1
+        elif t.state == TrialState.WAITING:
+            counts.waiting += 1
+    return counts
+
+
+def retry(study: optuna.Study, trial) -> None:
+    """Queue a failed trial's exact settings again (keeping a grid sampler's grid point)."""
+    system_attrs = {k: v for k, v in trial.system_attrs.items() if k in ("grid_id", "search_space")}
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            system_attrs={**system_attrs, "failed_trial": trial.number},
+        )
+    )
+
+
+def target_trials(sweep: Sweep, trials: int | None = None) -> int | None:
+    """Done trials the sweep completes to: --trials, else the budget, capped by a grid's size."""
+    target = trials or sweep.config.budget.trials
+    size = grid_size(sweep)
+    if size is not None:
+        target = min(target or size, size)
+    return target
+
+
+# ------------------------------------------------------------------------------- preparing
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs, picklable so that it can start in a fresh process."""
+
+    sweep_path: str
+    overrides: dict
+    store: Store
+    target: int | None
+    deadline: float | None  # time.time() after which no trial starts
+    worker: int = 0
+    threads: int = 0  # TensorFlow threads; 0 leaves TensorFlow's default
+
+
+def prepare(sweep: Sweep, store: Store, allow_changed: bool = False) -> tuple[optuna.Study, Tracker, str]:
+    """Initialise the stores, then create or resume the study, the experiment and the sweep run."""
+    store.init()
+    tracker = Tracker(store.mlflow(), sweep, store.artifact_root)
+    study = optuna.create_study(
+        study_name=sweep.name, storage=store.optuna(), directions=sweep.directions, load_if_exists=True
+    )
+    known = study.user_attrs.get("config_hash")
+    if known is not None and known != sweep.config_hash and not allow_changed:
+        raise StudyError(
+            f"{sweep.path} has changed since study {sweep.name!r} began in {store.describe()}; copy it to a "
+            "new file name to start a new study, or pass --allow-changed to continue this one"
+        )
+    if [d.name.lower() for d in study.directions] != sweep.directions:
+        raise StudyError(f"study {sweep.name!r} was created with other objectives; copy the sweep file to a new name")
+    sweep_run_id = study.user_attrs.get("mlflow_sweep_run_id") or tracker.sweep_run()
+    if known is None:
+        study.set_user_attr("config_hash", sweep.config_hash)
+        study.set_user_attr("metrics", sweep.metrics)
+        study.set_user_attr("description", sweep.config.description)
+        study.set_user_attr("sweep_file", str(sweep.path))
+        study.set_user_attr("mlflow_experiment_id", tracker.experiment_id)
+        study.set_user_attr("mlflow_sweep_run_id", sweep_run_id)
+    else:
+        tracker.client.update_run(sweep_run_id, status="RUNNING")
+    return study, tracker, sweep_run_id
+
+
+# ------------------------------------------------------------------------------ one worker
+class Heartbeat:
+    """Records a trial's heartbeat in Optuna's storage from a thread while the trial trains."""
+
+    def __init__(self, storage, trial_id: int):
+        self.storage, self.trial_id = storage, trial_id
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self):
+        while not self.stop.wait(HEARTBEAT_SECONDS):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # a missed beat is not worth failing the trial for
+                pass
+
+    def __enter__(self):
+        self.storage.record_heartbeat(self.trial_id)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+class Observer:
+    """Receives each epoch of a trial: logs it and, for replicate 0, reports it to the pruner."""
+
+    def __init__(self, trial: optuna.Trial, run, sweep: Sweep):
+        self.trial, self.run = trial, run
+        metric = sweep.metrics[0]
+        single = len(sweep.metrics) == 1 and sweep.config.pruner.name != "none"
+        # the per-epoch counterpart of a val/ objective: val/accuracy -> val_accuracy
+        self.key = metric.replace("/", "_") if single and metric.startswith("val/") else None
+        self.metric, self.pruner = metric, sweep.config.pruner.name
+
+    def epoch(self, replicate: int, epoch: int, metrics: dict[str, float]) -> str | None:
+        self.run.log_epoch(replicate, epoch, metrics)
+        if self.key is None or replicate != 0 or self.key not in metrics:
+            return None
+        self.trial.report(metrics[self.key], epoch)
+        if self.trial.should_prune():
+            return f"pruned by the {self.pruner} pruner after epoch {epoch} ({self.metric} {metrics[self.key]:.4g})"
+        return None
+
+    def replicate_end(self, replicate) -> None:
+        self.run.end_replicate(replicate)
+
+
+def _best_runs(study: optuna.Study, sweep: Sweep, current) -> dict[str, bool]:
+    """Runs whose `study.best` tag changes now that `current` has finished.
+
+    The best set (Pareto set with several objectives) with and without `current` differ only
+    by what `current` changes, so this needs no memory of earlier marks and suits many workers.
+    """
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not complete:
+        return {}
+    values = np.array([t.values for t in complete], dtype=float)
+    after = measure.pareto_mask(values, sweep.directions)
+    others = np.array([t.number != current.number for t in complete])
+    before = np.zeros(len(complete), dtype=bool)
+    before[others] = measure.pareto_mask(values[others], sweep.directions) if others.any() else []
+    changes = {}
+    for t, was, now in zip(complete, before, after):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id and was != now:
+            changes[run_id] = bool(now)
+    return changes
+
+
+def _progress_metrics(study: optuna.Study, sweep: Sweep) -> dict[str, float]:
+    counts = count_trials(study.get_trials(deepcopy=False))
+    metrics = {"trials/finished": counts.finished, "trials/pruned": counts.pruned, "trials/failed": counts.failed}
+    if len(sweep.metrics) == 1:
+        try:
+            metrics[f"best/{sweep.metrics[0]}"] = study.best_value
+        except ValueError:
+            pass
+    else:
+        metrics["trials/pareto"] = len(study.best_trials)
+    return metrics
+
+
+def run_one(trial: optuna.Trial, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str) -> str:
+    """Train one asked trial and tell Optuna and MLflow how it ended: its state is returned."""
+    from study.datasets import load_dataset
+    from study.objective import run_trial, write_outputs
+
+    params = suggest(trial, sweep.searched)
+    run = None
+    try:
+        setup = sweep.resolve(params)
+        data = load_dataset(setup.dataset, sweep.config.seed, sweep.path.parent)
+        run = tracker.start_trial(sweep_run_id, trial.number, params, flatten(setup.model_dump(mode="python")), data)
+        trial.set_user_attr("mlflow_run_id", run.run_id)
+        with Heartbeat(study._storage, trial._trial_id), tempfile.TemporaryDirectory(prefix="study-") as tmp:
+            result = run_trial(setup, data, sweep.config.seed, sweep.config.replicates, Path(tmp), Observer(trial, run, sweep))
+            outputs = Path(tmp) / "outputs"
+            write_outputs(result, data, outputs)
+            state = result.status
+            trial.set_user_attr("study_state", state)
+            if result.reason:
+                trial.set_user_attr("study_reason", result.reason[:1000])
+            run.finish(result, outputs)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not leave things half-written
+        try:
+            trial.set_user_attr("study_state", "interrupted")
+            if run is not None:
+                run.end("interrupted", "interrupted by the user (Ctrl+C); the trial is queued again")
+            study.tell(trial, state=TrialState.FAIL)
+            retry(study, study._storage.get_trial(trial._trial_id))
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StudyError) else str(exc)
+        trial.set_user_attr("study_state", "failed")
+        trial.set_user_attr("study_reason", message[:1000])
+        if run is not None:
+            run.end("failed", message[:1000], exc)
+        study.tell(trial, state=TrialState.FAIL)
+        return "failed"
+    if state == "finished":
+        values = [result.metrics[m] for m in sweep.metrics]
+        frozen = study.tell(trial, values)
+        tracker.mark_best(_best_runs(study, sweep, frozen))
+    else:  # pruned or diverged: never a best trial
+        study.tell(trial, state=TrialState.PRUNED)
+    tracker.log_progress(sweep_run_id, trial.number, _progress_metrics(study, sweep))
+    return state
+
+
+def _on_stale(client):
+    """When a trial's worker stopped beating: close its MLflow runs and queue it again."""
+
+    def callback(study: optuna.Study, trial) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            end_orphan_run(client, run_id, "its worker stopped (no heartbeat); the trial is queued again")
+        retry(study, trial)
+
+    return callback
+
+
+def _over_budget(study: optuna.Study, trial: optuna.Trial, target: int | None) -> bool:
+    """True when trials numbered before this one already fill the budget (another worker won)."""
+    if target is None:
+        return False
+    earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
+    return count_trials(earlier).active >= target
+
+
+def work(job: Job, progress=None) -> str:
+    """A worker's loop: ask, train, tell until the budget or deadline; returns why it stopped
+    ('budget', 'deadline', 'interrupted'). Raises StudyError after repeated failures."""
+    if job.threads:
+        os.environ["STUDY_TF_THREADS"] = str(job.threads)
+    sweep = load_sweep(job.sweep_path, job.overrides)
+    quiet_libraries()
+    from study.datasets import load_dataset
+
+    client = job.store.mlflow()
+    tracker = Tracker(client, sweep, job.store.artifact_root)
+    storage = job.store.optuna(stale_trial_callback=_on_stale(client))
+    study = optuna.load_study(
+        study_name=sweep.name, storage=storage, sampler=build_sampler(sweep, job.worker), pruner=build_pruner(sweep)
+    )
+    sweep_run_id = study.user_attrs["mlflow_sweep_run_id"]
+    data = load_dataset(sweep.config.dataset, sweep.config.seed, sweep.path.parent)  # fail fast on bad data
+    _check_objective_fits(sweep, data)
+    from study import objective  # noqa: F401 - TensorFlow is imported here, once per worker
+
+    try:
+        return _loop(job, study, sweep, tracker, sweep_run_id, progress)
+    except KeyboardInterrupt:  # between trials: nothing is running, nothing to mark
+        return "interrupted"
+
+
+def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, progress) -> str:
+    failures = 0
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        counts = count_trials(study.get_trials(deepcopy=False))
+        if progress is not None:
+            progress.update(study)
+        if job.target is not None and counts.done >= job.target:
+            return "budget"
+        if job.deadline is not None and time.time() >= job.deadline:
+            return "deadline"
+        if job.target is not None and counts.active >= job.target:
+            time.sleep(WAIT_SECONDS)  # others are finishing the last trials; one may fail and be retried
+            continue
+        trial = study.ask()
+        if _over_budget(study, trial, job.target):
+            trial.set_user_attr("study_skipped", True)
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        try:
+            state = run_one(trial, study, sweep, tracker, sweep_run_id)
+        except KeyboardInterrupt:
+            return "interrupted"  # run_one has marked the trial failed and queued it again
+        failures = failures + 1 if state == "failed" else 0
+        if failures >= MAX_FAILURES_IN_A_ROW:
+            last = study._storage.get_trial(trial._trial_id).user_attrs.get("study_reason", "")
+            raise StudyError(f"{failures} trials in a row failed; the last: {last} (fix the sweep and run again)")
+
+
+def _check_objective_fits(sweep: Sweep, data) -> None:
+    """A csv's task is known only once read: its objective must be measured for that task."""
+    for metric in sweep.metrics:
+        needs = measure.TASK_OF_METRIC.get(metric.split("/")[1])
+        if needs and needs != data.task:
+            raise StudyError(f"objective: {metric} is not measured for {data.task} data ({data.name}); use val/loss")
+
+
+def _worker_main(job: Job) -> None:
+    """Entry point of a worker process: own process group (the parent relays Ctrl+C once)."""
+    os.setpgrp()
+    try:
+        outcome = work(job)
+    except StudyError as exc:
+        print(f"error: worker {job.worker}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    raise SystemExit(130 if outcome == "interrupted" else 0)
+
+
+# ------------------------------------------------------------------------------- the sweep
+@dataclass
+class Summary:
+    name: str
+    counts: Counts
+    target: int | None
+    seconds: float
+    state: str  # 'complete', 'partial' (deadline) or 'interrupted'
+    experiment_id: str
+    best: list = field(default_factory=list)  # FrozenTrials: the best, or the Pareto set
+
+
+def run_sweep(
+    sweep: Sweep,
+    store: Store,
+    *,
+    trials: int | None = None,
+    timeout: float | None = None,
+    workers: int = 1,
+    allow_changed: bool = False,
+    progress=None,
+) -> Summary:
+    """Run `sweep` to its budget. Raises Interrupted on Ctrl+C (after marking the running trials)."""
+    start = time.time()
+    study, tracker, sweep_run_id = prepare(sweep, store, allow_changed)
+    target = target_trials(sweep, trials)
+    timeout = timeout or sweep.config.budget.timeout
+    job = Job(
+        sweep_path=str(sweep.path), overrides=sweep.overrides, store=store, target=target,
+        deadline=start + timeout if timeout else None,
+    )
+    if progress is not None:
+        progress.start(sweep, target, count_trials(study.get_trials(deepcopy=False)))
+    if workers <= 1:
+        outcome = work(job, progress)
+    else:
+        outcome = _run_workers(job, workers, study, progress)
+    counts = count_trials(study.get_trials(deepcopy=False))
+    if progress is not None:
+        progress.update(study, final=True)
+    if outcome == "interrupted":
+        state = "interrupted"
+    elif target is None or counts.done >= target:
+        state = "complete"  # a time budget is complete when its time is up
+    else:
+        state = "partial"
+    tracker.end_sweep(sweep_run_id, state, _progress_metrics(study, sweep) if counts.done else None)
+    summary = Summary(sweep.name, counts, target, time.time() - start, state, tracker.experiment_id, best_trials(study))
+    if outcome == "interrupted":
+        raise Interrupted(summary)
+    return summary
+
+
+def best_trials(study: optuna.Study) -> list:
+    try:
+        return study.best_trials if len(study.directions) > 1 else [study.best_trial]
+    except ValueError:
+        return []
+
+
+def _run_workers(job: Job, workers: int, study: optuna.Study, progress) -> str:
+    """Start `workers` processes and wait for them; relays Ctrl+C to each exactly once."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    procs = [
+        context.Process(target=_worker_main, args=(replace(job, worker=i, threads=threads),))
+        for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            if progress is not None:
+                progress.update(study)
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for proc in procs:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGINT)
+        for proc in procs:
+            proc.join()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        return "interrupted"
+    codes = [p.exitcode for p in procs]
+    if any(code == 130 for code in codes):
+        return "interrupted"
+    if all(code not in (0, None) for code in codes):
+        raise StudyError(f"every worker failed (exit codes {codes}); see the messages above")
+    return "budget" if job.deadline is None or time.time() < job.deadline else "deadline"

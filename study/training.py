@@ -1,0 +1,168 @@
+"""Compile, fit and predict: the Keras side of a trial.
+
+`fit` trains with the sweep's optimizer, batch size, epochs and early stopping, and calls
+`on_epoch(epoch, metrics)` after every epoch so the caller can log and prune (it returns a
+reason to stop, or None). A loss that becomes
+NaN or infinite stops training within a few batches and is reported as `diverged`.
+
+Per-epoch `train_*` values are Keras' running means over the epoch's batches (dropout active);
+final metrics are measured afterwards in inference mode (see `measure.final_metrics`).
+Losses are data losses: the L1/L2 penalties are excluded so that they compare across settings.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from study.keras_compat import keras
+from study.schema import TrainSpec
+
+# Keras log keys -> per-epoch metric names (logged as `epoch/<name>`).
+EPOCH_NAMES = {
+    "data_loss": "train_loss",
+    "val_data_loss": "val_loss",
+    "accuracy": "train_accuracy",
+    "val_accuracy": "val_accuracy",
+    "mae": "train_mae",
+    "val_mae": "val_mae",
+}
+# Sweep-file monitor names -> Keras log keys.
+MONITORS = {"val/loss": "val_data_loss", "val/accuracy": "val_accuracy", "val/mae": "val_mae"}
+
+OnEpoch = Callable[[int, dict[str, float]], "str | None"]  # returns a reason to stop, or None
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)  # one dict per epoch run
+    epochs: int = 0
+    best_epoch: int = 0  # 1-based epoch of the best monitored validation value
+    stopped: str | None = None  # None, 'early_stopping', 'pruned' or 'diverged'
+    reason: str = ""
+    seconds: float = 0.0
+
+
+def build_optimizer(spec: TrainSpec):
+    if spec.optimizer == "adam":
+        return keras.optimizers.Adam(spec.learning_rate)
+    if spec.optimizer == "sgd":
+        return keras.optimizers.SGD(spec.learning_rate, momentum=spec.momentum)
+    return keras.optimizers.RMSprop(spec.learning_rate, momentum=spec.momentum)
+
+
+def compile_model(model: keras.Model, spec: TrainSpec, task: str) -> None:
+    """Loss, data-loss metric and accuracy (classification) or MAE (regression)."""
+    if task == "classification":
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metrics = [
+            keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="data_loss"),
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        ]
+    else:
+        loss = keras.losses.MeanSquaredError()
+        metrics = [keras.metrics.MeanSquaredError(name="data_loss"), keras.metrics.MeanAbsoluteError(name="mae")]
+    model.compile(optimizer=build_optimizer(spec), loss=loss, metrics=metrics)
+
+
+NAN_CHECK_EVERY = 8  # batches; reading the loss every batch costs ~10% of a small model's fit
+
+
+class _EpochHook(keras.callbacks.Callback):
+    """Stops on a non-finite loss (read every few batches) and hands each epoch to `on_epoch`."""
+
+    _supports_tf_logs = True  # logs stay tensors: Keras skips converting them every batch
+
+    def __init__(self, on_epoch: OnEpoch | None, result: FitResult):
+        super().__init__()
+        self.on_epoch = on_epoch
+        self.result = result
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch % NAN_CHECK_EVERY != NAN_CHECK_EVERY - 1 or not logs or "loss" not in logs:
+            return
+        loss = float(logs["loss"])
+        if not math.isfinite(loss):
+            self.result.stopped = "diverged"
+            self.result.reason = f"training loss became {loss} at epoch {self.epoch}, batch {batch + 1}"
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        metrics = {EPOCH_NAMES[k]: float(v) for k, v in logs.items() if k in EPOCH_NAMES}
+        self.result.history.append(metrics)
+        self.result.epochs = epoch + 1
+        if self.result.stopped != "diverged":
+            checked = {"training loss": float(logs.get("loss", 0.0)), **metrics}
+            bad = next((name for name, value in checked.items() if not math.isfinite(value)), None)
+            if bad:
+                self.result.stopped = "diverged"
+                self.result.reason = f"{bad} became {checked[bad]} at epoch {epoch + 1}"
+        if self.result.stopped == "diverged":
+            self.model.stop_training = True
+        elif self.on_epoch is not None:
+            reason = self.on_epoch(epoch + 1, metrics)
+            if reason:
+                self.result.stopped, self.result.reason = "pruned", reason
+                self.model.stop_training = True
+
+
+def best_epoch(history: list[dict[str, float]], monitor: str) -> int:
+    """1-based epoch of the best value of `monitor` ('val/loss', ...), or 0 without history."""
+    key = EPOCH_NAMES[MONITORS[monitor]]
+    values = [h.get(key, math.nan) for h in history]
+    if not values or all(math.isnan(v) for v in values):
+        return 0
+    pick = np.nanargmax if monitor == "val/accuracy" else np.nanargmin
+    return int(pick(values)) + 1
+
+
+def fit(
+    model: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    spec: TrainSpec,
+    on_epoch: OnEpoch | None = None,
+) -> FitResult:
+    """Train a compiled `model`; returns the per-epoch history and why training ended."""
+    result = FitResult()
+    callbacks: list = [_EpochHook(on_epoch, result)]
+    stopper = None
+    if spec.early_stopping.enabled:
+        es = spec.early_stopping
+        stopper = keras.callbacks.EarlyStopping(
+            monitor=MONITORS[es.monitor],
+            mode="max" if es.monitor == "val/accuracy" else "min",
+            patience=es.patience,
+            min_delta=es.min_delta,
+            restore_best_weights=es.restore_best_weights,
+        )
+        callbacks.insert(0, stopper)  # before the hook, so a pruned epoch still counts for it
+    start = time.perf_counter()
+    model.fit(
+        train[0], train[1], validation_data=val, epochs=spec.epochs, batch_size=spec.batch_size,
+        shuffle=True, verbose=0, callbacks=callbacks,
+    )
+    result.seconds = time.perf_counter() - start
+    result.best_epoch = best_epoch(result.history, spec.early_stopping.monitor)
+    if result.stopped is None and stopper is not None and stopper.stopped_epoch > 0:
+        result.stopped = "early_stopping"
+        result.reason = (
+            f"{spec.early_stopping.monitor} did not improve for {spec.early_stopping.patience} epochs; "
+            f"stopped after epoch {stopper.stopped_epoch + 1}"
+        )
+    return result
+
+
+def predict(model: keras.Model, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Outputs in inference mode (dropout off). Direct calls skip `model.predict`'s set-up cost."""
+    parts = [model(x[i : i + batch_size], training=False).numpy() for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts) if parts else np.empty((0,))
