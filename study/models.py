@@ -1,9 +1,11 @@
 """Build Keras models from a `ModelSpec` and the shape of the data.
 
-- `mlp`: Dense hidden layers (each followed by dropout when asked), then the output layer.
-- `cnn`: conv blocks, then an optional Dense head. A 1-D sequence is convolved as a Conv2D with
-  (k, 1) kernels rather than a Conv1D, because quantization-aware training in the Model
-  Optimization Toolkit rejects Conv1D; images use (k, k) kernels.
+- `mlp`: `depth` Dense layers of `width` units, then the output layer.
+- `cnn`: `depth` conv layers of `width` channels, then the output layer on the flattened maps,
+  like the MNIST-1D reference CNN. A 1-D sequence is convolved as a Conv2D with (k, 1) kernels
+  rather than a Conv1D, because quantization-aware training in the Model Optimization Toolkit
+  rejects Conv1D; images use (k, k) kernels.
+- Dropout, when asked, follows every hidden layer; L1/L2 penalties apply to every kernel.
 - `depth: 0` leaves only the output layer: logistic regression (classification) or linear
   regression (regression), the article's `y = a·x + b`.
 
@@ -25,8 +27,8 @@ def _regularizer(spec: ModelSpec):
     return keras.regularizers.L1L2(l1=spec.l1, l2=spec.l2)
 
 
-def _conv_blocks(x, spec: ModelSpec, layout: str):
-    """Conv blocks over a sequence (n, length) or an image (n, h, w), channels added here."""
+def _conv_layers(x, spec: ModelSpec, layout: str):
+    """Conv layers over a sequence (n, length) or an image (n, h, w); the channel axis is added here."""
     shape = tuple(x.shape[1:])
     if layout == "sequence":
         x = keras.layers.Reshape((shape[0], 1, 1), name="as_image")(x)
@@ -36,9 +38,23 @@ def _conv_blocks(x, spec: ModelSpec, layout: str):
         kernel, strides = (spec.kernel_size, spec.kernel_size), (spec.stride, spec.stride)
     for i in range(spec.depth):
         x = keras.layers.Conv2D(
-            spec.filters, kernel, strides=strides, padding="same", activation=spec.activation,
+            spec.width, kernel, strides=strides, padding="same", activation=spec.activation,
             kernel_regularizer=_regularizer(spec), name=f"conv_{i + 1}",
         )(x)
+        if spec.dropout > 0:
+            x = keras.layers.Dropout(spec.dropout, name=f"dropout_{i + 1}")(x)
+    return keras.layers.Flatten(name="flatten")(x)
+
+
+def _dense_layers(x, spec: ModelSpec):
+    if len(x.shape) > 2:
+        x = keras.layers.Flatten(name="flatten")(x)
+    for i in range(spec.depth):
+        x = keras.layers.Dense(
+            spec.width, activation=spec.activation, kernel_regularizer=_regularizer(spec), name=f"dense_{i + 1}"
+        )(x)
+        if spec.dropout > 0:
+            x = keras.layers.Dropout(spec.dropout, name=f"dropout_{i + 1}")(x)
     return x
 
 
@@ -56,23 +72,12 @@ def build_model(
     regression target, folded into the last layer.
     """
     inputs = keras.Input(shape=input_shape, name="inputs")
-    x = inputs
     if spec.kind == "cnn" and spec.depth > 0:
         if layout == "tabular":
             raise ValueError("model.kind: cnn needs sequence or image data; use mlp for tabular data")
-        x = _conv_blocks(x, spec, layout)
-        x = keras.layers.Flatten(name="flatten")(x)
-        hidden = 1 if spec.width > 0 else 0  # the Dense head
+        x = _conv_layers(inputs, spec, layout)
     else:
-        if len(input_shape) > 1:
-            x = keras.layers.Flatten(name="flatten")(x)
-        hidden = spec.depth if spec.kind == "mlp" else 0
-    for i in range(hidden):
-        x = keras.layers.Dense(
-            spec.width, activation=spec.activation, kernel_regularizer=_regularizer(spec), name=f"dense_{i + 1}"
-        )(x)
-        if spec.dropout > 0:
-            x = keras.layers.Dropout(spec.dropout, name=f"dropout_{i + 1}")(x)
+        x = _dense_layers(inputs, spec)
     name = "logits" if target_scale is None else "output"
     outputs = keras.layers.Dense(n_outputs, kernel_regularizer=_regularizer(spec), name=name)(x)
     if target_scale is not None:

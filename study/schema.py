@@ -109,21 +109,18 @@ def task_of(dataset) -> str | None:
 
 class ModelSpec(_Strict):
     kind: Literal["mlp", "cnn"] = "mlp"
-    width: int = Field(64, ge=0)  # units of each hidden Dense layer; for cnn, of the Dense head (0: none)
-    depth: int = Field(2, ge=0)  # hidden Dense layers (mlp) or conv blocks (cnn); 0: linear model
-    filters: int = Field(32, ge=1)
+    width: int = Field(64, ge=1)  # units of each hidden Dense layer (mlp) or channels of each conv layer (cnn)
+    depth: int = Field(2, ge=0)  # hidden layers: Dense (mlp) or conv (cnn); 0 is a linear model
     kernel_size: int = Field(5, ge=1)
-    stride: int = Field(2, ge=1)  # 2 halves the length at each conv block, as in the MNIST-1D CNN
+    stride: int = Field(2, ge=1)  # 2 halves the length at each conv layer, as in the MNIST-1D CNN
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "elu", "selu", "swish", "linear"] = "relu"
     poly_degree: int = Field(1, ge=1, le=10)  # polynomial feature expansion (the article's remedy 6)
     l1: float = Field(0.0, ge=0)  # weight penalties on every kernel (remedy 2)
     l2: float = Field(0.0, ge=0)
-    dropout: float = Field(0.0, ge=0, lt=1)  # after each hidden Dense layer (remedy 3)
+    dropout: float = Field(0.0, ge=0, lt=1)  # after each hidden layer (remedy 3)
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.kind == "mlp" and self.depth > 0 and self.width == 0:
-            raise ValueError("width must be ≥ 1 for an mlp with hidden layers (depth > 0)")
         if self.kind == "cnn" and self.poly_degree > 1:
             raise ValueError("poly_degree applies to mlp models; set it to 1 for kind: cnn")
         return self

@@ -29,10 +29,21 @@ def suggest(trial: optuna.Trial, space: dict) -> dict[str, Any]:
     return params
 
 
-def build_sampler(sweep: Sweep, worker: int = 0) -> optuna.samplers.BaseSampler:
-    """The sweep's sampler, seeded by the sweep seed and the worker index (so that parallel
-    workers do not propose the same points)."""
-    spec, seed = sweep.config.sampler, sweep.config.seed + 1000 * worker
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its `study.stop()` once the grid is covered: that call
+    works only inside `Study.optimize`, and with ask/tell the sweep's budget (the grid's size,
+    see `sweep.target_trials`) ends the sweep instead."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
+
+
+def build_sampler(sweep: Sweep, worker: int = 0, existing: int = 0) -> optuna.samplers.BaseSampler:
+    """The sweep's sampler, seeded by the sweep seed, the worker index and the number of trials
+    already in the study: parallel workers and resumed sessions then draw new points instead of
+    replaying the first session's random ones, and the same history still gives the same draws."""
+    spec = sweep.config.sampler
+    seed = (sweep.config.seed * 1_000_003 + worker * 10_007 + existing) % 2**31
     if spec.name == "tpe":
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=spec.n_startup_trials, multivariate=spec.multivariate, constant_liar=True
@@ -40,7 +51,9 @@ def build_sampler(sweep: Sweep, worker: int = 0) -> optuna.samplers.BaseSampler:
     if spec.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.name == "grid":
-        return optuna.samplers.GridSampler(sweep.grid(), seed=seed)
+        # The grid's order is a shuffle by its seed, and grid ids recorded by earlier sessions
+        # and other workers must keep meaning the same points: the sweep's own seed only.
+        return GridSampler(sweep.grid(), seed=sweep.config.seed)
     if spec.name == "nsgaii":
         return optuna.samplers.NSGAIISampler(population_size=spec.population_size, seed=seed)
     raise ValueError(f"unknown sampler {spec.name!r}")  # pragma: no cover - the schema admits no other

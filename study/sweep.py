@@ -312,8 +312,10 @@ def work(job: Job, progress=None) -> str:
     client = job.store.mlflow()
     tracker = Tracker(client, sweep, job.store.artifact_root)
     storage = job.store.optuna(stale_trial_callback=_on_stale(client))
+    existing = len(storage.get_all_trials(storage.get_study_id_from_name(sweep.name), deepcopy=False))
     study = optuna.load_study(
-        study_name=sweep.name, storage=storage, sampler=build_sampler(sweep, job.worker), pruner=build_pruner(sweep)
+        study_name=sweep.name, storage=storage, sampler=build_sampler(sweep, job.worker, existing),
+        pruner=build_pruner(sweep),
     )
     sweep_run_id = study.user_attrs["mlflow_sweep_run_id"]
     data = load_dataset(sweep.config.dataset, sweep.config.seed, sweep.path.parent)  # fail fast on bad data
@@ -337,7 +339,7 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_r
             return "budget"
         if job.deadline is not None and time.time() >= job.deadline:
             return "deadline"
-        if job.target is not None and counts.active >= job.target:
+        if job.target is not None and not counts.waiting and counts.done + counts.running >= job.target:
             time.sleep(WAIT_SECONDS)  # others are finishing the last trials; one may fail and be retried
             continue
         trial = study.ask()

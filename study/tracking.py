@@ -218,6 +218,7 @@ class TrialRun:
         self.name = name
         self.params = params
         self.replicate_runs: dict[int, str] = {}
+        self.logged_epochs: dict[int, int] = {}  # replicate -> last epoch logged
         self.pending: dict[str, list[Metric]] = {}
         self.last_flush = time.monotonic()
         self.several = tracker.sweep.config.replicates > 1
@@ -245,8 +246,15 @@ class TrialRun:
         run_id = self._run_for(replicate)
         now = _now_ms()
         self.pending.setdefault(run_id, []).extend(Metric(f"epoch/{k}", v, now, epoch) for k, v in metrics.items())
+        self.logged_epochs[replicate] = epoch
         if time.monotonic() - self.last_flush > FLUSH_SECONDS:
             self.flush()
+
+    def _log_unseen_epochs(self, replicate) -> None:
+        """Epochs the observer never saw: the one where the loss blew up, for a diverged model."""
+        for epoch, row in enumerate(replicate.history, start=1):
+            if epoch > self.logged_epochs.get(replicate.index, 0):
+                self.log_epoch(replicate.index, epoch, row)
 
     def flush(self) -> None:
         for run_id, metrics in self.pending.items():
@@ -256,6 +264,7 @@ class TrialRun:
 
     def end_replicate(self, replicate) -> None:
         """Final metrics, model and state of one replicate's own run (several replicates only)."""
+        self._log_unseen_epochs(replicate)
         if not self.several:
             return
         run_id = self._run_for(replicate.index)

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from study.keras_compat import keras
+from study.keras_compat import keras, tf
 from study.schema import TrainSpec
 
 # Keras log keys -> per-epoch metric names (logged as `epoch/<name>`).
@@ -33,6 +33,8 @@ EPOCH_NAMES = {
 }
 # Sweep-file monitor names -> Keras log keys.
 MONITORS = {"val/loss": "val_data_loss", "val/accuracy": "val_accuracy", "val/mae": "val_mae"}
+
+EVAL_BATCH = 1024  # evaluation batches: large, as no gradients are kept
 
 OnEpoch = Callable[[int, dict[str, float]], "str | None"]  # returns a reason to stop, or None
 
@@ -146,9 +148,12 @@ def fit(
             restore_best_weights=es.restore_best_weights,
         )
         callbacks.insert(0, stopper)  # before the hook, so a pruned epoch still counts for it
+    # Validation from numpy arrays makes Keras rebuild its data pipeline every epoch (~15 ms, up to
+    # a third of a small model's epoch); a cached dataset is built once.
+    val_data = tf.data.Dataset.from_tensor_slices(val).batch(EVAL_BATCH).cache()
     start = time.perf_counter()
     model.fit(
-        train[0], train[1], validation_data=val, epochs=spec.epochs, batch_size=spec.batch_size,
+        train[0], train[1], validation_data=val_data, epochs=spec.epochs, batch_size=spec.batch_size,
         shuffle=True, verbose=0, callbacks=callbacks,
     )
     result.seconds = time.perf_counter() - start
@@ -162,7 +167,7 @@ def fit(
     return result
 
 
-def predict(model: keras.Model, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+def predict(model: keras.Model, x: np.ndarray, batch_size: int = 4 * EVAL_BATCH) -> np.ndarray:
     """Outputs in inference mode (dropout off). Direct calls skip `model.predict`'s set-up cost."""
     parts = [model(x[i : i + batch_size], training=False).numpy() for i in range(0, len(x), batch_size)]
     return np.concatenate(parts) if parts else np.empty((0,))

@@ -1,0 +1,66 @@
+"""Shared fixtures: temporary stores, a session-wide data cache, sweep files written on the fly.
+
+Tests use real MLflow and Optuna stores (SQLite files in a temporary folder), tiny data and one
+or two epochs, so that a trial takes about a second.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = [sys.executable, "-m", "study"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory):
+    """Generated datasets go to a temporary cache, shared by the whole session."""
+    folder = tmp_path_factory.mktemp("cache")
+    os.environ["STUDY_CACHE_DIR"] = str(folder)
+    return folder
+
+
+@pytest.fixture
+def store(tmp_path):
+    from study.store import Store
+
+    return Store.resolve(tmp_path / "store")
+
+
+@pytest.fixture
+def write_sweep(tmp_path):
+    """write_sweep(name, yaml_text) -> path of a sweep file in a temporary folder."""
+
+    def write(name: str, text: str) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+# A sweep small enough that each trial trains in about a second.
+TINY = textwrap.dedent("""
+    description: tiny test sweep
+    dataset: {name: mnist1d, num_samples: 400}
+    model: {kind: mlp, width: 8, depth: 1}
+    train: {epochs: 2, batch_size: 64}
+    search:
+      model.width: [4, 8, 16]
+      model.kind: [mlp, cnn]
+    objective: {val/accuracy: maximize}
+    sampler: grid
+""")
+
+
+def run_env(tmp_path: Path) -> dict:
+    """Environment for `study` subprocesses: the session's data cache, no network lookups."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
