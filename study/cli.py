@@ -76,6 +76,22 @@ def render_summary(summary, sweep, store: Store) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------- init
+def cmd_init(args) -> int:
+    from study.sweep import check_data, prepare, target_trials
+
+    sweep = load_sweep(args.sweep, dict(parse_override(item) for item in args.set or []))
+    store = _store(args)
+    check_data(sweep)
+    study, _, _ = prepare(sweep, store, args.allow_changed)
+    print(
+        f"ready: study {sweep.name!r} in {store.describe()} ({len(study.trials)} trials so far, budget "
+        f"{target_trials(sweep) or 'by time'}); start workers on any machine with the same store options:\n"
+        f"  study run {args.sweep}"
+    )
+    return 0
+
+
 # ------------------------------------------------------------------------------- validate
 def cmd_validate(args) -> int:
     from study.search import grid_size
@@ -150,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     _store_options(run)
     run.set_defaults(func=cmd_run)
+
+    init = commands.add_parser(
+        "init", help="create the stores, study and experiment once, before workers on several machines start"
+    )
+    init.add_argument("sweep", metavar="SWEEP.yaml")
+    init.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (as for run)")
+    init.add_argument("--allow-changed", action="store_true", help="accept a sweep file changed since the study began")
+    _store_options(init)
+    init.set_defaults(func=cmd_init)
 
     validate = commands.add_parser("validate", help="check sweep files without running them")
     validate.add_argument("files", nargs="+", metavar="FILE")

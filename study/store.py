@@ -71,7 +71,11 @@ class Store:
             self.optuna()
         except StudyError:
             raise
-        except Exception as exc:  # a driver or connection problem: say which store and why
+        except ModuleNotFoundError as exc:
+            raise StudyError(
+                f"the store ({self.describe()}) needs the database driver {exc.name!r}: pip install 'study[postgres]'"
+            ) from None
+        except Exception as exc:  # a connection problem: say which store and why
             raise StudyError(f"cannot open the store ({self.describe()}): {_first_line(exc)}") from None
 
     def mlflow(self):

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from study import measure
 from study.config import Sweep, flatten, load_sweep
+from study.datasets import load_dataset
 from study.errors import StudyError
 from study.search import build_pruner, build_sampler, grid_size, suggest
 from study.store import HEARTBEAT_SECONDS, Store, quiet_libraries
@@ -132,7 +133,11 @@ def prepare(sweep: Sweep, store: Store, allow_changed: bool = False) -> tuple[op
         )
     if [d.name.lower() for d in study.directions] != sweep.directions:
         raise StudyError(f"study {sweep.name!r} was created with other objectives; copy the sweep file to a new name")
-    sweep_run_id = study.user_attrs.get("mlflow_sweep_run_id") or tracker.sweep_run()
+    sweep_run_id = study.user_attrs.get("mlflow_sweep_run_id")
+    if sweep_run_id is None:
+        sweep_run_id = tracker.sweep_run()
+        # the dataset row is created here, once, before any worker links trials to it
+        tracker.log_dataset(sweep_run_id, load_dataset(sweep.config.dataset, sweep.config.seed, sweep.path.parent))
     if known is None:
         study.set_user_attr("config_hash", sweep.config_hash)
         study.set_user_attr("metrics", sweep.metrics)
@@ -232,7 +237,6 @@ def _progress_metrics(study: optuna.Study, sweep: Sweep) -> dict[str, float]:
 
 def run_one(trial: optuna.Trial, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str) -> str:
     """Train one asked trial and tell Optuna and MLflow how it ended: its state is returned."""
-    from study.datasets import load_dataset
     from study.objective import run_trial, write_outputs
 
     params = suggest(trial, sweep.searched)
@@ -307,8 +311,6 @@ def work(job: Job, progress=None) -> str:
         os.environ["STUDY_TF_THREADS"] = str(job.threads)
     sweep = load_sweep(job.sweep_path, job.overrides)
     quiet_libraries()
-    from study.datasets import load_dataset
-
     client = job.store.mlflow()
     tracker = Tracker(client, sweep, job.store.artifact_root)
     storage = job.store.optuna(stale_trial_callback=_on_stale(client))
@@ -318,8 +320,7 @@ def work(job: Job, progress=None) -> str:
         pruner=build_pruner(sweep),
     )
     sweep_run_id = study.user_attrs["mlflow_sweep_run_id"]
-    data = load_dataset(sweep.config.dataset, sweep.config.seed, sweep.path.parent)  # fail fast on bad data
-    _check_objective_fits(sweep, data)
+    check_data(sweep)
     from study import objective  # noqa: F401 - TensorFlow is imported here, once per worker
 
     try:
@@ -357,8 +358,10 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_r
             raise StudyError(f"{failures} trials in a row failed; the last: {last} (fix the sweep and run again)")
 
 
-def _check_objective_fits(sweep: Sweep, data) -> None:
-    """A csv's task is known only once read: its objective must be measured for that task."""
+def check_data(sweep: Sweep) -> None:
+    """Read the sweep's dataset (kept for the trials) and check that its objective fits the task:
+    a csv's task is known only once it is read."""
+    data = load_dataset(sweep.config.dataset, sweep.config.seed, sweep.path.parent)
     for metric in sweep.metrics:
         needs = measure.TASK_OF_METRIC.get(metric.split("/")[1])
         if needs and needs != data.task:
@@ -400,6 +403,7 @@ def run_sweep(
 ) -> Summary:
     """Run `sweep` to its budget. Raises Interrupted on Ctrl+C (after marking the running trials)."""
     start = time.time()
+    check_data(sweep)  # a bad CSV fails here, before anything is written to the stores
     study, tracker, sweep_run_id = prepare(sweep, store, allow_changed)
     target = target_trials(sweep, trials)
     timeout = timeout or sweep.config.budget.timeout
@@ -409,10 +413,11 @@ def run_sweep(
     )
     if progress is not None:
         progress.start(sweep, target, count_trials(study.get_trials(deepcopy=False)))
-    if workers <= 1:
-        outcome = work(job, progress)
-    else:
-        outcome = _run_workers(job, workers, study, progress)
+    try:
+        outcome = work(job, progress) if workers <= 1 else _run_workers(job, workers, study, progress)
+    except StudyError:
+        tracker.end_sweep(sweep_run_id, "failed")
+        raise
     counts = count_trials(study.get_trials(deepcopy=False))
     if progress is not None:
         progress.update(study, final=True)

@@ -168,9 +168,23 @@ class Tracker:
             "seed": str(self.sweep.config.seed),
             "replicates": str(self.sweep.config.replicates),
         }
-        self._log(run.info.run_id, params=all_params)
-        self.client.log_inputs(run.info.run_id, datasets=[dataset_input(data)])
-        return TrialRun(self, run.info.run_id, name, all_params)
+        trial_run = TrialRun(self, run.info.run_id, name, all_params)
+        try:
+            self._log(run.info.run_id, params=all_params)
+            self.log_dataset(run.info.run_id, data)
+        except BaseException as exc:
+            trial_run.end("failed", f"could not record the trial's settings: {exc}"[:1000], exc)
+            raise
+        return trial_run
+
+    def log_dataset(self, run_id: str, data) -> None:
+        """Link the dataset to a run. MLflow inserts the experiment's dataset row on first use with
+        a check-then-insert, which two workers can race: the loser finds the row on its retry."""
+        try:
+            self.client.log_inputs(run_id, datasets=[dataset_input(data)])
+        except Exception:
+            time.sleep(0.2)
+            self.client.log_inputs(run_id, datasets=[dataset_input(data)])
 
     def mark_best(self, run_ids: dict[str, bool]) -> None:
         """Set `study.best` to 'true' or 'false' on runs (the Pareto set, for several objectives)."""

@@ -1,0 +1,99 @@
+"""Where a trial's time goes: training, measuring, saving, and MLflow/Optuna bookkeeping.
+
+Runs a small sweep in this process into a temporary store, with timers around the real
+functions, and prints a breakdown per trial. Tracking should cost a few percent of a trial.
+
+    .venv/bin/python benchmarks/trial_overhead.py [--trials 12] [--epochs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import tempfile
+import textwrap
+import time
+from collections import defaultdict
+from pathlib import Path
+
+SWEEP = """
+description: overhead benchmark
+dataset: {{name: mnist1d}}
+model: {{kind: mlp, depth: 2}}
+train: {{epochs: {epochs}}}
+search:
+  model.width: {{type: int, low: 16, high: 128, log: true}}
+sampler: random
+objective: {{val/accuracy: maximize}}
+budget: {{trials: {trials}}}
+"""
+
+spent: dict[str, float] = defaultdict(float)
+
+
+def timed(owner, name: str, label: str) -> None:
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[label] += time.perf_counter() - start
+
+    setattr(owner, name, wrapper)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=20)
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    from study import keras_compat  # noqa: F401
+    import_seconds = time.perf_counter() - start
+
+    from study import objective, sweep, tracking
+    from study.config import load_sweep
+    from study.store import Store
+
+    timed(objective, "fit", "keras fit")
+    timed(objective, "predict", "predict (3 splits)")
+    timed(objective, "save_model", "save model")
+    timed(tracking.Tracker, "start_trial", "mlflow: start run")
+    timed(tracking.TrialRun, "flush", "mlflow: epoch metrics")
+    timed(tracking.TrialRun, "finish", "mlflow: finish + artifacts")
+    timed(objective, "write_outputs", "write artifacts")
+    timed(sweep.optuna.Study, "tell", "optuna: tell")
+    timed(sweep.optuna.Study, "ask", "optuna: ask")
+    timed(sweep, "_best_runs", "optuna: best set")
+    timed(sweep, "_progress_metrics", "sweep progress")
+    timed(sweep, "run_one", "trial total")
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "overhead.yaml"
+        path.write_text(textwrap.dedent(SWEEP.format(trials=args.trials, epochs=args.epochs)))
+        store = Store.resolve(Path(folder) / "store")
+        start = time.perf_counter()
+        with contextlib.redirect_stderr(None):
+            sweep.run_sweep(load_sweep(path), store)
+        wall = time.perf_counter() - start
+
+    total = spent["trial total"]
+    print(f"import TensorFlow + Keras: {import_seconds:.2f} s (once per process)")
+    print(f"sweep of {args.trials} trials, {args.epochs} epochs each: {wall:.1f} s wall, {total:.1f} s in trials")
+    print(f"{'part':28s} {'s/trial':>8s} {'% of trial':>10s}")
+    for label, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
+        if label == "trial total":
+            continue
+        print(f"{label:28s} {seconds / args.trials:8.3f} {100 * seconds / total:9.1f}%")
+    tracking_seconds = sum(v for k, v in spent.items() if k.startswith(("mlflow", "optuna", "sweep progress")))
+    print(f"{'all tracking':28s} {tracking_seconds / args.trials:8.3f} {100 * tracking_seconds / total:9.1f}%")
+    print(f"{'trial total':28s} {total / args.trials:8.3f} {100.0:9.1f}%")
+
+
+if __name__ == "__main__":
+    main()

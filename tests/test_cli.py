@@ -1,0 +1,159 @@
+"""The `study` command as a user runs it: exit codes, one-line errors, Ctrl+C, workers, the UI."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import STUDY, TINY, run_env
+from study.store import Store
+
+
+def study(tmp_path, *args, timeout=300, **kwargs):
+    return subprocess.run(
+        [*STUDY, *args], cwd=tmp_path, env=run_env(tmp_path), capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+
+
+def test_validate_accepts_good_files_and_describes_them(write_sweep, tmp_path):
+    path = write_sweep("good", TINY)
+    result = study(tmp_path, "validate", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"ok: {path}: good on mnist1d; searches model.width, model.kind; sampler grid (6 points)")
+
+
+def test_validate_rejects_a_bad_file_with_one_line_and_exit_1(write_sweep, tmp_path):
+    path = write_sweep("bad", TINY.replace("width: 8", "widht: 8"))
+    result = study(tmp_path, "validate", str(path))
+    assert result.returncode == 1
+    assert result.stderr == f"error: {path}: model.widht: unknown key; did you mean 'width'?\n"
+
+
+def test_run_with_a_bad_file_writes_nothing(write_sweep, tmp_path):
+    path = write_sweep("bad", TINY.replace("[4, 8, 16]", "[4, -8]"))
+    result = study(tmp_path, "run", str(path), "--store", "store")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "search.model.width.choices[1]" in result.stderr
+    assert not (tmp_path / "store").exists(), "nothing is created for a sweep that cannot run"
+
+
+def test_run_with_unreadable_data_writes_nothing(write_sweep, tmp_path):
+    path = write_sweep("csvbad", "dataset: {name: csv, path: missing.csv, target: y}\nbudget: {trials: 1}\n")
+    result = study(tmp_path, "run", str(path), "--store", "store")
+    assert result.returncode == 1 and "dataset.path: no such file 'missing.csv'" in result.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_bad_command_line_values_exit_2(tmp_path):
+    assert study(tmp_path, "run", "x.yaml", "--trials", "0").returncode == 2
+    assert study(tmp_path, "nonsense").returncode == 2
+
+
+def test_run_prints_the_summary_and_where_to_look(write_sweep, tmp_path):
+    path = write_sweep("cli", TINY)
+    result = study(tmp_path, "run", str(path), "--store", "store", "--trials", "2", "--set", "train.epochs=1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("cli: complete — 2 trials done (2 finished, 0 pruned, 0 failed) in ")
+    assert lines[1].startswith("best: trial ")
+    assert any(line.startswith("browse:  study ui --store") for line in lines)
+    assert "cli: 2/2 trials" in result.stderr, "the progress bar counts trials"
+
+    listed = study(tmp_path, "list", "--store", "store", "--sweeps", str(tmp_path))
+    assert listed.returncode == 0
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("cli "))
+    assert row.split()[2:6] == ["2", "0", "0", "0"] and "val/accuracy" in row
+
+
+@pytest.mark.slow
+def test_ctrl_c_fails_the_running_trial_exits_130_and_resume_completes(write_sweep, tmp_path):
+    path = write_sweep("sigint", TINY.replace("epochs: 2", "epochs: 200"))
+    args = [*STUDY, "run", str(path), "--store", "store", "--trials", "3", "--quiet"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=run_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = Store.resolve(tmp_path / "store")
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the first trial is training
+        time.sleep(0.5)
+        if (tmp_path / "store" / "optuna.db").exists():
+            try:
+                trials = optuna.load_study(study_name="sigint", storage=store.optuna()).trials
+            except KeyError:
+                continue
+            if trials and trials[0].user_attrs.get("mlflow_run_id"):
+                break
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: the running trial of sigint was marked failed and will run again" in err
+    assert "Resume with:\n  study run" in err and "--trials 3" in err
+    trials = optuna.load_study(study_name="sigint", storage=store.optuna()).trials
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs["study_state"] == "interrupted"
+    assert store.mlflow().get_run(failed[0].user_attrs["mlflow_run_id"]).info.status == "FAILED"
+
+    resumed = study(tmp_path, "run", str(path), "--store", "store", "--trials", "3", "--quiet", "--set", "train.epochs=1", "--allow-changed")
+    assert resumed.returncode == 0, resumed.stderr
+    trials = optuna.load_study(study_name="sigint", storage=store.optuna()).trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_budget_exactly(write_sweep, tmp_path):
+    path = write_sweep("pair", TINY)
+    result = study(tmp_path, "run", str(path), "--store", "store", "--trials", "5", "--workers", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    store = Store.resolve(tmp_path / "store")
+    trials = optuna.load_study(study_name="pair", storage=store.optuna()).trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 5
+    assert all(t.user_attrs.get("study_skipped") for t in trials if t.state != TrialState.COMPLETE)
+    experiment = store.mlflow().get_experiment_by_name("pair")
+    runs = store.mlflow().search_runs([experiment.experiment_id], filter_string="tags.`study.role` = 'trial'")
+    assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ui_serves_the_store_on_localhost(write_sweep, tmp_path):
+    path = write_sweep("seen", TINY)
+    assert study(tmp_path, "run", str(path), "--store", "store", "--trials", "1", "--quiet").returncode == 0
+    port = free_port()
+    proc = subprocess.Popen(
+        [*STUDY, "ui", "--store", "store", "--port", str(port)], cwd=tmp_path, env=run_env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        first_line = proc.stdout.readline()
+        assert f"at http://127.0.0.1:{port}" in first_line
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10"
+        deadline, body = time.time() + 90, None
+        while time.time() < deadline and body is None:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    body = json.load(response)
+            except OSError:
+                time.sleep(1)
+        assert body is not None, "the MLflow server answered"
+        assert "seen" in [e["name"] for e in body["experiments"]]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_ui_without_a_store_says_how_to_make_one(tmp_path):
+    result = study(tmp_path, "ui", "--store", "nothing-here")
+    assert result.returncode == 1 and "run a sweep first" in result.stderr

@@ -1,0 +1,75 @@
+"""The many-machines path: Optuna and MLflow on a PostgreSQL server, artifacts in a shared folder,
+and independent `study run` processes (standing in for machines) sharing one budget."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import STUDY, TINY, run_env
+from study.store import Store
+
+PG = os.environ.get("STUDY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+def _admin():
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        return psycopg.connect(f"{PG}/postgres", connect_timeout=3, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {PG} ({str(exc).strip()}); set STUDY_TEST_POSTGRES to test this path")
+
+
+@pytest.fixture
+def databases():
+    """Two fresh databases (MLflow's and Optuna's schemas both own an alembic_version table)."""
+    admin = _admin()
+    names = [f"study_test_{uuid.uuid4().hex[:10]}_{part}" for part in ("mlflow", "optuna")]
+    with admin.cursor() as cursor:
+        for name in names:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    yield [f"{PG}/{name}" for name in names]
+    with admin.cursor() as cursor:
+        for name in names:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.mark.slow
+def test_machines_share_one_budget_through_postgres(write_sweep, tmp_path, databases):
+    tracking, storage = databases
+    shared = tmp_path / "shared-artifacts"
+    path = write_sweep("spread", TINY)
+    options = ["--tracking-uri", tracking, "--storage", storage, "--artifacts", str(shared)]
+    env = run_env(tmp_path)
+
+    init = subprocess.run([*STUDY, "init", str(path), *options], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    assert "ready: study 'spread'" in init.stdout
+
+    machines = [
+        subprocess.Popen(
+            [*STUDY, "run", str(path), *options, "--trials", "5", "--quiet", "--store", str(tmp_path / f"machine{i}")],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(2)
+    ]
+    for machine in machines:
+        out, err = machine.communicate(timeout=600)
+        assert machine.returncode == 0, err
+
+    store = Store.resolve(tmp_path / "unused", tracking_uri=tracking, storage=storage, artifacts=str(shared))
+    trials = optuna.load_study(study_name="spread", storage=store.optuna()).trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 5
+    assert all(t.user_attrs.get("study_skipped") for t in trials if t.state != TrialState.COMPLETE)
+    client = store.mlflow()
+    experiment = client.get_experiment_by_name("spread")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`study.role` = 'trial'")
+    assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
+    assert all(str(shared) in r.info.artifact_uri for r in runs), "artifacts land in the shared folder"
+    assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {"model", "predictions.npz"}
