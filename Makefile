@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/study run sweeps/demo.yaml
+	$(BIN)/study run sweeps/demo_compression.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

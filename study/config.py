@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,12 @@ _TAGGED = {
 }
 
 
+def _model_class(annotation) -> type[BaseModel] | None:
+    """The schema class of a field: `X` or `X | None`."""
+    candidates = typing.get_args(annotation) or (annotation,)
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+
+
 def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The schema class whose fields hold the last key of `loc` (pydantic puts union tags in loc)."""
     cls: type[BaseModel] | None = root
@@ -113,8 +120,7 @@ def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
         if part in _TAGGED and (cls is None or part not in cls.model_fields):
             cls = _TAGGED[part]
         elif cls is not None and part in cls.model_fields:
-            annotation = cls.model_fields[part].annotation
-            cls = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            cls = _model_class(cls.model_fields[part].annotation)
         else:
             cls = None
     return cls
@@ -229,7 +235,7 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-SETUP_SECTIONS = ("dataset", "model", "train")
+SETUP_SECTIONS = ("dataset", "model", "train", "compress")
 
 
 def _setting_paths(setup: dict) -> list[str]:
@@ -347,8 +353,8 @@ def _check_setups(config: SweepConfig) -> None:
                 size *= len(spec.grid())
             except ValueError as exc:
                 raise ValueError(f"search.{key}: {exc}") from None
-        if size > 100_000:
-            raise ValueError(f"search: the grid has {size} points; the grid sampler takes at most 100000")
+        if size > 10_000:
+            raise ValueError(f"search: the grid has {size} points; the grid sampler takes at most 10000")
 
 
 def _apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:

@@ -10,9 +10,11 @@ process so that N workers on N cores do not fight over them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import tempfile
 
 if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
     raise ImportError(
@@ -26,19 +28,16 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _import_quietly():
-    """Import TensorFlow with fd 2 captured: its C++ start-up lines ignore the log level.
-
-    The captured text is replayed only if the import fails, so nothing useful is lost.
-    """
-    import tempfile
-
+@contextlib.contextmanager
+def quiet_stderr():
+    """Capture file descriptor 2 (C++ libraries write there past Python's logging); replay what
+    was captured only if the block fails, so nothing useful is lost."""
+    sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow
-            import tf_keras
+            yield
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)
@@ -47,6 +46,13 @@ def _import_quietly():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def _import_quietly():
+    """TensorFlow's C++ start-up lines ignore the log level: import it with stderr captured."""
+    with quiet_stderr():
+        import tensorflow
+        import tf_keras
     return tensorflow, tf_keras
 
 
@@ -68,4 +74,4 @@ def tfmot():
     return module
 
 
-__all__ = ["tf", "keras", "tfmot"]
+__all__ = ["tf", "keras", "tfmot", "quiet_stderr"]

@@ -24,6 +24,19 @@ FINAL_METRICS = (
     "fit/seconds",
     "fit/epochs",  # epochs actually run (early stopping and pruning end sooner)
     "fit/best_epoch",  # epoch of the best monitored validation value
+    # compression sweeps: measured on the artifact file (.tflite or .qpack) and the stored weights
+    *(f"artifact/{split}_{name}" for split in ("val", "test") for name in ("loss", "accuracy", "mae")),
+    "artifact/size_bytes",
+    "artifact/gzip_bytes",  # what the file takes compressed: where pruning and clustering show
+    "artifact/compression_ratio",  # the base's float32 TFLite bytes / this artifact's bytes
+    "artifact/gzip_compression_ratio",
+    "artifact/latency_ms",  # median single-example invoke on the TFLite interpreter
+    "artifact/bits",
+    "model/nonzero_params",
+    "model/sparsity",
+    "model/macs",  # multiply-accumulates per example
+    "model/macs_nonzero",  # the same, skipping zero weights
+    *(f"control/{split}/{name}" for split in SPLITS for name in ("loss", "accuracy")),  # distillation's hard-label control
 )
 
 # Metrics that only make sense for one kind of task.
@@ -131,3 +144,32 @@ def pareto_mask(values: np.ndarray, directions: list[str]) -> np.ndarray:
         dominated = np.all(others <= costs[i], axis=1) & np.any(others < costs[i], axis=1)
         optimal[i] = not dominated.any()
     return optimal
+
+
+def gzip_size(data: bytes) -> int:
+    """Bytes of `data` after gzip at the highest level: what a file takes to store or ship."""
+    import gzip
+
+    return len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+CONV_KINDS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
+
+
+def layer_macs(kind: str, kernel_shapes: list[tuple[int, ...]], output_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one layer for one example.
+
+    A Dense kernel (in, out) costs in·out. A conv kernel (kh, kw, in, out), a depthwise kernel
+    (kh, kw, in, multiplier) and a pointwise kernel (1, 1, in, out) cost their size at every
+    output position, so a separable conv costs the sum of its two kernels there.
+    """
+    per_position = int(sum(np.prod(shape) for shape in kernel_shapes))
+    if kind in CONV_KINDS:
+        return per_position * int(np.prod(output_shape[:-1]))
+    return per_position
+
+
+def sparsity(weights: list[np.ndarray]) -> float:
+    """Fraction of zeros among all scalars of `weights` (0 for none)."""
+    total = count_params(weights)
+    return 1.0 - count_nonzero(weights) / total if total else 0.0

@@ -5,6 +5,9 @@
   like the MNIST-1D reference CNN. A 1-D sequence is convolved as a Conv2D with (k, 1) kernels
   rather than a Conv1D, because quantization-aware training in the Model Optimization Toolkit
   rejects Conv1D; images use (k, k) kernels.
+- `conv: separable` makes every conv layer after the first depthwise-separable (MobileNet: a
+  depthwise filter over one input channel would learn little); `width_multiplier` scales every
+  layer's width.
 - Dropout, when asked, follows every hidden layer; L1/L2 penalties apply to every kernel.
 - `depth: 0` leaves only the output layer: logistic regression (classification) or linear
   regression (regression), the article's `y = a·x + b`.
@@ -37,10 +40,16 @@ def _conv_layers(x, spec: ModelSpec, layout: str):
         x = keras.layers.Reshape((*shape, 1), name="add_channel")(x)
         kernel, strides = (spec.kernel_size, spec.kernel_size), (spec.stride, spec.stride)
     for i in range(spec.depth):
-        x = keras.layers.Conv2D(
-            spec.width, kernel, strides=strides, padding="same", activation=spec.activation,
-            kernel_regularizer=_regularizer(spec), name=f"conv_{i + 1}",
-        )(x)
+        if spec.conv == "separable" and i > 0:
+            x = keras.layers.SeparableConv2D(
+                spec.units, kernel, strides=strides, padding="same", activation=spec.activation,
+                depthwise_regularizer=_regularizer(spec), pointwise_regularizer=_regularizer(spec), name=f"sepconv_{i + 1}",
+            )(x)
+        else:
+            x = keras.layers.Conv2D(
+                spec.units, kernel, strides=strides, padding="same", activation=spec.activation,
+                kernel_regularizer=_regularizer(spec), name=f"conv_{i + 1}",
+            )(x)
         if spec.dropout > 0:
             x = keras.layers.Dropout(spec.dropout, name=f"dropout_{i + 1}")(x)
     return keras.layers.Flatten(name="flatten")(x)
@@ -51,7 +60,7 @@ def _dense_layers(x, spec: ModelSpec):
         x = keras.layers.Flatten(name="flatten")(x)
     for i in range(spec.depth):
         x = keras.layers.Dense(
-            spec.width, activation=spec.activation, kernel_regularizer=_regularizer(spec), name=f"dense_{i + 1}"
+            spec.units, activation=spec.activation, kernel_regularizer=_regularizer(spec), name=f"dense_{i + 1}"
         )(x)
         if spec.dropout > 0:
             x = keras.layers.Dropout(spec.dropout, name=f"dropout_{i + 1}")(x)
@@ -83,7 +92,7 @@ def build_model(
     if target_scale is not None:
         mean, std = target_scale
         outputs = keras.layers.Rescaling(scale=std, offset=mean, name="to_target_scale")(outputs)
-    return keras.Model(inputs, outputs, name=f"{spec.kind}_d{spec.depth}_w{spec.width}")
+    return keras.Model(inputs, outputs, name=f"{spec.kind}_d{spec.depth}_w{spec.units}")
 
 
 def target_scale(y: np.ndarray) -> tuple[float, float]:

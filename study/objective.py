@@ -42,6 +42,8 @@ class ReplicateResult:
     metrics: dict[str, float]
     test_outputs: np.ndarray | None  # logits (n, classes) or predictions (n, 1)
     model_path: Path | None
+    files: dict[str, Path] = field(default_factory=dict)  # more artifacts: a compressed file, layers.csv
+    tags: dict[str, str] = field(default_factory=dict)  # what the compressed artifact is
 
 
 @dataclass
@@ -79,69 +81,113 @@ class TrialResult:
         return curves
 
 
-def _inputs(setup: Setup, data: Data, x_train: np.ndarray):
-    """The arrays the model sees, and their layout (polynomial features make them tabular)."""
+@dataclass
+class Inputs:
+    """The arrays one replicate's model sees: its training set and the fixed validation and test sets."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    layout: str
+
+    def labels(self) -> dict[str, np.ndarray]:
+        return {"train": self.y_train, "val": self.y_val, "test": self.y_test}
+
+    def xs(self) -> dict[str, np.ndarray]:
+        return {"train": self.x_train, "val": self.x_val, "test": self.x_test}
+
+
+def prepare_inputs(setup: Setup, data: Data, seed: int) -> Inputs:
+    """Draw the training set for `seed`; polynomial features (if asked) make every split tabular."""
+    x_train, y_train = training_set(data, setup.dataset, seed)
+    x_val, x_test, layout = data.x_val, data.x_test, data.layout
     if setup.model.poly_degree > 1:
-        x_train, x_val, x_test = expand_features(setup.model.poly_degree, x_train, data.x_val, data.x_test)
-        return x_train, x_val, x_test, "tabular"
-    return x_train, data.x_val, data.x_test, data.layout
+        x_train, x_val, x_test = expand_features(setup.model.poly_degree, x_train, x_val, x_test)
+        layout = "tabular"
+    return Inputs(x_train, y_train, x_val, data.y_val, x_test, data.y_test, layout)
+
+
+def build_for(setup: Setup, data: Data, inputs: Inputs, model_spec=None) -> keras.Model:
+    """The (compiled) model of `setup` (or of `model_spec`) for these inputs."""
+    regression = data.task == "regression"
+    model = build_model(
+        model_spec or setup.model, inputs.x_train.shape[1:], inputs.layout,
+        n_outputs=1 if regression else data.n_classes,
+        target_scale=target_scale(inputs.y_train) if regression else None,
+    )
+    compile_model(model, setup.train, data.task)
+    return model
+
+
+def measure_model(model: keras.Model, task: str, inputs: Inputs) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Final metrics of every split in inference mode, and the outputs they came from."""
+    outputs = {split: predict(model, x) for split, x in inputs.xs().items()}
+    return measure.final_metrics(task, inputs.labels(), outputs), outputs
 
 
 def save_model(model: keras.Model, path: Path) -> None:
     """Save architecture and weights only: optimizer state is training baggage, not the model
     (it would triple the bytes of an Adam-trained model). An uncompiled clone carries none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
     clone.save(path)
 
 
 def _model_metrics(model: keras.Model, path: Path) -> dict[str, float]:
-    weights = model.get_weights()
-    return {"model/params": measure.count_params(weights), "model/size_bytes": path.stat().st_size}
+    return {"model/params": measure.count_params(model.get_weights()), "model/size_bytes": path.stat().st_size}
 
 
 def run_replicate(setup: Setup, data: Data, index: int, seed: int, workdir: Path, observer=None) -> ReplicateResult:
     """Train and measure one model of the trial with `seed`."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    x_train, y_train = training_set(data, setup.dataset, seed)
-    x_train, x_val, x_test, layout = _inputs(setup, data, x_train)
-    regression = data.task == "regression"
-    model = build_model(
-        setup.model, x_train.shape[1:], layout,
-        n_outputs=1 if regression else data.n_classes,
-        target_scale=target_scale(y_train) if regression else None,
-    )
-    compile_model(model, setup.train, data.task)
-    on_epoch = (lambda epoch, metrics: observer.epoch(index, epoch, metrics)) if observer else None
-    fitted = fit(model, (x_train, y_train), (x_val, data.y_val), setup.train, on_epoch)
+    inputs = prepare_inputs(setup, data, seed)
+    model = build_for(setup, data, inputs)
+    fitted = fit(model, (inputs.x_train, inputs.y_train), (inputs.x_val, inputs.y_val), setup.train, epoch_hook(observer, index))
     status = fitted.stopped if fitted.stopped in ("pruned", "diverged") else "finished"
     result = ReplicateResult(index, seed, status, fitted.reason, fitted.history, {}, None, None)
     if status == "diverged":
         return result
-    labels = {"train": y_train, "val": data.y_val, "test": data.y_test}
-    outputs = {"train": predict(model, x_train), "val": predict(model, x_val), "test": predict(model, x_test)}
-    metrics = measure.final_metrics(data.task, labels, outputs)
+    metrics, outputs = measure_model(model, data.task, inputs)
     if not measure.all_finite(metrics):
         result.status, result.reason = "diverged", "the trained model's predictions are not finite"
         return result
     path = workdir / "models" / f"r{index}.keras"
-    path.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, path)
     metrics.update(_model_metrics(model, path))
-    metrics.update({"fit/seconds": fitted.seconds, "fit/epochs": fitted.epochs, "fit/best_epoch": fitted.best_epoch})
+    metrics.update(fit_metrics(fitted))
     result.metrics, result.test_outputs, result.model_path = metrics, outputs["test"].astype(np.float32), path
     return result
 
 
+def epoch_hook(observer, index: int):
+    """The per-epoch callback `fit` takes, forwarding to the trial's observer."""
+    return (lambda epoch, metrics: observer.epoch(index, epoch, metrics)) if observer else None
+
+
+def fit_metrics(fitted) -> dict[str, float]:
+    return {"fit/seconds": fitted.seconds, "fit/epochs": fitted.epochs, "fit/best_epoch": fitted.best_epoch}
+
+
 def run_trial(
-    setup: Setup, data: Data, seed: int, replicates: int, workdir: Path, observer: TrialObserver | None = None
+    setup: Setup, data: Data, seed: int, replicates: int, workdir: Path, observer: TrialObserver | None = None,
+    references=None,
 ) -> TrialResult:
     """Train `replicates` models of `setup` with seeds seed, seed+1, ...; stop early if one
-    diverges or the observer prunes the first."""
+    diverges or the observer prunes the first. With `references` (a compression sweep's base and
+    controls) each replicate compresses the base instead of training from nothing."""
     result = TrialResult(task=data.task)
     for index in range(replicates):
-        replicate = run_replicate(setup, data, index, seed + index, Path(workdir), observer)
+        if references is None:
+            replicate = run_replicate(setup, data, index, seed + index, Path(workdir), observer)
+        else:
+            from study.compression.pipeline import run_compression_replicate
+
+            replicate = run_compression_replicate(setup, data, index, seed + index, Path(workdir), observer, references)
         result.replicates.append(replicate)
         if observer is not None:
             observer.replicate_end(replicate)

@@ -118,12 +118,21 @@ class ModelSpec(_Strict):
     l1: float = Field(0.0, ge=0)  # weight penalties on every kernel (remedy 2)
     l2: float = Field(0.0, ge=0)
     dropout: float = Field(0.0, ge=0, lt=1)  # after each hidden layer (remedy 3)
+    conv: Literal["standard", "separable"] = "standard"  # separable: depthwise + pointwise after the first conv (MobileNet)
+    width_multiplier: float = Field(1.0, gt=0, le=16)  # scales every layer's width (MobileNet's α)
 
     @model_validator(mode="after")
     def _consistent(self):
         if self.kind == "cnn" and self.poly_degree > 1:
             raise ValueError("poly_degree applies to mlp models; set it to 1 for kind: cnn")
+        if self.kind == "mlp" and self.conv == "separable":
+            raise ValueError("conv: separable applies to kind: cnn")
         return self
+
+    @property
+    def units(self) -> int:
+        """Units or channels per hidden layer, after the width multiplier."""
+        return max(1, round(self.width * self.width_multiplier))
 
 
 EpochMonitor = Literal["val/loss", "val/accuracy", "val/mae"]
@@ -147,12 +156,63 @@ class TrainSpec(_Strict):
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
 
 
+COMPRESSION_METHODS = ("none", "prune", "quantize", "prune_quantize", "cluster", "distill", "architecture")
+
+# The compress.* knobs each method reads: a sampler skips the others (a conditional search space).
+METHOD_KNOBS = {
+    "none": (),
+    "prune": ("sparsity", "schedule", "structure", "finetune_epochs"),
+    "quantize": ("bits", "scheme", "finetune_epochs"),
+    "prune_quantize": ("sparsity", "schedule", "structure", "finetune_epochs"),
+    "cluster": ("clusters", "finetune_epochs"),
+    "distill": ("temperature", "alpha"),
+    "architecture": (),
+}
+
+def knobs_read(method: str, bits: int = 8, scheme: str = "qat", structure: str = "unstructured") -> tuple[str, ...]:
+    """The compress.* knobs a trial with these settings reads: quantization reads `scheme` only at
+    8 bits and fine-tunes only under quantization-aware training; 2:4 pruning has its own sparsity."""
+    if method in ("prune", "prune_quantize") and structure == "2:4":
+        return tuple(k for k in METHOD_KNOBS[method] if k != "sparsity")
+    if method != "quantize":
+        return METHOD_KNOBS[method]
+    trains = bits < 8 or (bits == 8 and scheme == "qat")
+    return ("bits",) + (("scheme",) if bits == 8 else ()) + (("finetune_epochs",) if trains else ())
+
+
+# Methods that train a model of their own from the sweep's model and train sections.
+TRAINS_OWN_MODEL = ("distill", "architecture")
+
+
+class CompressSpec(_Strict):
+    """How a trial compresses the base model (only in sweeps with a `base`)."""
+
+    method: Literal[COMPRESSION_METHODS] = "none"  # none: the base as it is, the uncompressed reference
+    sparsity: float = Field(0.5, ge=0, le=0.98)  # prune: target fraction of zero weights
+    schedule: Literal["polynomial", "constant"] = "polynomial"  # Zhu & Gupta's cubic ramp, or all at once
+    structure: Literal["unstructured", "2:4"] = "unstructured"  # 2:4 keeps 2 of every 4 weights (sparsity 0.5)
+    bits: int = 8  # quantize: 32 float, 16 float16, 8 int8, 2-7 packed by us
+    scheme: Literal["qat", "ptq_dynamic", "ptq_int8"] = "qat"  # how 8-bit weights are made
+    clusters: int = Field(16, ge=2, le=4096)  # cluster: distinct values per layer
+    finetune_epochs: int = Field(2, ge=1)  # prune, cluster, quantization-aware training
+    temperature: float = Field(4.0, gt=0)  # distill: softens the teacher's logits (Hinton et al. 2015)
+    alpha: float = Field(0.9, ge=0, le=1)  # distill: weight of the soft targets; 1 - alpha on hard labels
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, value):
+        if value not in (2, 3, 4, 5, 6, 7, 8, 16, 32):
+            raise ValueError(f"must be 2 to 8, 16 or 32, got {value}")
+        return value
+
+
 class Setup(_Strict):
     """Everything that determines one trained model: what a trial resolves to."""
 
     dataset: DatasetSpec
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
+    compress: CompressSpec = CompressSpec()
 
     @property
     def task(self) -> str | None:
@@ -173,6 +233,10 @@ class Setup(_Strict):
             raise ValueError(f"train.early_stopping.monitor: {monitor} is not measured for {task}; use val/loss")
         if task == "regression" and self.dataset.label_noise > 0:
             raise ValueError("dataset.label_noise flips class labels; for regression use the dataset's noise")
+        if self.model.conv == "separable" and self.model.kind != "cnn":
+            raise ValueError("model.conv: separable applies to kind: cnn")
+        if task == "regression" and self.compress.method == "distill":
+            raise ValueError("compress.method: distill learns from a classifier's logits; it needs classification data")
         return self
 
 
@@ -282,6 +346,26 @@ PrunerSpec = Annotated[
 ]
 
 
+class BaseSpec(_Strict):
+    """The model a compression sweep compresses: trained here from `model` and `train` (once, then
+    reused by every trial and worker), or an earlier run's model (`run: <id>`), or the best trial
+    of another sweep (`sweep: <name>`)."""
+
+    model: ModelSpec | None = None
+    train: TrainSpec | None = None
+    run: str | None = None
+    sweep: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        sources = [name for name, given in (("model", self.model is not None), ("run", self.run), ("sweep", self.sweep)) if given]
+        if len(sources) != 1:
+            raise ValueError("give the base one source: model (with train), run, or sweep")
+        if self.train is not None and self.model is None:
+            raise ValueError("base.train goes with base.model")
+        return self
+
+
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*$")
 
 
@@ -314,6 +398,8 @@ class SweepConfig(_Strict):
     dataset: DatasetSpec
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
+    base: BaseSpec | None = None  # makes this a compression sweep
+    compress: CompressSpec = CompressSpec()
     search: dict[str, SearchParam] = {}
     objective: dict[str, Literal["minimize", "maximize"]] = {"val/loss": "minimize"}
     sampler: SamplerSpec = TpeSpec(name="tpe")
@@ -370,6 +456,11 @@ class SweepConfig(_Strict):
             needs = TASK_OF_METRIC.get(metric.split("/")[1])
             if task and needs and needs != task:
                 raise ValueError(f"objective: {metric} is not measured for {task} data; use loss-based metrics")
+        compressing = self.compress.method != "none" or any(k.startswith("compress.") for k in self.search)
+        if compressing and self.base is None:
+            raise ValueError("compress: compression needs a base model; add a base section (model, run or sweep)")
+        if self.base is not None and self.base.model is not None and self.base.model.poly_degree > 1:
+            raise ValueError("base.model.poly_degree: compression works on models of the raw inputs; set it to 1")
         if self.budget.trials is None and self.budget.timeout is None and self.sampler.name != "grid":
             raise ValueError("budget: give trials, timeout or both (only the grid sampler knows its own size)")
         return self

@@ -2,40 +2,64 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import random
 import warnings
 from typing import Any
 
 import optuna
 
 from study.config import Sweep
-from study.schema import CategoricalParam, FloatParam, IntParam
+from study.schema import TRAINS_OWN_MODEL, CategoricalParam, FloatParam, IntParam, knobs_read
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def suggest(trial: optuna.Trial, space: dict) -> dict[str, Any]:
-    """Sample every searched key of `space` (a sweep's `searched`) for `trial`."""
+def relevant(key: str, compress: dict | None) -> bool:
+    """Whether a trial with these `compress` settings reads `key` (None: not a compression sweep).
+
+    Only what the trial's method reads is sampled and logged, so a multi-method sweep's trials
+    carry only the settings that shaped them; `model.*` matters to methods that train a model.
+    """
+    if compress is None:
+        return True
+    section, _, name = key.partition(".")
+    if section == "compress":
+        return name == "method" or name in knobs_read(
+            compress["method"], compress["bits"], compress["scheme"], compress["structure"]
+        )
+    if section == "model":
+        return compress["method"] in TRAINS_OWN_MODEL
+    return True
+
+
+# Sampled first, in this order: they decide which other knobs a trial reads.
+DECIDING = ("compress.method", "compress.bits", "compress.scheme", "compress.structure")
+
+
+def suggest(trial: optuna.Trial, sweep: Sweep) -> dict[str, Any]:
+    """Sample every searched key of `sweep` that the trial reads."""
+    space = sweep.searched
+    compress = dict(sweep.defaults()["compress"]) if sweep.config.base is not None else None
     params: dict[str, Any] = {}
-    for key, spec in space.items():
-        if isinstance(spec, IntParam):
-            step = spec.step if not spec.log else 1
-            params[key] = trial.suggest_int(key, spec.low, spec.high, step=step, log=spec.log)
-        elif isinstance(spec, FloatParam):
-            params[key] = trial.suggest_float(key, spec.low, spec.high, step=spec.step, log=spec.log)
-        elif isinstance(spec, CategoricalParam):
-            params[key] = trial.suggest_categorical(key, spec.choices)
-        else:  # pragma: no cover - the schema admits no other kind
-            raise TypeError(f"cannot search {key}: {spec!r}")
+    for key in [*(k for k in DECIDING if k in space), *(k for k in space if k not in DECIDING)]:
+        if relevant(key, compress):
+            params[key] = _suggest_one(trial, key, space[key])
+            if compress is not None and key in DECIDING:
+                compress[key.split(".")[1]] = params[key]
     return params
 
 
-class GridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler without its `study.stop()` once the grid is covered: that call
-    works only inside `Study.optimize`, and with ask/tell the sweep's budget (the grid's size,
-    see `sweep.target_trials`) ends the sweep instead."""
-
-    def after_trial(self, study, trial, state, values) -> None:
-        return None
+def _suggest_one(trial: optuna.Trial, key: str, spec) -> Any:
+    if isinstance(spec, IntParam):
+        step = spec.step if not spec.log else 1
+        return trial.suggest_int(key, spec.low, spec.high, step=step, log=spec.log)
+    if isinstance(spec, FloatParam):
+        return trial.suggest_float(key, spec.low, spec.high, step=spec.step, log=spec.log)
+    if isinstance(spec, CategoricalParam):
+        return trial.suggest_categorical(key, spec.choices)
+    raise TypeError(f"cannot search {key}: {spec!r}")  # pragma: no cover - the schema admits no other kind
 
 
 def build_sampler(sweep: Sweep, worker: int = 0, existing: int = 0) -> optuna.samplers.BaseSampler:
@@ -51,9 +75,8 @@ def build_sampler(sweep: Sweep, worker: int = 0, existing: int = 0) -> optuna.sa
     if spec.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.name == "grid":
-        # The grid's order is a shuffle by its seed, and grid ids recorded by earlier sessions
-        # and other workers must keep meaning the same points: the sweep's own seed only.
-        return GridSampler(sweep.grid(), seed=sweep.config.seed)
+        # Grid points are queued as fixed trials (see grid_points); nothing is left to sample.
+        return optuna.samplers.RandomSampler(seed=seed)
     if spec.name == "nsgaii":
         return optuna.samplers.NSGAIISampler(population_size=spec.population_size, seed=seed)
     raise ValueError(f"unknown sampler {spec.name!r}")  # pragma: no cover - the schema admits no other
@@ -80,11 +103,29 @@ def build_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def grid_size(sweep: Sweep) -> int | None:
-    """Number of grid points for the grid sampler, else None."""
+def grid_points(sweep: Sweep) -> list[dict[str, Any]]:
+    """The grid sampler's trials: every combination of the searched values, keeping only the keys
+    a trial reads and each distinct configuration once, in an order shuffled by the sweep's seed
+    (so a half-finished grid is a fair sample of it)."""
     if sweep.config.sampler.name != "grid":
-        return None
-    size = 1
-    for values in sweep.grid().values():
-        size *= len(values)
-    return size
+        return []
+    space = sweep.grid()
+    defaults = dict(sweep.defaults()["compress"]) if sweep.config.base is not None else None
+    seen, points = set(), []
+    for combo in itertools.product(*space.values()):
+        values = dict(zip(space, combo))
+        compress = None
+        if defaults is not None:
+            compress = {**defaults, **{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("compress.")}}
+        point = {k: v for k, v in values.items() if relevant(k, compress)}
+        identity = json.dumps(point, sort_keys=True)
+        if identity not in seen:
+            seen.add(identity)
+            points.append(point)
+    random.Random(sweep.config.seed).shuffle(points)
+    return points
+
+
+def grid_size(sweep: Sweep) -> int | None:
+    """Number of distinct grid points for the grid sampler, else None."""
+    return len(grid_points(sweep)) if sweep.config.sampler.name == "grid" else None

@@ -105,6 +105,7 @@ def quiet_libraries() -> None:
     """MLflow and Alembic log every migration step; Optuna logs every trial. We print our own."""
     for name in ("alembic", "mlflow", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # downloads of base models
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

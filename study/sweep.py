@@ -10,6 +10,7 @@ marked failed in Optuna and MLflow alike and queued again with the same settings
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -29,7 +30,7 @@ from study import measure
 from study.config import Sweep, flatten, load_sweep
 from study.datasets import load_dataset
 from study.errors import StudyError
-from study.search import build_pruner, build_sampler, grid_size, suggest
+from study.search import build_pruner, build_sampler, grid_points, grid_size, relevant, suggest
 from study.store import HEARTBEAT_SECONDS, Store, quiet_libraries
 from study.tracking import Tracker, end_orphan_run
 
@@ -95,6 +96,25 @@ def retry(study: optuna.Study, trial) -> None:
     )
 
 
+def queue_grid(study: optuna.Study, sweep: Sweep) -> None:
+    """Queue every grid point not yet in the study as a fixed trial (a no-op for other samplers,
+    and on resume). Run once before workers start: `study run` does, and `study init` across
+    machines."""
+    points = grid_points(sweep)
+    if not points:
+        return
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    present = {
+        json.dumps(t.params or t.system_attrs.get("fixed_params", {}), sort_keys=True)  # queued: fixed_params
+        for t in trials
+        if not t.user_attrs.get("study_skipped") and not (t.state == TrialState.FAIL and t.number in retried)
+    }
+    for point in points:
+        if json.dumps(point, sort_keys=True) not in present:
+            study.enqueue_trial(point)
+
+
 def target_trials(sweep: Sweep, trials: int | None = None) -> int | None:
     """Done trials the sweep completes to: --trials, else the budget, capped by a grid's size."""
     target = trials or sweep.config.budget.trials
@@ -138,6 +158,11 @@ def prepare(sweep: Sweep, store: Store, allow_changed: bool = False) -> tuple[op
         sweep_run_id = tracker.sweep_run()
         # the dataset row is created here, once, before any worker links trials to it
         tracker.log_dataset(sweep_run_id, load_dataset(sweep.config.dataset, sweep.config.seed, sweep.path.parent))
+    queue_grid(study, sweep)
+    if sweep.config.base is not None:  # trained (or found) once, here, before any worker needs it
+        references(sweep, tracker, store, sweep_run_id).base(
+            load_dataset(sweep.config.dataset, sweep.config.seed, sweep.path.parent)
+        )
     if known is None:
         study.set_user_attr("config_hash", sweep.config_hash)
         study.set_user_attr("metrics", sweep.metrics)
@@ -235,19 +260,23 @@ def _progress_metrics(study: optuna.Study, sweep: Sweep) -> dict[str, float]:
     return metrics
 
 
-def run_one(trial: optuna.Trial, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str) -> str:
+def run_one(
+    trial: optuna.Trial, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, references=None
+) -> str:
     """Train one asked trial and tell Optuna and MLflow how it ended: its state is returned."""
     from study.objective import run_trial, write_outputs
 
-    params = suggest(trial, sweep.searched)
+    params = suggest(trial, sweep)
     run = None
     try:
         setup = sweep.resolve(params)
         data = load_dataset(setup.dataset, sweep.config.seed, sweep.path.parent)
-        run = tracker.start_trial(sweep_run_id, trial.number, params, flatten(setup.model_dump(mode="python")), data)
+        run = tracker.start_trial(sweep_run_id, trial.number, params, setting_params(sweep, setup), data)
         trial.set_user_attr("mlflow_run_id", run.run_id)
         with Heartbeat(study._storage, trial._trial_id), tempfile.TemporaryDirectory(prefix="study-") as tmp:
-            result = run_trial(setup, data, sweep.config.seed, sweep.config.replicates, Path(tmp), Observer(trial, run, sweep))
+            result = run_trial(
+                setup, data, sweep.config.seed, sweep.config.replicates, Path(tmp), Observer(trial, run, sweep), references
+            )
             outputs = Path(tmp) / "outputs"
             write_outputs(result, data, outputs)
             state = result.status
@@ -284,6 +313,24 @@ def run_one(trial: optuna.Trial, study: optuna.Study, sweep: Sweep, tracker: Tra
     return state
 
 
+def references(sweep: Sweep, tracker: Tracker, store: Store, sweep_run_id: str):
+    """The reference models (base, controls) of a compression sweep, else None."""
+    if sweep.config.base is None:
+        return None
+    from study.compression.base import References
+
+    return References(sweep, tracker, store, sweep_run_id)
+
+
+def setting_params(sweep: Sweep, setup) -> dict:
+    """The resolved settings a trial logs: all of them, except in a compression sweep the ones its
+    method does not read (the compress.* knobs of other methods, and model.* unless it trains)."""
+    flat = flatten(setup.model_dump(mode="python"))
+    if sweep.config.base is None:
+        return {k: v for k, v in flat.items() if not k.startswith("compress.")}
+    return {k: v for k, v in flat.items() if relevant(k, setup.compress.model_dump())}
+
+
 def _on_stale(client):
     """When a trial's worker stopped beating: close its MLflow runs and queue it again."""
 
@@ -297,11 +344,21 @@ def _on_stale(client):
 
 
 def _over_budget(study: optuna.Study, trial: optuna.Trial, target: int | None) -> bool:
-    """True when trials numbered before this one already fill the budget (another worker won)."""
+    """True when the done trials and the trials that started before this one fill the budget.
+
+    Queued trials are not commitments; running ones are, in the order they started (then by
+    number), so of two workers racing for the last place exactly one goes on.
+    """
     if target is None:
         return False
-    earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
-    return count_trials(earlier).active >= target
+    trials = study.get_trials(deepcopy=False)
+    mine = next(t for t in trials if t.number == trial.number)
+    order = (mine.datetime_start, mine.number)
+    ahead = [
+        t for t in trials
+        if t.state == TrialState.RUNNING and t.number != mine.number and (t.datetime_start, t.number) < order
+    ]
+    return count_trials(trials).done + count_trials(ahead).running >= target
 
 
 def work(job: Job, progress=None) -> str:
@@ -323,13 +380,14 @@ def work(job: Job, progress=None) -> str:
     check_data(sweep)
     from study import objective  # noqa: F401 - TensorFlow is imported here, once per worker
 
+    refs = references(sweep, tracker, job.store, sweep_run_id)
     try:
-        return _loop(job, study, sweep, tracker, sweep_run_id, progress)
+        return _loop(job, study, sweep, tracker, sweep_run_id, progress, refs)
     except KeyboardInterrupt:  # between trials: nothing is running, nothing to mark
         return "interrupted"
 
 
-def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, progress) -> str:
+def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, progress, refs) -> str:
     failures = 0
     while True:
         optuna.storages.fail_stale_trials(study)
@@ -349,7 +407,7 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_r
             study.tell(trial, state=TrialState.FAIL)
             continue
         try:
-            state = run_one(trial, study, sweep, tracker, sweep_run_id)
+            state = run_one(trial, study, sweep, tracker, sweep_run_id, refs)
         except KeyboardInterrupt:
             return "interrupted"  # run_one has marked the trial failed and queued it again
         failures = failures + 1 if state == "failed" else 0

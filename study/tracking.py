@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 import time
 import traceback
 from functools import lru_cache
@@ -186,6 +187,24 @@ class Tracker:
             time.sleep(0.2)
             self.client.log_inputs(run_id, datasets=[dataset_input(data)])
 
+    def log_reference(self, parent_id: str, role: str, key: str, params: dict, metrics: dict, model_path: Path) -> str:
+        """Log a trained reference model (a compression sweep's base, a distillation control)."""
+        tags = {
+            **self.base_tags,
+            MLFLOW_PARENT_RUN_ID: parent_id,
+            "study.role": role,
+            "study.state": "finished",
+            "study.model_key": key,
+        }
+        run = self.client.create_run(self.experiment_id, run_name=f"{role}-{key[:8]}", tags=tags)
+        self._log(run.info.run_id, metrics=metrics, params={k: _param_value(v) for k, v in params.items()})
+        with tempfile.TemporaryDirectory() as folder:
+            named = Path(folder) / "model.keras"
+            named.write_bytes(Path(model_path).read_bytes())
+            self.client.log_artifact(run.info.run_id, str(named), "model")
+        self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
+        return run.info.run_id
+
     def mark_best(self, run_ids: dict[str, bool]) -> None:
         """Set `study.best` to 'true' or 'false' on runs (the Pareto set, for several objectives)."""
         for run_id, best in run_ids.items():
@@ -283,10 +302,12 @@ class TrialRun:
             return
         run_id = self._run_for(replicate.index)
         self.flush()
-        tags = {"study.state": replicate.status, "study.reason": replicate.reason}
+        tags = {"study.state": replicate.status, "study.reason": replicate.reason, **replicate.tags}
         self.tracker._log(run_id, metrics=replicate.metrics, tags=tags)
         if replicate.model_path is not None:
             self.tracker.client.log_artifact(run_id, str(replicate.model_path), "model")
+        for name, path in replicate.files.items():
+            self.tracker.client.log_artifact(run_id, str(path), name)
         self.tracker.client.set_terminated(run_id, RunStatus.to_string(STATUS[replicate.status]))
 
     def finish(self, result, outputs: Path) -> None:
@@ -297,13 +318,17 @@ class TrialRun:
             now = _now_ms()
             for epoch, row in enumerate(result.mean_history(), start=1):
                 metrics.extend(Metric(f"epoch/{k}", v, now, epoch) for k, v in row.items())
-        tags = [RunTag("study.state", result.status), RunTag("study.reason", result.reason[:5000])]
-        self.tracker.log_entities(self.run_id, metrics, tags=tags)
         first = next((r for r in result.replicates if r.model_path is not None), None)
+        tags = {"study.state": result.status, "study.reason": result.reason[:5000], **(first.tags if first else {})}
+        self.tracker.log_entities(self.run_id, metrics, tags=[RunTag(k, v) for k, v in tags.items()])
         if first is not None:
             model_dir = outputs / "model"
             model_dir.mkdir(exist_ok=True)
             first.model_path.replace(model_dir / "model.keras")
+            for name, path in first.files.items():  # the compressed file and its per-layer table
+                folder = outputs / name
+                folder.mkdir(exist_ok=True)
+                path.replace(folder / path.name)
         (outputs / "sweep.yaml").write_text(self.tracker.sweep.text)
         self.tracker.client.log_artifacts(self.run_id, str(outputs))
         self.tracker.client.set_terminated(self.run_id, RunStatus.to_string(STATUS[result.status]))

@@ -133,10 +133,15 @@ def fit(
     val: tuple[np.ndarray, np.ndarray],
     spec: TrainSpec,
     on_epoch: OnEpoch | None = None,
+    extra_callbacks=(),
 ) -> FitResult:
-    """Train a compiled `model`; returns the per-epoch history and why training ended."""
+    """Train a compiled `model`; returns the per-epoch history and why training ended.
+
+    `train` is (x, y); y may be a tuple of arrays for models that take several targets
+    (distillation's labels and teacher logits). `extra_callbacks` run first (pruning's step).
+    """
     result = FitResult()
-    callbacks: list = [_EpochHook(on_epoch, result)]
+    callbacks: list = [*extra_callbacks, _EpochHook(on_epoch, result)]
     stopper = None
     if spec.early_stopping.enabled:
         es = spec.early_stopping
@@ -147,7 +152,7 @@ def fit(
             min_delta=es.min_delta,
             restore_best_weights=es.restore_best_weights,
         )
-        callbacks.insert(0, stopper)  # before the hook, so a pruned epoch still counts for it
+        callbacks.insert(len(extra_callbacks), stopper)  # before the hook, so a pruned epoch still counts
     # Validation from numpy arrays makes Keras rebuild its data pipeline every epoch (~15 ms, up to
     # a third of a small model's epoch); a cached dataset is built once.
     val_data = tf.data.Dataset.from_tensor_slices(val).batch(EVAL_BATCH).cache()

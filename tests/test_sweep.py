@@ -37,7 +37,9 @@ def test_every_trial_has_its_run_with_params_metrics_state_and_artifacts(write_s
     client = store.mlflow()
     runs = {r.info.run_id: r for r in runs_of(store, "tiny")}
     assert len(runs) == 3
-    for trial in study.trials:
+    ran = [t for t in study.trials if t.state != TrialState.WAITING]
+    assert len(ran) == 3 and len(study.trials) == 6, "the other grid points wait in the queue"
+    for trial in ran:
         run = runs[trial.user_attrs["mlflow_run_id"]]
         assert run.info.status == "FINISHED" and run.data.tags["study.state"] == "finished"
         assert run.data.tags["study.trial"] == str(trial.number)
@@ -125,16 +127,17 @@ def test_a_sweep_whose_trials_all_fail_stops_and_says_why(write_sweep, store):
 def test_resume_completes_to_n_trials_and_never_repeats_finished_work(write_sweep, store):
     sweep = load_sweep(write_sweep("resume", TINY))
     run_sweep(sweep, store, trials=2)
-    first = {t.number: t.params for t in study_of(store, "resume").trials}
+    first = {t.number: t.params for t in study_of(store, "resume").trials if t.state == TrialState.COMPLETE}
     summary = run_sweep(sweep, store, trials=5)
     study = study_of(store, "resume")
-    assert summary.counts.finished == 5 and len(study.trials) == 5
-    assert {t.number: t.params for t in study.trials if t.number in first} == first
-    grid_points = [tuple(sorted(t.params.items())) for t in study.trials]
+    ran = [t for t in study.trials if t.state != TrialState.WAITING]
+    assert summary.counts.finished == 5 and len(ran) == 5
+    assert {t.number: t.params for t in ran if t.number in first} == first
+    grid_points = [tuple(sorted(t.params.items())) for t in ran]
     assert len(set(grid_points)) == 5, "the grid sampler visits each point once"
     assert len(runs_of(store, "resume")) == 5
     again = run_sweep(sweep, store, trials=5)
-    assert again.counts.done == 5 and len(study_of(store, "resume").trials) == 5, "a finished sweep starts nothing"
+    assert again.counts.done == 5 and len(study_of(store, "resume").trials) == 6, "a finished sweep starts nothing"
 
 
 def test_interrupt_fails_the_trial_in_both_stores_and_resume_retries_it(write_sweep, store, monkeypatch):
@@ -156,18 +159,18 @@ def test_interrupt_fails_the_trial_in_both_stores_and_resume_retries_it(write_sw
     assert stopped.user_attrs["study_state"] == "interrupted"
     run = store.mlflow().get_run(stopped.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["study.state"] == "interrupted"
-    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
-    assert len(waiting) == 1 and waiting[0].params == stopped.params
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == stopped.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.WAITING and retries[0].params == stopped.params
     assert runs_of(store, "stop", role="sweep")[0].info.status == "KILLED"
 
     monkeypatch.setattr(objective, "run_trial", real)
-    summary = run_sweep(sweep, store, trials=4)
+    summary = run_sweep(sweep, store)  # the whole grid: 6 points
     study = study_of(store, "stop")
-    assert summary.counts.finished == 4 and summary.state == "complete"
+    assert summary.counts.finished == 6 and summary.state == "complete"
     retried = next(t for t in study.trials if t.system_attrs.get("failed_trial") == stopped.number)
     assert retried.state == TrialState.COMPLETE and retried.params == stopped.params
     finished_runs = [r for r in runs_of(store, "stop") if r.info.status == "FINISHED"]
-    assert len(finished_runs) == 4
+    assert len(finished_runs) == 6
 
 
 def test_a_trial_whose_worker_died_is_failed_and_retried(write_sweep, store, monkeypatch):

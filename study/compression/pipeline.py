@@ -1,0 +1,246 @@
+"""A compression trial: take the base, apply the method, write the artifact, measure the file.
+
+Each method is one function `(base model, Context) -> Compressed`: the model whose Keras metrics
+are reported (the simulated one, for quantization-aware training), the plain model with the
+weights as stored (counted and saved), and the artifact file every size and deployable accuracy
+comes from.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from study import measure
+from study.compression import cluster, prune, quantize
+from study.compression.distill import Distiller, teacher_targets
+from study.compression.export import Artifact, artifact_latency_ms, run_artifact, to_tflite
+from study.keras_compat import keras
+from study.objective import (
+    Inputs, ReplicateResult, build_for, epoch_hook, fit_metrics, measure_model, prepare_inputs, save_model,
+)
+from study.training import FitResult, compile_model, fit
+
+REPRESENTATIVE_EXAMPLES = 200  # inputs that calibrate full-integer quantization
+
+
+@dataclass
+class Context:
+    setup: object
+    data: object
+    inputs: Inputs
+    folder: Path
+    index: int
+    seed: int
+    observer: object = None
+    references: object = None
+    epochs_done: int = 0  # fine-tuning phases continue the epoch count, so curves do not overlap
+    history: list = field(default_factory=list)
+
+    def fine_tune(self, model: keras.Model, epochs: int, callbacks=(), targets=None) -> FitResult:
+        """Compile and train `model` with the sweep's train settings for `epochs` epochs."""
+        spec = self.setup.train.model_copy(update={"epochs": epochs})
+        compile_model(model, spec, self.data.task)
+        hook = epoch_hook(self.observer, self.index)
+        offset = self.epochs_done
+        shifted = (lambda epoch, metrics: hook(epoch + offset, metrics)) if hook else None
+        y = self.inputs.y_train if targets is None else targets
+        fitted = fit(model, (self.inputs.x_train, y), (self.inputs.x_val, self.inputs.y_val), spec, shifted, callbacks)
+        self.epochs_done += fitted.epochs
+        self.history.extend(fitted.history)
+        return fitted
+
+    def steps(self, epochs: int) -> int:
+        return epochs * -(-len(self.inputs.x_train) // self.setup.train.batch_size)
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+
+@dataclass
+class Compressed:
+    evaluated: keras.Model  # its Keras metrics are reported (simulated, under quantization-aware training)
+    plain: keras.Model  # the weights as stored, no training wrappers: counted and saved as model.keras
+    artifact: Artifact
+    fitted: FitResult | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def keep_base(base, ctx: Context) -> Compressed:
+    return Compressed(base, base, to_tflite(base, "float32", ctx.path("model.tflite")))
+
+
+def apply_pruning(base, ctx: Context) -> Compressed:
+    spec = ctx.setup.compress
+    model = prune.prunable_copy(base, spec.sparsity, spec.schedule, spec.structure, ctx.steps(spec.finetune_epochs))
+    fitted = ctx.fine_tune(model, spec.finetune_epochs, prune.prune_callbacks())
+    plain = prune.strip(model)
+    return Compressed(plain, plain, to_tflite(plain, "float32", ctx.path("model.tflite")), fitted)
+
+
+def apply_prune_then_quantize(base, ctx: Context) -> Compressed:
+    """Deep compression: prune, then 8-bit quantization-aware training that keeps the zeros."""
+    pruned = apply_pruning(base, ctx)
+    if pruned.fitted.stopped == "diverged":
+        return pruned
+    qat = quantize.qat8_model(pruned.plain, preserve_sparsity=True)
+    fitted = ctx.fine_tune(qat, ctx.setup.compress.finetune_epochs)
+    plain = quantize.float_weights_of(qat, pruned.plain)
+    return Compressed(qat, plain, to_tflite(qat, "qat", ctx.path("model.tflite")), fitted)
+
+
+def apply_quantization(base, ctx: Context) -> Compressed:
+    spec = ctx.setup.compress
+    stem = ctx.path("model")
+    representative = ctx.inputs.x_train[:REPRESENTATIVE_EXAMPLES]
+    if spec.bits > 8 or (spec.bits == 8 and spec.scheme != "qat"):  # post-training: nothing to fine-tune
+        return Compressed(base, base, quantize.export_quantized(base, spec.bits, spec.scheme, stem, representative))
+    if spec.bits == 8:
+        qat = quantize.qat8_model(base)
+        fitted = ctx.fine_tune(qat, spec.finetune_epochs)
+        plain = quantize.float_weights_of(qat, base)
+        return Compressed(qat, plain, to_tflite(qat, "qat", stem.with_suffix(".tflite")), fitted)
+    qat = quantize.nbit_qat_model(base, spec.bits)
+    fitted = ctx.fine_tune(qat, spec.finetune_epochs)
+    trained = quantize.float_weights_of(qat, base)
+    artifact = quantize.write_packed(trained, spec.bits, stem.with_suffix(".qpack"))
+    return Compressed(qat, quantize.simulate_nbit(trained, spec.bits), artifact, fitted)
+
+
+def apply_clustering(base, ctx: Context) -> Compressed:
+    spec = ctx.setup.compress
+    model = cluster.clusterable_copy(base, spec.clusters)
+    fitted = ctx.fine_tune(model, spec.finetune_epochs)
+    plain = cluster.strip(model)
+    return Compressed(plain, plain, to_tflite(plain, "float32", ctx.path("model.tflite")), fitted)
+
+
+def train_architecture(base, ctx: Context) -> Compressed:
+    """A model of the trial's own architecture (say, separable convs at half width), from scratch."""
+    model = build_for(ctx.setup, ctx.data, ctx.inputs)
+    fitted = ctx.fine_tune(model, ctx.setup.train.epochs)
+    return Compressed(model, model, to_tflite(model, "float32", ctx.path("model.tflite")), fitted)
+
+
+def apply_distillation(teacher, ctx: Context) -> Compressed:
+    """The trial's model as a student of the base; its control is the same student on hard labels."""
+    spec = ctx.setup.compress
+    student = build_for(ctx.setup, ctx.data, ctx.inputs)
+    distiller = Distiller(student, spec.temperature, spec.alpha)
+    targets = teacher_targets(teacher, ctx.inputs.x_train, ctx.inputs.y_train)
+    fitted = ctx.fine_tune(distiller, ctx.setup.train.epochs, targets=targets)
+    control = ctx.references.control(ctx.setup, ctx.data, ctx.seed)
+    metrics = {f"control/{k}": v for k, v in control.metrics.items() if k.split("/")[0] in measure.SPLITS}
+    return Compressed(
+        student, student, to_tflite(student, "float32", ctx.path("model.tflite")), fitted, metrics,
+        {"study.control_run_id": control.run_id or ""},
+    )
+
+
+METHODS = {
+    "none": keep_base,
+    "prune": apply_pruning,
+    "prune_quantize": apply_prune_then_quantize,
+    "quantize": apply_quantization,
+    "cluster": apply_clustering,
+    "architecture": train_architecture,
+    "distill": apply_distillation,
+}
+
+
+def layer_table(model: keras.Model) -> list[dict]:
+    """Per layer: kind, parameters, non-zero parameters, measured sparsity, MACs per example."""
+    rows = []
+    for layer in model.layers:
+        kernels = [w.numpy() for w in layer.weights if "kernel" in w.name]
+        if not kernels:
+            continue
+        weights = [w.numpy() for w in layer.weights]
+        shape = tuple(int(d) for d in layer.output_shape[1:])
+        rows.append({
+            "layer": layer.name,
+            "kind": type(layer).__name__,
+            "params": measure.count_params(weights),
+            "nonzero_params": measure.count_nonzero(weights),
+            "kernel_sparsity": round(measure.sparsity(kernels), 6),
+            "distinct_kernel_values": int(sum(len(np.unique(k)) for k in kernels)),
+            "macs": measure.layer_macs(type(layer).__name__, [k.shape for k in kernels], shape),
+        })
+    return rows
+
+
+def artifact_metrics(artifact: Artifact, task: str, inputs: Inputs, base) -> tuple[dict[str, float], np.ndarray]:
+    """Size, compressed size, ratios against the base, and accuracy and loss of the file itself."""
+    blob = artifact.path.read_bytes()
+    metrics = {
+        "artifact/size_bytes": len(blob),
+        "artifact/gzip_bytes": measure.gzip_size(blob),
+        "artifact/bits": artifact.bits,
+    }
+    metrics["artifact/compression_ratio"] = base.float_bytes / metrics["artifact/size_bytes"]
+    metrics["artifact/gzip_compression_ratio"] = base.float_gzip_bytes / metrics["artifact/gzip_bytes"]
+    outputs = {}
+    for split, x, y in (("val", inputs.x_val, inputs.y_val), ("test", inputs.x_test, inputs.y_test)):
+        outputs[split] = run_artifact(artifact, x)
+        metrics.update({f"artifact/{split}_{k}": v for k, v in measure.split_metrics(task, y, outputs[split]).items()})
+    metrics["artifact/latency_ms"] = artifact_latency_ms(artifact, inputs.x_test[0])
+    return metrics, outputs["test"]
+
+
+def run_compression_replicate(setup, data, index: int, seed: int, workdir: Path, observer=None, references=None) -> ReplicateResult:
+    """Compress the base with `setup.compress` and measure the result and its file."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    base_ref = references.base(data)
+    base = keras.models.load_model(base_ref.model_path, compile=False)
+    folder = workdir / f"r{index}"
+    folder.mkdir(parents=True, exist_ok=True)
+    ctx = Context(setup, data, prepare_inputs(setup, data, seed), folder, index, seed, observer, references)
+    compressed = METHODS[setup.compress.method](base, ctx)
+    fitted = compressed.fitted
+    result = ReplicateResult(index, seed, "finished", "", ctx.history, {}, None, None)
+    if fitted is not None and fitted.stopped in ("pruned", "diverged"):
+        result.status, result.reason = fitted.stopped, fitted.reason
+        if fitted.stopped == "diverged":
+            return result
+    metrics, _ = measure_model(compressed.evaluated, data.task, ctx.inputs)
+    file_metrics, test_outputs = artifact_metrics(compressed.artifact, data.task, ctx.inputs, base_ref)
+    if not measure.all_finite({**metrics, **{k: v for k, v in file_metrics.items() if k != "artifact/latency_ms"}}):
+        result.status, result.reason = "diverged", "the compressed model's outputs are not finite"
+        return result
+    table = layer_table(compressed.plain)
+    weights = compressed.plain.get_weights()
+    metrics.update(file_metrics)
+    metrics.update(compressed.metrics)
+    metrics.update({
+        "model/params": measure.count_params(weights),
+        "model/nonzero_params": measure.count_nonzero(weights),
+        "model/sparsity": measure.sparsity([w.numpy() for w in compressed.plain.weights if "kernel" in w.name]),
+        "model/macs": sum(row["macs"] for row in table),
+        "model/macs_nonzero": sum(row["macs"] * (1 - row["kernel_sparsity"]) for row in table),
+        **{f"sparsity/{row['layer']}": row["kernel_sparsity"] for row in table},
+    })
+    if fitted is not None:
+        metrics.update(fit_metrics(fitted))
+    model_path = workdir / "models" / f"r{index}.keras"
+    save_model(compressed.plain, model_path)
+    metrics["model/size_bytes"] = model_path.stat().st_size
+    layers_csv = folder / "layers.csv"
+    with layers_csv.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    result.metrics, result.test_outputs, result.model_path = metrics, test_outputs.astype(np.float32), model_path
+    result.files = {"artifact": compressed.artifact.path, "layers": layers_csv}
+    result.tags = {
+        "study.method": setup.compress.method,
+        "study.artifact": compressed.artifact.kind,
+        "study.deployable": "true" if compressed.artifact.deployable else "false",
+        "study.base_run_id": base_ref.run_id or "",
+        **compressed.tags,
+    }
+    return result

@@ -1,0 +1,204 @@
+"""Quantization: fewer bits per weight, by bit-width.
+
+- 32: the float model as a TFLite file (the uncompressed reference).
+- 16: post-training float16 weights (TFLite).
+- 8: post-training dynamic range, post-training full integer with representative data, or
+  quantization-aware training with the toolkit's 8-bit scheme (all TFLite int8).
+- 2-7: quantization-aware training with our own quantizer (`SymmetricWeights`): symmetric,
+  per output channel, weights only, gradients passed straight through. The fine-tuned weights are
+  stored at their bit-width in a `.qpack` file (see packing.py), reloaded and evaluated from that
+  file. TFLite stores nothing below int8, so these files run on our loader, not on devices:
+  their size and accuracy are real, their deployability is not (tagged study.deployable=false).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from study.compression import packing
+from study.compression.export import Artifact, to_tflite
+from study.keras_compat import keras, tf, tfmot
+
+# Layers whose kernels are quantized below 8 bits, and the names of those kernels.
+KERNELS = {
+    "Dense": ("kernel",),
+    "Conv2D": ("kernel",),
+    "DepthwiseConv2D": ("depthwise_kernel",),
+    "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel"),
+}
+
+
+def fake_quantize(w, bits: int):
+    """The quantized value of every weight, computed exactly as `packing.quantize_kernel` does."""
+    levels = float(packing.levels_for(bits))
+    flat = tf.reshape(w, [-1, tf.shape(w)[-1]])
+    scale = tf.reduce_max(tf.abs(flat), axis=0) / levels
+    scale = tf.where(scale == 0.0, tf.ones_like(scale), scale)
+    return tf.clip_by_value(tf.round(w / scale), -levels, levels) * scale
+
+
+def _quantizer_classes():
+    """Defined on first use: subclassing the toolkit's classes needs it imported."""
+    quantizers = tfmot().quantization.keras
+
+    class SymmetricWeights(quantizers.quantizers.Quantizer):
+        """n-bit symmetric per-channel fake quantization with a straight-through gradient."""
+
+        def __init__(self, bits: int):
+            self.bits = bits
+
+        def build(self, tensor_shape, name, layer):
+            return {}
+
+        def __call__(self, inputs, training, weights, **kwargs):
+            return tf.grad_pass_through(lambda w: fake_quantize(w, self.bits))(inputs)
+
+        def get_config(self):
+            return {"bits": self.bits}
+
+    class WeightsOnly(quantizers.QuantizeConfig):
+        """Quantize a layer's kernels to n bits; leave activations in float."""
+
+        def __init__(self, bits: int, names: tuple[str, ...]):
+            self.bits, self.names = bits, tuple(names)
+
+        def get_weights_and_quantizers(self, layer):
+            return [(getattr(layer, name), SymmetricWeights(self.bits)) for name in self.names]
+
+        def get_activations_and_quantizers(self, layer):
+            return []
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            for name, weight in zip(self.names, quantize_weights):
+                setattr(layer, name, weight)
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
+
+        def get_output_quantizers(self, layer):
+            return []
+
+        def get_config(self):
+            return {"bits": self.bits, "names": list(self.names)}
+
+    return SymmetricWeights, WeightsOnly
+
+
+def fresh_copy(model: keras.Model, wrap=None) -> keras.Model:
+    """A copy with new layer objects and the same weights; `wrap(layer)` may wrap each new layer.
+
+    The toolkit's wrappers reuse the layer objects they are given, so wrapping the original would
+    let fine-tuning change it: we always wrap a copy.
+    """
+    def clone(layer):
+        copy = layer.__class__.from_config(layer.get_config())
+        return wrap(copy) if wrap else copy
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def nbit_qat_model(model: keras.Model, bits: int) -> keras.Model:
+    """A copy of `model` whose kernels are fake-quantized to `bits` bits (for fine-tuning)."""
+    quantization = tfmot().quantization.keras
+    SymmetricWeights, WeightsOnly = _quantizer_classes()
+
+    def annotate(layer):
+        names = KERNELS.get(type(layer).__name__)
+        return quantization.quantize_annotate_layer(layer, WeightsOnly(bits, names)) if names else layer
+
+    annotated = fresh_copy(model, annotate)
+    with quantization.quantize_scope({"SymmetricWeights": SymmetricWeights, "WeightsOnly": WeightsOnly}):
+        return quantization.quantize_apply(annotated)
+
+
+def qat8_model(model: keras.Model, preserve_sparsity: bool = False) -> keras.Model:
+    """A copy of `model` under the toolkit's 8-bit quantization-aware training (weights and
+    activations); with `preserve_sparsity`, zeros stay zero (the prune-then-quantize pipeline)."""
+    quantization = tfmot().quantization.keras
+    annotated = quantization.quantize_annotate_model(fresh_copy(model))
+    if preserve_sparsity:
+        from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
+            default_8bit_prune_preserve_quantize_scheme as prune_preserve,
+        )
+
+        return quantization.quantize_apply(annotated, prune_preserve.Default8BitPrunePreserveQuantizeScheme())
+    return quantization.quantize_apply(annotated)
+
+
+def float_weights_of(qat: keras.Model, architecture: keras.Model) -> keras.Model:
+    """The float model of `architecture` carrying the (unquantized) weights trained inside `qat`.
+
+    A quantization wrapper keeps the wrapped layer's weights under their original names
+    (`conv_1/kernel:0`), next to its own (`quant_conv_1/kernel_min:0`): match by name.
+    """
+    trained = {w.name: w.numpy() for w in qat.weights}
+    model = keras.models.clone_model(architecture)
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights([trained[f"{layer.name}/{name}:0"] for name in _weight_names(layer)])
+    return model
+
+
+def write_packed(model: keras.Model, bits: int, path: Path) -> Artifact:
+    """Store `model`'s kernels at `bits` bits (biases in float32) in a .qpack file."""
+    layers, floats = [], {}
+    for layer in model.layers:
+        names = KERNELS.get(type(layer).__name__)
+        if not layer.weights:
+            continue
+        if names:
+            for name in names:
+                codes, scales = packing.quantize_kernel(getattr(layer, name).numpy(), bits)
+                layers.append(packing.PackedLayer(layer.name, name, codes, scales))
+        quantized = {getattr(layer, n).name for n in (names or ())}
+        floats[layer.name] = [w.numpy() for w in layer.weights if w.name not in quantized]
+    packing.write_qpack(path, bits, model.to_json(), layers, floats)
+    return Artifact(path=path, kind=f"packed {bits}-bit weights, float activations (our .qpack loader)", deployable=False, bits=bits)
+
+
+def load_qpack(path: Path) -> keras.Model:
+    """Rebuild the model a .qpack file stores, with its dequantized weights."""
+    header, kernels, floats = packing.read_qpack(path)
+    import json
+
+    model = keras.models.model_from_json(json.dumps(header["architecture"]))
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        names = KERNELS.get(type(layer).__name__, ())
+        own_floats = iter(floats.get(layer.name, []))
+        values = [kernels[layer.name][n] if n in names else next(own_floats) for n in _weight_names(layer)]
+        layer.set_weights(values)
+    return model
+
+
+def _weight_names(layer) -> list[str]:
+    """Short names of a layer's weights in order: kernel, bias, depthwise_kernel, ..."""
+    return [w.name.split("/")[-1].split(":")[0] for w in layer.weights]
+
+
+def simulate_nbit(model: keras.Model, bits: int) -> keras.Model:
+    """The float model whose kernels hold exactly the values the packed file stores."""
+    copy = fresh_copy(model)
+    for layer in copy.layers:
+        for name in KERNELS.get(type(layer).__name__, ()):
+            variable = getattr(layer, name)
+            codes, scales = packing.quantize_kernel(variable.numpy(), bits)
+            variable.assign(packing.dequantize_kernel(codes, scales))
+    return copy
+
+
+def export_quantized(model: keras.Model, bits: int, scheme: str, path_stem: Path, representative: np.ndarray) -> Artifact:
+    """The artifact of a (fine-tuned, where it applies) model at `bits` bits."""
+    if bits == 32:
+        return to_tflite(model, "float32", path_stem.with_suffix(".tflite"))
+    if bits == 16:
+        return to_tflite(model, "float16", path_stem.with_suffix(".tflite"))
+    if bits == 8:
+        mode = {"qat": "qat", "ptq_dynamic": "dynamic", "ptq_int8": "int8"}[scheme]
+        return to_tflite(model, mode, path_stem.with_suffix(".tflite"), representative)
+    return write_packed(model, bits, path_stem.with_suffix(".qpack"))

@@ -1,0 +1,328 @@
+"""Compression methods on tiny models, and compression sweeps end to end."""
+
+from __future__ import annotations
+
+import json
+import struct
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import TINY
+from study import measure
+from study.compression import cluster, packing, prune, quantize
+from study.compression.distill import Distiller, teacher_targets
+from study.compression.export import TfliteRunner, run_artifact, to_tflite
+from study.config import load_sweep
+from study.errors import StudyError
+from study.keras_compat import keras
+from study.models import build_model
+from study.schema import ModelSpec, TrainSpec
+from study.search import grid_points
+from study.sweep import run_sweep
+from study.training import compile_model, fit, predict
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """A learnable 10-class problem on length-16 sequences, and a small trained CNN."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 16)).astype(np.float32)
+    y = (np.argmax(x[:, :10], axis=1)).astype(np.int64)
+    keras.utils.set_random_seed(0)
+    model = build_model(ModelSpec(kind="cnn", width=8, depth=2), (16,), "sequence", 10)
+    compile_model(model, TrainSpec(learning_rate=1e-2), "classification")
+    fit(model, (x[:500], y[:500]), (x[500:], y[500:]), TrainSpec(epochs=4))
+    return x, y, model
+
+
+def finetune(model, x, y, epochs=1, callbacks=()):
+    compile_model(model, TrainSpec(learning_rate=1e-3), "classification")
+    return fit(model, (x[:500], y[:500]), (x[500:], y[500:]), TrainSpec(epochs=epochs), None, callbacks)
+
+
+# ------------------------------------------------------------------------------- packing
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 7, 8])
+def test_codes_pack_into_exactly_bits_per_weight_and_round_trip(bits):
+    codes, _ = packing.quantize_kernel(np.random.default_rng(bits).normal(size=(7, 5, 3)), bits)
+    data = packing.pack_codes(codes, bits)
+    assert len(data) == (codes.size * bits + 7) // 8
+    assert np.array_equal(packing.unpack_codes(data, bits, codes.size).reshape(codes.shape), codes)
+    levels = 2 ** (bits - 1) - 1
+    assert codes.min() >= -levels and codes.max() <= levels
+
+
+def test_scales_are_per_output_channel_and_zero_channels_survive():
+    kernel = np.zeros((4, 3), dtype=np.float32)
+    kernel[:, 0] = [0.9, -2.0, 0.6, 0.0]
+    codes, scales = packing.quantize_kernel(kernel, 4)
+    assert scales[0] == pytest.approx(2.0 / 7) and scales[1] == 1.0
+    assert codes[:, 0].tolist() == [3, -7, 2, 0]  # 0.9 / (2/7) = 3.15, 0.6 / (2/7) = 2.1
+    assert np.allclose(packing.dequantize_kernel(codes, scales)[:, 0], [6 / 7, -2.0, 4 / 7, 0.0])
+    assert not codes[:, 1:].any()
+
+
+def test_tensorflow_fake_quantization_matches_the_packed_values():
+    kernel = np.random.default_rng(1).normal(size=(5, 1, 3, 6)).astype(np.float32)
+    for bits in (2, 4, 7):
+        codes, scales = packing.quantize_kernel(kernel, bits)
+        assert np.array_equal(quantize.fake_quantize(kernel, bits).numpy(), packing.dequantize_kernel(codes, scales))
+
+
+def test_packed_file_has_the_expected_bytes_and_reloads_to_the_simulated_predictions(toy, tmp_path):
+    x, y, base = toy
+    bits = 4
+    qat = quantize.nbit_qat_model(base, bits)
+    finetune(qat, x, y)
+    simulated = predict(qat, x[500:])
+    trained = quantize.float_weights_of(qat, base)
+    artifact = quantize.write_packed(trained, bits, tmp_path / "m.qpack")
+    assert not artifact.deployable and artifact.bits == 4
+
+    blob = artifact.path.read_bytes()
+    header_length = struct.unpack("<I", blob[5:9])[0]
+    header = json.loads(blob[9 : 9 + header_length])
+    kernels = [w for layer in trained.layers for w in layer.weights if "kernel" in w.name]
+    others = [w for layer in trained.layers for w in layer.weights if "kernel" not in w.name]
+    expected = (
+        9 + header_length
+        + sum((k.shape.num_elements() * bits + 7) // 8 for k in kernels)  # codes at 4 bits
+        + sum(4 * k.shape[-1] for k in kernels)  # one float32 scale per output channel
+        + sum(4 * w.shape.num_elements() for w in others)  # float32 biases
+    )
+    assert len(blob) == expected and header["bits"] == 4
+
+    reloaded = run_artifact(artifact, x[500:])
+    assert np.allclose(reloaded, simulated, atol=1e-5)
+    assert np.array_equal(reloaded.argmax(1), simulated.argmax(1))
+
+
+def test_a_file_that_is_not_a_qpack_is_refused(tmp_path):
+    path = tmp_path / "x.qpack"
+    path.write_bytes(b"nope" + b"\0" * 20)
+    with pytest.raises(ValueError, match="not a .qpack file"):
+        packing.read_qpack(path)
+
+
+# ------------------------------------------------------------------------------- tflite
+def test_tflite_accuracy_is_computed_by_running_the_file(toy, tmp_path):
+    x, y, base = toy
+    artifact = to_tflite(base, "float32", tmp_path / "m.tflite")
+    outputs = TfliteRunner(artifact.path)(x[500:])
+    assert np.allclose(outputs, predict(base, x[500:]), atol=1e-4), "float32 TFLite computes what Keras does"
+    int8 = to_tflite(base, "int8", tmp_path / "i.tflite", representative=x[:100])
+    int8_outputs = run_artifact(int8, x[500:])
+    assert not np.allclose(int8_outputs, outputs, atol=1e-6), "int8 arithmetic really ran"
+    assert measure.accuracy(y[500:], int8_outputs) == pytest.approx(measure.accuracy(y[500:], outputs), abs=0.1)
+    assert int8.path.stat().st_size < artifact.path.stat().st_size
+    assert TfliteRunner(artifact.path).latency_ms(x[0]) > 0
+
+
+def test_float16_file_is_smaller_than_float32(toy, tmp_path):
+    _, _, base = toy
+    full = to_tflite(base, "float32", tmp_path / "a.tflite").path.stat().st_size
+    half = to_tflite(base, "float16", tmp_path / "b.tflite").path.stat().st_size
+    assert half < full
+
+
+def test_8_bit_quantization_aware_training_exports_int8(toy, tmp_path):
+    x, y, base = toy
+    qat = quantize.qat8_model(base)
+    finetune(qat, x, y)
+    artifact = to_tflite(qat, "qat", tmp_path / "q.tflite")
+    assert artifact.bits == 8 and artifact.deployable
+    assert measure.accuracy(y[500:], run_artifact(artifact, x[500:])) > 0.2
+
+
+# ------------------------------------------------------------------------------ pruning
+def test_pruning_reaches_the_target_sparsity_and_leaves_the_base_alone(toy):
+    x, y, base = toy
+    before = [w.copy() for w in base.get_weights()]
+    model = prune.prunable_copy(base, 0.8, "polynomial", "unstructured", total_steps=8)
+    finetune(model, x, y, epochs=1, callbacks=prune.prune_callbacks())
+    stripped = prune.strip(model)
+    measured = prune.layer_sparsity(stripped)
+    assert measured.pop("conv_1") == 0.0, "the first layer stays dense"
+    for layer, sparsity in measured.items():
+        assert sparsity == pytest.approx(0.8, abs=0.02), layer
+    assert all(np.array_equal(a, b) for a, b in zip(before, base.get_weights())), "the base is not touched"
+
+
+def test_two_of_four_sparsity_keeps_two_of_every_four_weights(toy):
+    x, y, base = toy
+    model = prune.prunable_copy(base, 0.5, "constant", "2:4", total_steps=8)
+    finetune(model, x, y, epochs=1, callbacks=prune.prune_callbacks())
+    stripped = prune.strip(model)
+    pruned = [layer for layer in stripped.layers if layer.name in ("conv_2", "logits")]
+    assert pruned
+    for layer in pruned:
+        kernel = layer.get_weights()[0]
+        groups = np.moveaxis(kernel, -2, -1).reshape(-1, 4)  # four consecutive inputs of one output
+        assert (np.count_nonzero(groups, axis=1) <= 2).all(), layer.name
+
+
+def test_clustering_leaves_at_most_that_many_values_per_kernel(toy):
+    x, y, base = toy
+    model = cluster.clusterable_copy(base, 4)
+    finetune(model, x, y)
+    counts = cluster.distinct_values(cluster.strip(model))
+    assert counts["conv_2"] <= 4 and counts["logits"] <= 4
+
+
+# -------------------------------------------------------------------------- distillation
+def test_distillation_changes_only_the_students_weights(toy):
+    x, y, teacher = toy
+    teacher_before = [w.copy() for w in teacher.get_weights()]
+    student = build_model(ModelSpec(kind="cnn", width=2, depth=1), (16,), "sequence", 10)
+    student_before = [w.copy() for w in student.get_weights()]
+    distiller = Distiller(student, temperature=4.0, alpha=0.9)
+    compile_model(distiller, TrainSpec(learning_rate=1e-2), "classification")
+    targets = teacher_targets(teacher, x[:500], y[:500])
+    result = fit(distiller, (x[:500], targets), (x[500:], y[500:]), TrainSpec(epochs=2))
+    assert set(result.history[0]) >= {"train_loss", "val_loss", "train_accuracy", "val_accuracy"}
+    assert all(np.array_equal(a, b) for a, b in zip(teacher_before, teacher.get_weights())), "the teacher is frozen"
+    assert any(not np.array_equal(a, b) for a, b in zip(student_before, student.get_weights()))
+
+
+def test_soft_targets_at_alpha_zero_are_plain_cross_entropy():
+    distiller = Distiller(keras.Sequential([keras.layers.Dense(3)]), temperature=3.0, alpha=0.0)
+    labels = np.array([0, 2])
+    student = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 3.0]], dtype=np.float32)
+    teacher = np.array([[9.0, 0.0, 0.0], [0.0, 9.0, 0.0]], dtype=np.float32)
+    loss = float(distiller.distillation_loss(labels, teacher, student))
+    assert loss == pytest.approx(measure.cross_entropy(labels, student), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------ measures
+def test_multiply_accumulates_per_layer():
+    assert measure.layer_macs("Dense", [(40, 10)], (10,)) == 400
+    assert measure.layer_macs("Conv2D", [(5, 1, 1, 8)], (20, 1, 8)) == 20 * 5 * 8
+    separable = measure.layer_macs("SeparableConv2D", [(5, 1, 8, 1), (1, 1, 8, 16)], (10, 1, 16))
+    assert separable == 10 * (5 * 8 + 8 * 16)
+
+
+def test_gzip_size_rewards_repetition():
+    assert measure.gzip_size(bytes(10_000)) < 100 < measure.gzip_size(np.random.default_rng(0).bytes(10_000))
+
+
+# -------------------------------------------------------------------------------- config
+COMPRESSION = textwrap.dedent("""
+    dataset: {name: mnist1d, num_samples: 400}
+    base:
+      model: {kind: cnn, width: 8, depth: 2}
+      train: {epochs: 2, learning_rate: 5e-3}
+    model: {kind: cnn, width: 4, depth: 1}
+    train: {epochs: 1}
+""")
+
+
+def test_compression_needs_a_base(write_sweep):
+    with pytest.raises(StudyError, match="compression needs a base model"):
+        load_sweep(write_sweep("nobase", "dataset: {name: mnist1d}\ncompress: {method: prune}\nbudget: {trials: 1}\n"))
+
+
+def test_a_base_has_exactly_one_source(write_sweep):
+    text = "dataset: {name: mnist1d}\nbase: {run: abc, sweep: capacity}\nbudget: {trials: 1}\n"
+    with pytest.raises(StudyError, match="give the base one source"):
+        load_sweep(write_sweep("twobases", text))
+
+
+def test_bit_widths_are_checked(write_sweep):
+    with pytest.raises(StudyError, match="compress.bits: must be 2 to 8, 16 or 32, got 12"):
+        load_sweep(write_sweep("bits", COMPRESSION + "compress: {method: quantize, bits: 12}\nbudget: {trials: 1}\n"))
+
+
+def test_a_grid_keeps_only_distinct_settings_a_trial_reads(write_sweep):
+    text = COMPRESSION + textwrap.dedent("""
+        compress: {method: quantize}
+        search:
+          compress.bits: [4, 8, 32]
+          compress.scheme: [qat, ptq_dynamic, ptq_int8]
+        sampler: grid
+    """)
+    points = grid_points(load_sweep(write_sweep("grid", text)))
+    assert len(points) == 5, "the scheme matters at 8 bits only"
+    assert {"compress.bits": 4} in points and {"compress.bits": 8, "compress.scheme": "ptq_int8"} in points
+
+
+# --------------------------------------------------------------------------- end to end
+def runs_by_role(store, name):
+    client = store.mlflow()
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    roles: dict = {}
+    for run in runs:
+        roles.setdefault(run.data.tags.get("study.role"), []).append(run)
+    return roles
+
+
+def test_a_compression_sweep_trains_its_base_once_and_measures_every_file(write_sweep, store):
+    text = COMPRESSION + textwrap.dedent("""
+        compress: {finetune_epochs: 1}
+        search:
+          compress.method: [none, prune, quantize, cluster, distill, architecture]
+          compress.bits: [4, 8]
+        objective: {artifact/val_accuracy: maximize, artifact/gzip_bytes: minimize}
+        sampler: grid
+    """)
+    summary = run_sweep(load_sweep(write_sweep("squeeze", text)), store)
+    assert summary.counts.finished == 7  # quantize at 4 and 8 bits, five other methods
+    roles = runs_by_role(store, "squeeze")
+    assert len(roles["base"]) == 1, "the base is trained once for every trial"
+    assert len(roles["control"]) == 1, "the distilled student's hard-label control"
+    base_id = roles["base"][0].info.run_id
+    client = store.mlflow()
+    by_method = {}
+    for run in roles["trial"]:
+        tags, metrics = run.data.tags, run.data.metrics
+        by_method[(tags["study.method"], run.data.params.get("compress.bits"))] = run
+        assert tags["study.base_run_id"] == base_id
+        for name in ("artifact/size_bytes", "artifact/gzip_bytes", "artifact/compression_ratio", "artifact/test_accuracy",
+                     "test/accuracy", "model/params", "model/nonzero_params", "model/macs"):
+            assert name in metrics, (tags["study.method"], name)
+        files = {a.path for a in client.list_artifacts(run.info.run_id, "artifact")}
+        assert len(files) == 1 and files.pop().split(".")[-1] in ("tflite", "qpack")
+    assert by_method[("none", None)].data.metrics["artifact/compression_ratio"] == pytest.approx(1.0)
+    packed = by_method[("quantize", "4")]
+    assert packed.data.tags["study.deployable"] == "false" and packed.data.metrics["artifact/bits"] == 4
+    assert packed.data.metrics["artifact/size_bytes"] < by_method[("quantize", "8")].data.metrics["artifact/size_bytes"]
+    assert "compress.sparsity" not in packed.data.params, "trials log only the knobs their method reads"
+    distilled = by_method[("distill", None)].data
+    assert distilled.tags["study.control_run_id"] == roles["control"][0].info.run_id
+    assert "control/test/accuracy" in distilled.metrics
+    pruned = by_method[("prune", None)].data.metrics
+    assert pruned["model/sparsity"] == pytest.approx(0.5, abs=0.05) and "sparsity/conv_2" in pruned
+
+    import optuna
+
+    study = optuna.load_study(study_name="squeeze", storage=store.optuna())
+    front = {t.user_attrs["mlflow_run_id"] for t in study.best_trials}
+    marked = {r.info.run_id for r in roles["trial"] if r.data.tags.get("study.best") == "true"}
+    assert marked == front
+
+
+def test_sweeps_with_the_same_base_share_it(write_sweep, store):
+    text = COMPRESSION + "compress: {method: quantize, bits: 32}\nbudget: {trials: 1}\n"
+    run_sweep(load_sweep(write_sweep("first", text)), store)
+    run_sweep(load_sweep(write_sweep("second", text)), store)
+    assert len(runs_by_role(store, "first").get("base", [])) == 1
+    assert "base" not in runs_by_role(store, "second"), "the second sweep found the first one's base"
+
+
+def test_a_base_can_be_the_best_trial_of_another_sweep(write_sweep, store):
+    run_sweep(load_sweep(write_sweep("source", TINY)), store, trials=2)
+    text = "dataset: {name: mnist1d, num_samples: 400}\nbase: {sweep: source}\ncompress: {method: quantize, bits: 16}\nbudget: {trials: 1}\n"
+    summary = run_sweep(load_sweep(write_sweep("reuse", text)), store)
+    assert summary.counts.finished == 1
+    run = runs_by_role(store, "reuse")["trial"][0]
+    client = store.mlflow()
+    best = [r for r in client.search_runs([client.get_experiment_by_name("source").experiment_id])
+            if r.data.tags.get("study.best") == "true"]
+    assert run.data.tags["study.base_run_id"] == best[0].info.run_id
+
+
+def test_a_base_from_another_dataset_is_refused(write_sweep, store):
+    run_sweep(load_sweep(write_sweep("other", TINY)), store, trials=1)
+    text = "dataset: {name: mnist1d, num_samples: 500}\nbase: {sweep: other}\ncompress: {method: quantize, bits: 16}\nbudget: {trials: 1}\n"
+    with pytest.raises(StudyError, match="was trained on other data"):
+        run_sweep(load_sweep(write_sweep("mismatch", text)), store)
