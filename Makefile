@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast ui clean-store
+.PHONY: demo test test-fast ui
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/study run sweeps/demo.yaml
 	$(BIN)/study run sweeps/demo_compression.yaml
+	$(BIN)/study report demo demo_compression
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

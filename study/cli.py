@@ -69,6 +69,8 @@ def render_summary(summary, sweep, store: Store) -> str:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
         label = "best" if len(summary.best) == 1 else "Pareto"
         lines.append(f"{label}: trial {trial.number}: {values}" + (f" ({params})" if params else ""))
+    if summary.state == "exhausted":
+        lines.append("the sampler found no settings left that have not run: the search space is used up")
     if summary.state == "partial":
         lines.append(f"the time budget ran out; run the same command again to continue to {summary.target} trials")
     where = "" if store.root == Path("mlruns").resolve() else f" --store {store.root}"
@@ -131,6 +133,20 @@ def cmd_list(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------- report
+def cmd_report(args) -> int:
+    from study.report.build import build_index, build_report
+
+    store = _store(args)
+    out = Path(args.out)
+    built = [build_report(store, name, out, args.mlflow_url) for name in dict.fromkeys(args.sweeps)]
+    for report in built:
+        print(f"{report.name}: {report.path}  ({report.summary}; built in {report.seconds:.1f}s)")
+    if len(built) > 1:
+        print(f"index: {build_index(out, built)}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------- ui
 def cmd_ui(args) -> int:
     store = _store(args)
@@ -184,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--sweeps", default="sweeps", metavar="DIR", help="folder of sweep files (default sweeps)")
     _store_options(listing)
     listing.set_defaults(func=cmd_list)
+
+    report = commands.add_parser("report", help="write the HTML report of one or more sweeps")
+    report.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep names (the sweep files' stems)")
+    report.add_argument("--out", default="reports", metavar="DIR", help="folder for the reports (default reports)")
+    report.add_argument("--mlflow-url", metavar="URL", help="MLflow UI address, to link runs (e.g. http://127.0.0.1:5000)")
+    _store_options(report)
+    report.set_defaults(func=cmd_report)
 
     ui = commands.add_parser("ui", help="serve the MLflow UI on the store (127.0.0.1 only)")
     ui.add_argument("--port", type=int, default=5000)

@@ -38,6 +38,7 @@ from study.tracking import Tracker, end_orphan_run
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 MAX_FAILURES_IN_A_ROW = 5  # a sweep whose every trial fails is broken: stop and say why
+MAX_DUPLICATES_IN_A_ROW = 100  # samples that only repeat finished settings: the space is used up
 WAIT_SECONDS = 2.0  # how often an idle worker looks again while others finish the last trials
 
 
@@ -267,6 +268,12 @@ def run_one(
     from study.objective import run_trial, write_outputs
 
     params = suggest(trial, sweep)
+    earlier = _finished_with(study, params, trial.number)
+    if earlier is not None:  # categorical spaces repeat: finished work is not done again
+        trial.set_user_attr("study_skipped", True)
+        trial.set_user_attr("study_reason", f"same settings as trial {earlier}")
+        study.tell(trial, state=TrialState.FAIL)
+        return "duplicate"
     run = None
     try:
         setup = sweep.resolve(params)
@@ -331,6 +338,14 @@ def setting_params(sweep: Sweep, setup) -> dict:
     return {k: v for k, v in flat.items() if relevant(k, setup.compress.model_dump())}
 
 
+def _finished_with(study: optuna.Study, params: dict, number: int) -> int | None:
+    """The number of a finished or pruned trial with exactly these settings, if there is one."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if t.number != number and t.params == params:
+            return t.number
+    return None
+
+
 def _on_stale(client):
     """When a trial's worker stopped beating: close its MLflow runs and queue it again."""
 
@@ -363,7 +378,7 @@ def _over_budget(study: optuna.Study, trial: optuna.Trial, target: int | None) -
 
 def work(job: Job, progress=None) -> str:
     """A worker's loop: ask, train, tell until the budget or deadline; returns why it stopped
-    ('budget', 'deadline', 'interrupted'). Raises StudyError after repeated failures."""
+    ('budget', 'deadline', 'exhausted', 'interrupted'). Raises StudyError after repeated failures."""
     if job.threads:
         os.environ["STUDY_TF_THREADS"] = str(job.threads)
     sweep = load_sweep(job.sweep_path, job.overrides)
@@ -388,7 +403,7 @@ def work(job: Job, progress=None) -> str:
 
 
 def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, progress, refs) -> str:
-    failures = 0
+    failures = duplicates = 0
     while True:
         optuna.storages.fail_stale_trials(study)
         counts = count_trials(study.get_trials(deepcopy=False))
@@ -410,6 +425,12 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_r
             state = run_one(trial, study, sweep, tracker, sweep_run_id, refs)
         except KeyboardInterrupt:
             return "interrupted"  # run_one has marked the trial failed and queued it again
+        if state == "duplicate":
+            duplicates += 1
+            if duplicates >= MAX_DUPLICATES_IN_A_ROW:
+                return "exhausted"
+            continue
+        duplicates = 0
         failures = failures + 1 if state == "failed" else 0
         if failures >= MAX_FAILURES_IN_A_ROW:
             last = study._storage.get_trial(trial._trial_id).user_attrs.get("study_reason", "")
@@ -444,7 +465,7 @@ class Summary:
     counts: Counts
     target: int | None
     seconds: float
-    state: str  # 'complete', 'partial' (deadline) or 'interrupted'
+    state: str  # 'complete', 'partial' (deadline), 'exhausted' (no new settings left) or 'interrupted'
     experiment_id: str
     best: list = field(default_factory=list)  # FrozenTrials: the best, or the Pareto set
 
@@ -481,6 +502,8 @@ def run_sweep(
         progress.update(study, final=True)
     if outcome == "interrupted":
         state = "interrupted"
+    elif outcome == "exhausted":
+        state = "exhausted"
     elif target is None or counts.done >= target:
         state = "complete"  # a time budget is complete when its time is up
     else:

@@ -144,7 +144,8 @@ class Tracker:
 
     def end_sweep(self, run_id: str, state: str, metrics: dict[str, float] | None = None) -> None:
         self._log(run_id, metrics=metrics or {}, tags={"study.state": state})
-        status = {"complete": RunStatus.FINISHED, "interrupted": RunStatus.KILLED}.get(state, RunStatus.FAILED)
+        finished = ("complete", "exhausted")  # a time budget that ran out, or Ctrl+C, leaves it KILLED
+        status = RunStatus.FINISHED if state in finished else RunStatus.FAILED if state == "failed" else RunStatus.KILLED
         self.client.set_terminated(run_id, RunStatus.to_string(status))
 
     def log_progress(self, run_id: str, step: int, metrics: dict[str, float]) -> None:

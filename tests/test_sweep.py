@@ -240,3 +240,13 @@ def test_a_deleted_experiment_is_reported_with_the_fix(write_sweep, store):
     client.delete_experiment(client.get_experiment_by_name("gone").experiment_id)
     with pytest.raises(StudyError, match="was deleted; restore it"):
         run_sweep(sweep, store, trials=2)
+
+
+def test_settings_that_already_ran_are_not_trained_again(write_sweep, store):
+    text = TINY.replace("model.width: [4, 8, 16]\n", "").replace("sampler: grid", "sampler: random\nbudget: {trials: 5}")
+    summary = run_sweep(load_sweep(write_sweep("small", text)), store)
+    assert summary.state == "exhausted" and summary.counts.finished == 2, "only mlp and cnn exist"
+    study = study_of(store, "small")
+    skipped = [t for t in study.trials if t.user_attrs.get("study_skipped")]
+    assert skipped and all(t.user_attrs["study_reason"].startswith("same settings as trial") for t in skipped)
+    assert len(runs_of(store, "small")) == 2, "no run for a repeat"
