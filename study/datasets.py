@@ -66,6 +66,12 @@ class Data:
     def sizes(self) -> str:
         return f"{len(self.x_train)} train / {len(self.x_val)} val / {len(self.x_test)} test"
 
+    def labels(self) -> dict[str, np.ndarray]:
+        return {"train": self.y_train, "val": self.y_val, "test": self.y_test}
+
+    def xs(self) -> dict[str, np.ndarray]:
+        return {"train": self.x_train, "val": self.x_val, "test": self.x_test}
+
 
 def cache_dir() -> Path:
     """Where generated datasets are kept: $STUDY_CACHE_DIR, else the user's cache folder."""

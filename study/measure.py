@@ -23,7 +23,8 @@ FINAL_METRICS = (
     "model/size_bytes",  # the saved Keras model (architecture + weights, no optimizer state)
     "fit/seconds",
     "fit/epochs",  # epochs actually run (early stopping and pruning end sooner)
-    "fit/best_epoch",  # epoch of the best monitored validation value
+    "fit/best_epoch",  # epoch of the best monitored validation value (the one early stopping restores)
+    "fit/stopped_epoch",  # the epoch where early stopping stopped training; 0 when it ran to the end
     # compression sweeps: measured on the artifact file (.tflite or .qpack) and the stored weights
     *(f"artifact/{split}_{name}" for split in ("val", "test") for name in ("loss", "accuracy", "mae")),
     "artifact/size_bytes",

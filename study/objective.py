@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -81,36 +81,17 @@ class TrialResult:
         return curves
 
 
-@dataclass
-class Inputs:
-    """The arrays one replicate's model sees: its training set and the fixed validation and test sets."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    layout: str
-
-    def labels(self) -> dict[str, np.ndarray]:
-        return {"train": self.y_train, "val": self.y_val, "test": self.y_test}
-
-    def xs(self) -> dict[str, np.ndarray]:
-        return {"train": self.x_train, "val": self.x_val, "test": self.x_test}
-
-
-def prepare_inputs(setup: Setup, data: Data, seed: int) -> Inputs:
-    """Draw the training set for `seed`; polynomial features (if asked) make every split tabular."""
+def prepare_inputs(setup: Setup, data: Data, seed: int) -> Data:
+    """The data one replicate sees: its own training set drawn for `seed`, and polynomial
+    features (if asked), which make every split tabular."""
     x_train, y_train = training_set(data, setup.dataset, seed)
-    x_val, x_test, layout = data.x_val, data.x_test, data.layout
     if setup.model.poly_degree > 1:
-        x_train, x_val, x_test = expand_features(setup.model.poly_degree, x_train, x_val, x_test)
-        layout = "tabular"
-    return Inputs(x_train, y_train, x_val, data.y_val, x_test, data.y_test, layout)
+        x_train, x_val, x_test = expand_features(setup.model.poly_degree, x_train, data.x_val, data.x_test)
+        return replace(data, x_train=x_train, y_train=y_train, x_val=x_val, x_test=x_test, layout="tabular")
+    return replace(data, x_train=x_train, y_train=y_train)
 
 
-def build_for(setup: Setup, data: Data, inputs: Inputs, model_spec=None) -> keras.Model:
+def build_for(setup: Setup, data: Data, inputs: Data, model_spec=None) -> keras.Model:
     """The (compiled) model of `setup` (or of `model_spec`) for these inputs."""
     regression = data.task == "regression"
     model = build_model(
@@ -122,7 +103,7 @@ def build_for(setup: Setup, data: Data, inputs: Inputs, model_spec=None) -> kera
     return model
 
 
-def measure_model(model: keras.Model, task: str, inputs: Inputs) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def measure_model(model: keras.Model, task: str, inputs: Data) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Final metrics of every split in inference mode, and the outputs they came from."""
     outputs = {split: predict(model, x) for split, x in inputs.xs().items()}
     return measure.final_metrics(task, inputs.labels(), outputs), outputs
@@ -170,7 +151,10 @@ def epoch_hook(observer, index: int):
 
 
 def fit_metrics(fitted) -> dict[str, float]:
-    return {"fit/seconds": fitted.seconds, "fit/epochs": fitted.epochs, "fit/best_epoch": fitted.best_epoch}
+    return {
+        "fit/seconds": fitted.seconds, "fit/epochs": fitted.epochs, "fit/best_epoch": fitted.best_epoch,
+        "fit/stopped_epoch": fitted.stopped_epoch,
+    }
 
 
 def run_trial(

@@ -44,6 +44,7 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)  # one dict per epoch run
     epochs: int = 0
     best_epoch: int = 0  # 1-based epoch of the best monitored validation value
+    stopped_epoch: int = 0  # the epoch where early stopping stopped training (0: it did not)
     stopped: str | None = None  # None, 'early_stopping', 'pruned' or 'diverged'
     reason: str = ""
     seconds: float = 0.0
@@ -164,7 +165,7 @@ def fit(
     result.seconds = time.perf_counter() - start
     result.best_epoch = best_epoch(result.history, spec.early_stopping.monitor)
     if result.stopped is None and stopper is not None and stopper.stopped_epoch > 0:
-        result.stopped = "early_stopping"
+        result.stopped, result.stopped_epoch = "early_stopping", stopper.stopped_epoch + 1
         result.reason = (
             f"{spec.early_stopping.monitor} did not improve for {spec.early_stopping.patience} epochs; "
             f"stopped after epoch {stopper.stopped_epoch + 1}"

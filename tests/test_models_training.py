@@ -88,7 +88,7 @@ def test_early_stopping_stops_and_says_why():
         {"epochs": 50, "learning_rate": 0.05, "early_stopping": {"enabled": True, "patience": 1, "min_delta": 10.0}}
     )
     result = fit(compiled(spec), (x, y), (x[:64], y[:64]), spec)
-    assert result.stopped == "early_stopping" and result.epochs == 2
+    assert result.stopped == "early_stopping" and result.epochs == 2 and result.stopped_epoch == 2
     assert "did not improve for 1 epochs" in result.reason
 
 

@@ -22,10 +22,16 @@ from study.sweep import prepare, run_sweep
 REPLICATED = TINY + "replicates: 2\n"
 
 
-@pytest.fixture
-def demo_like(write_sweep, store):
-    """A finished sweep with replicates: every bias–variance section applies."""
-    run_sweep(load_sweep(write_sweep("minidemo", REPLICATED)), store)
+@pytest.fixture(scope="module")
+def demo_like(tmp_path_factory):
+    """A finished sweep with replicates, shared by the tests that only read it."""
+    from study.store import Store
+
+    folder = tmp_path_factory.mktemp("minidemo")
+    path = folder / "minidemo.yaml"
+    path.write_text(REPLICATED)
+    store = Store.resolve(folder / "store")
+    run_sweep(load_sweep(path), store)
     return store
 
 

@@ -19,9 +19,8 @@ from study.compression import cluster, prune, quantize
 from study.compression.distill import Distiller, teacher_targets
 from study.compression.export import Artifact, artifact_latency_ms, run_artifact, to_tflite
 from study.keras_compat import keras
-from study.objective import (
-    Inputs, ReplicateResult, build_for, epoch_hook, fit_metrics, measure_model, prepare_inputs, save_model,
-)
+from study.datasets import Data
+from study.objective import ReplicateResult, build_for, epoch_hook, fit_metrics, measure_model, prepare_inputs, save_model
 from study.training import FitResult, compile_model, fit
 
 REPRESENTATIVE_EXAMPLES = 200  # inputs that calibrate full-integer quantization
@@ -31,7 +30,7 @@ REPRESENTATIVE_EXAMPLES = 200  # inputs that calibrate full-integer quantization
 class Context:
     setup: object
     data: object
-    inputs: Inputs
+    inputs: Data  # the replicate's view: its own training set
     folder: Path
     index: int
     seed: int
@@ -173,7 +172,7 @@ def layer_table(model: keras.Model) -> list[dict]:
     return rows
 
 
-def artifact_metrics(artifact: Artifact, task: str, inputs: Inputs, base) -> tuple[dict[str, float], np.ndarray]:
+def artifact_metrics(artifact: Artifact, task: str, inputs: Data, base) -> tuple[dict[str, float], np.ndarray]:
     """Size, compressed size, ratios against the base, and accuracy and loss of the file itself."""
     blob = artifact.path.read_bytes()
     metrics = {

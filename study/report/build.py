@@ -94,7 +94,7 @@ def bias_variance_section(page: Page, data: SweepRuns, mlflow_url: str | None) -
 
 def learning_curves(page: Page, data: SweepRuns, errs: pd.DataFrame, labels: pd.Series) -> None:
     picked = tables.learning_curve_runs(errs, labels)
-    curves, stops = {}, {}
+    curves, best, stopped = {}, {}, {}
     for pick in picked:
         frame = data.history(pick.run_id, ("epoch/train_loss", "epoch/val_loss"))
         if frame.empty:
@@ -102,12 +102,13 @@ def learning_curves(page: Page, data: SweepRuns, errs: pd.DataFrame, labels: pd.
         label = f"{pick.label} (trial {pick.trial})"
         curves[label] = frame
         row = errs[errs["run_id"] == pick.run_id].iloc[0]
-        stops[label] = int(row.get("metrics.fit/best_epoch", 0) or 0)
+        best[label] = int(row.get("metrics.fit/best_epoch", 0) or 0)
+        stopped[label] = int(row.get("metrics.fit/stopped_epoch", 0) or 0)
     if curves:
-        page.figure(figures.learning_curves(curves, stops), "learning-curves",
+        page.figure(figures.learning_curves(curves, best, stopped), "learning-curves",
                     "Per-epoch training loss (running mean over the epoch, dropout on) and validation loss of the most "
-                    "underfit, the best and the most overfit trials; the dashed line is the best validation epoch, the "
-                    "one early stopping restores when it is on.")
+                    "underfit, the best and the most overfit trials; dashed: the best validation epoch, the one early "
+                    "stopping restores when it is on; dotted: where early stopping stopped training.")
 
 
 def decomposition_section(page: Page, data: SweepRuns, errs: pd.DataFrame, knobs: list[str]) -> None:

@@ -80,16 +80,18 @@ def error_vs_params(errs: pd.DataFrame, error_name: str, hue: str | None) -> plt
     return _finish(fig, ax, "Capacity: error against the number of parameters")
 
 
-def learning_curves(curves: dict[str, pd.DataFrame], stops: dict[str, int]) -> plt.Figure:
+def learning_curves(curves: dict[str, pd.DataFrame], best: dict[str, int], stopped: dict[str, int]) -> plt.Figure:
     """Per-epoch training and validation loss of the picked runs; the best epoch marked (the one
-    early stopping restores when it is on)."""
+    early stopping restores when it is on), and the epoch where early stopping stopped, if it did."""
     fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves) + 1, 3.8), sharey=False, squeeze=False)
     for ax, (label, frame) in zip(axes[0], curves.items()):
         for key, name, colour in (("epoch/train_loss", "train", "#4c72b0"), ("epoch/val_loss", "validation", "#dd8452")):
             if key in frame:
                 ax.plot(frame["epoch"], frame[key], label=name, color=colour)
-        if stops.get(label):
-            ax.axvline(stops[label], color="#55a868", ls="--", lw=1.2, label=f"best epoch {stops[label]}")
+        if best.get(label):
+            ax.axvline(best[label], color="#55a868", ls="--", lw=1.2, label=f"best epoch {best[label]}")
+        if stopped.get(label):
+            ax.axvline(stopped[label], color="#c44e52", ls=":", lw=1.5, label=f"early stopping, epoch {stopped[label]}")
         ax.set_title(label, fontsize=11)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
