@@ -40,6 +40,12 @@ FINAL_METRICS = (
     *(f"control/{split}/{name}" for split in SPLITS for name in ("loss", "accuracy")),  # distillation's hard-label control
 )
 
+# Metrics only compression trials (sweeps with a base) measure.
+COMPRESSION_METRICS = tuple(
+    m for m in FINAL_METRICS
+    if m.startswith(("artifact/", "control/")) or m in ("model/nonzero_params", "model/sparsity", "model/macs", "model/macs_nonzero")
+)
+
 # Metrics that only make sense for one kind of task.
 TASK_OF_METRIC = {"accuracy": "classification", "mae": "regression"}
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from study.errors import did_you_mean
-from study.measure import FINAL_METRICS, TASK_OF_METRIC
+from study.measure import COMPRESSION_METRICS, FINAL_METRICS, TASK_OF_METRIC
 
 Scalar = Union[bool, int, float, str, None]
 
@@ -457,6 +457,9 @@ class SweepConfig(_Strict):
             if task and needs and needs != task:
                 raise ValueError(f"objective: {metric} is not measured for {task} data; use loss-based metrics")
         compressing = self.compress.method != "none" or any(k.startswith("compress.") for k in self.search)
+        needs_base = [m for m in self.objective if m in COMPRESSION_METRICS]
+        if needs_base and self.base is None:
+            raise ValueError(f"objective: {needs_base[0]} is measured by compression sweeps; add a base section or use val/ metrics")
         if compressing and self.base is None:
             raise ValueError("compress: compression needs a base model; add a base section (model, run or sweep)")
         if self.base is not None and self.base.model is not None and self.base.model.poly_degree > 1:

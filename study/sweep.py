@@ -59,18 +59,21 @@ class Counts:
     def done(self) -> int:
         return self.finished + self.pruned + self.failed
 
-    @property
-    def active(self) -> int:
-        return self.done + self.running + self.waiting
+
+def counted(trials: list) -> list:
+    """The trials that count: not skipped (over budget, or repeating finished settings), and not
+    failed trials that were queued again (their retry counts instead)."""
+    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    return [
+        t for t in trials
+        if not t.user_attrs.get("study_skipped") and not (t.state == TrialState.FAIL and t.number in retried)
+    ]
 
 
 def count_trials(trials: list) -> Counts:
-    """Trials per state, leaving out trials that were retried and trials skipped for budget."""
-    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    """Trials per state, of those that count."""
     counts = Counts()
-    for t in trials:
-        if t.user_attrs.get("study_skipped") or (t.state == TrialState.FAIL and t.number in retried):
-            continue
+    for t in counted(trials):
         if t.state == TrialState.COMPLETE:
             counts.finished += 1
         elif t.state == TrialState.PRUNED:
@@ -85,14 +88,13 @@ def count_trials(trials: list) -> Counts:
 
 
 def retry(study: optuna.Study, trial) -> None:
-    """Queue a failed trial's exact settings again (keeping a grid sampler's grid point)."""
-    system_attrs = {k: v for k, v in trial.system_attrs.items() if k in ("grid_id", "search_space")}
+    """Queue a failed trial's exact settings again, linked to it by `failed_trial`."""
     study.add_trial(
         optuna.trial.create_trial(
             state=TrialState.WAITING,
             params=trial.params,
             distributions=trial.distributions,
-            system_attrs={**system_attrs, "failed_trial": trial.number},
+            system_attrs={"failed_trial": trial.number},
         )
     )
 
@@ -104,12 +106,9 @@ def queue_grid(study: optuna.Study, sweep: Sweep) -> None:
     points = grid_points(sweep)
     if not points:
         return
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
     present = {
         json.dumps(t.params or t.system_attrs.get("fixed_params", {}), sort_keys=True)  # queued: fixed_params
-        for t in trials
-        if not t.user_attrs.get("study_skipped") and not (t.state == TrialState.FAIL and t.number in retried)
+        for t in counted(study.get_trials(deepcopy=False))
     }
     for point in points:
         if json.dumps(point, sort_keys=True) not in present:
@@ -284,6 +283,9 @@ def run_one(
             result = run_trial(
                 setup, data, sweep.config.seed, sweep.config.replicates, Path(tmp), Observer(trial, run, sweep), references
             )
+            missing = [m for m in sweep.metrics if m not in result.metrics]
+            if result.status == "finished" and missing:
+                raise StudyError(f"objective: this trial measured no {missing[0]} (method {setup.compress.method}); pick a metric it measures")
             outputs = Path(tmp) / "outputs"
             write_outputs(result, data, outputs)
             state = result.status

@@ -326,3 +326,14 @@ def test_a_base_from_another_dataset_is_refused(write_sweep, store):
     text = "dataset: {name: mnist1d, num_samples: 500}\nbase: {sweep: other}\ncompress: {method: quantize, bits: 16}\nbudget: {trials: 1}\n"
     with pytest.raises(StudyError, match="was trained on other data"):
         run_sweep(load_sweep(write_sweep("mismatch", text)), store)
+
+
+def test_an_objective_the_trial_does_not_measure_fails_that_trial_clearly(write_sweep, store):
+    text = COMPRESSION + "compress: {method: quantize, bits: 32}\nobjective: {control/test/accuracy: maximize}\nbudget: {trials: 1}\n"
+    summary = run_sweep(load_sweep(write_sweep("nocontrol", text)), store)
+    assert summary.counts.failed == 1
+    import optuna
+
+    trial = optuna.load_study(study_name="nocontrol", storage=store.optuna()).trials[0]
+    assert trial.user_attrs["study_reason"].startswith("objective: this trial measured no control/test/accuracy")
+    assert store.mlflow().get_run(trial.user_attrs["mlflow_run_id"]).info.status == "FAILED"

@@ -270,3 +270,8 @@ def test_config_hash_ignores_budget_but_not_meaning(write_sweep):
     a = load_sweep(write_sweep("h", BASE))
     assert a.config_hash == load_sweep(a.path, {"budget.trials": 50}).config_hash
     assert a.config_hash != load_sweep(a.path, {"model.width": 3}).config_hash
+
+
+def test_compression_metrics_need_a_base(write_sweep):
+    message = error_of(write_sweep, BASE + "objective: {artifact/val_accuracy: maximize}\n")
+    assert "artifact/val_accuracy is measured by compression sweeps; add a base section" in message

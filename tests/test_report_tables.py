@@ -184,9 +184,18 @@ def test_distillation_pairs_and_compression_claims():
     comp = tables.compression_runs(compression_frame())
     pairs = tables.distillation_pairs(comp)
     assert pairs["distilled"].tolist() == [0.85, 0.82] and pairs["hard labels only"].tolist() == [0.80, 0.84]
+    assert pairs["student"].tolist() == ["trial 6", "trial 7"], "both students share their settings"
     claims = {c.claim: c for c in tables.compression_claims(comp, pd.DataFrame())}
     quantized = claims["8-bit quantization: about 4× smaller with accuracy close to float"]
-    assert quantized.verdict == "confirmed" and "3.27× smaller" in quantized.evidence
+    assert quantized.verdict == "partly confirmed" and "3.27× smaller" in quantized.evidence, "close, but not 3.5×"
     assert claims["a distilled student beats the same student trained on hard labels"].evidence.startswith("1 of 2")
     sparse = claims["a large sparse model beats a small dense one at equal memory (Zhu & Gupta 2017)"]
     assert sparse.verdict == "contradicted" and "0 of 1" in sparse.evidence
+
+
+def test_settings_show_only_what_varies_with_whole_numbers_plain():
+    comp = pd.DataFrame({"params.compress.bits": [4.0, 8.0, np.nan], "params.model.kernel_size": [5.0, 5.0, 5.0],
+                         "params.compress.method": ["quantize", "quantize", "none"]})
+    columns = tables.varying_settings(comp)
+    assert columns == ["params.compress.bits"]
+    assert [tables.settings_of(row, columns) for _, row in comp.iterrows()] == ["bits=4", "bits=8", ""]

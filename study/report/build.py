@@ -202,7 +202,7 @@ def compression_section(page: Page, data: SweepRuns, mlflow_url: str | None) -> 
     page.figure(figures.pareto(comp, fronts, tables.SIZE, tables.ACCURACY, base), "pareto",
                 "Test accuracy of every compressed file against its size, coloured by method; black steps: the Pareto "
                 "frontier (no other file is both smaller and more accurate); star: the uncompressed float32 base.")
-    pruned = comp[comp["method"].isin(["prune", "prune_quantize", "cluster"]) & comp.get("metrics.model/sparsity", pd.Series(dtype=float)).notna()]
+    pruned = comp[comp["method"].isin(["prune", "prune_quantize"]) & comp.get("metrics.model/sparsity", pd.Series(dtype=float)).notna()]
     if len(pruned) > 1 and "metrics.model/sparsity" in comp:
         hue = "method" if pruned["method"].nunique() > 1 else None
         if "params.compress.schedule" in pruned and pruned["params.compress.schedule"].nunique() > 1:
@@ -227,8 +227,9 @@ def compression_section(page: Page, data: SweepRuns, mlflow_url: str | None) -> 
         page.claims(claims)
     page.h3("The frontier")
     front = comp[fronts["gzip"] | fronts["raw"]].sort_values(tables.SIZE["gzip"])
+    columns = tables.varying_settings(comp)
     frame = pd.DataFrame({
-        "trial": front["trial"], "method": front["method"], "settings": front.apply(tables.settings_of, axis=1),
+        "trial": front["trial"], "method": front["method"], "settings": front.apply(tables.settings_of, axis=1, columns=columns),
         "file": front.get("tags.study.artifact", ""), "test accuracy": front[tables.ACCURACY],
         "bytes": front[tables.SIZE["raw"]], "gzip bytes": front[tables.SIZE["gzip"]],
         "ratio": front.get("metrics.artifact/compression_ratio"), "latency ms": front.get("metrics.artifact/latency_ms"),

@@ -20,7 +20,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
 h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.4rem}h3{margin-top:1.6rem}
 .meta{color:#666;font-size:.9rem}.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5rem .8rem;margin:.8rem 0}
 .verdict{font-weight:600;padding:.05rem .4rem;border-radius:.3rem}.confirmed{background:#e3f4e6;color:#1e6b30}
-.contradicted{background:#fde7e7;color:#9b1c1c}.not-seen{background:#eee;color:#555}
+.contradicted{background:#fde7e7;color:#9b1c1c}.partly-confirmed{background:#fff4d6;color:#7a5a00}.not-seen{background:#eee;color:#555}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.9rem}
 table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}pre{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.85rem}
