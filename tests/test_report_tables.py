@@ -103,12 +103,20 @@ def test_remedy_effects_and_the_data_size_claim():
     assert too_much.verdict == "contradicted" and "gap 0.45 → 0.02" in too_much.evidence
 
 
-def test_the_epochs_claim_needs_a_rise_after_the_best():
+def test_too_many_epochs_overfit_when_the_gap_opens_past_the_threshold():
     rows = [{"train.epochs": e, "train": tr, "test": te} for e, tr, te in [(1, 0.5, 0.5), (10, 0.9, 0.80), (100, 1.0, 0.70)]]
     errs = tables.errors(runs_frame(rows))
     claims = tables.article_claims(tables.remedy_effects(errs, ["train.epochs"]), errs, ["train.epochs"])
     epochs = next(c for c in claims if c.claim == "too many epochs overfit")
-    assert epochs.verdict == "confirmed" and "lowest at 10 epochs" in epochs.evidence
+    assert epochs.verdict == "confirmed" and "gap is 0.3" in epochs.evidence and "lowest at 10 epochs" in epochs.evidence
+    assert "(it rises)" in epochs.evidence
+
+
+def test_epochs_that_close_no_gap_do_not_overfit():
+    rows = [{"train.epochs": e, "train": tr, "test": te} for e, tr, te in [(1, 0.5, 0.5), (10, 0.8, 0.78), (100, 0.85, 0.80)]]
+    errs = tables.errors(runs_frame(rows))
+    claims = tables.article_claims(tables.remedy_effects(errs, ["train.epochs"]), errs, ["train.epochs"])
+    assert next(c for c in claims if c.claim == "too many epochs overfit").verdict == "not seen"
 
 
 # --------------------------------------------------------------------------- decompositions
@@ -149,6 +157,7 @@ def test_decomposition_rows_pick_the_right_decomposition():
     rows = tables.decomposition_rows(errs, {"r0": regression, "r1": classification, "r2": {"outputs": rng.normal(size=(1, 50, 4))}})
     assert rows["kind"].tolist() == ["squared error", "0-1 loss (Domingos 2000)"], "a single replicate is skipped"
     assert (rows["residual"].abs() < 1e-9).all() and rows.loc[0, "noise"] == pytest.approx(0.01)
+    assert rows.loc[1, "disagreement"] >= abs(rows.loc[1, "net variance"]), "net variance is disagreement, signed"
 
 
 # ------------------------------------------------------------------------------ compression

@@ -134,15 +134,17 @@ def decomposition_section(page: Page, data: SweepRuns, errs: pd.DataFrame, knobs
                f"holds here to {table['residual'].abs().max():.1e} (largest residual).")
     else:
         page.p("The 0-1 loss is split by Domingos' unified decomposition (Domingos 2000): bias is the share of test "
-               "examples whose main prediction (the replicates' vote) is wrong, net variance the share of replicate "
-               "disagreement that adds to the loss (minus where it happens to correct a biased vote); "
-               f"loss = bias + net variance, here to {table['residual'].abs().max():.1e}. Replicates differ in "
-               "initialization, batch order and, with train_size, the training sample.")
+               "examples whose main prediction (the replicates' vote) is wrong; disagreement, the variance, is how often "
+               "a replicate departs from that vote; net variance is the part of it that adds to the loss (disagreement "
+               "on correctly voted examples) minus the part that removes loss (on wrongly voted ones), so the two can "
+               f"cancel. loss = bias + net variance, here to {table['residual'].abs().max():.1e}. Replicates differ in "
+               "initialization, batch order and, with train_size, the training sample; with two replicates a tied "
+               "vote goes to the lower class.")
     knob = next((k for k in knobs if pd.to_numeric(table.get(f"params.{k}"), errors="coerce").notna().all()), None) if knobs else None
     page.figure(figures.decomposition(table, knob, kind), "bias-variance",
                 f"Held-out error and its {kind} decomposition" + (f" against {knob}" if knob else " per trial") + ".")
-    columns = ["trial", *[f"params.{k}" for k in [*categorical_of(table), *knobs]], "bias²", "bias", "variance", "noise",
-               "error", "error vs labels", "residual"]
+    columns = ["trial", *[f"params.{k}" for k in [*categorical_of(table), *knobs]], "bias²", "variance", "noise", "bias",
+               "net variance", "disagreement", "error", "error vs labels", "residual"]
     page.table(table[[c for c in columns if c in table]].sort_values("trial"))
 
 
@@ -168,7 +170,7 @@ def regimes_and_remedies(page: Page, data: SweepRuns, errs: pd.DataFrame, labels
         page.p("What this sweep measured of each remedy it varies: mean errors at its lowest and highest setting, "
                "averaged over every other knob (a main effect).")
         page.table(effects)
-    claims = tables.article_claims(effects, errs, data.searched)
+    claims = tables.article_claims(effects, errs, data.searched, task)
     if claims:
         page.claims(claims)
     shown = errs.sort_values("trial").head(MAX_TABLE_ROWS)

@@ -105,7 +105,7 @@ def decomposition(table: pd.DataFrame, knob: str | None, kind: str) -> plt.Figur
     """Bias², variance (and noise) of the held-out error against a knob, or per trial."""
     fig, ax = plt.subplots(figsize=WIDE)
     x = f"params.{knob}" if knob and f"params.{knob}" in table else "trial"
-    parts = [c for c in ("bias²", "bias", "variance", "noise") if c in table and table[c].notna().any()]
+    parts = [c for c in ("bias²", "variance", "noise", "bias", "net variance", "disagreement") if c in table and table[c].notna().any()]
     long = table.melt(id_vars=[x], value_vars=[*parts, "error"], var_name="term", value_name="value")
     sns.lineplot(data=long, x=x, y="value", hue="term", style="term", markers=True, dashes=False, ax=ax, errorbar=None)
     if kind.startswith("0-1"):

@@ -199,10 +199,10 @@ class Claim:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:.3g}"
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:.3g}"
 
 
-def article_claims(effects: pd.DataFrame, errs: pd.DataFrame, searched: list[str]) -> list[Claim]:
+def article_claims(effects: pd.DataFrame, errs: pd.DataFrame, searched: list[str], task: str = "classification") -> list[Claim]:
     """The article's claims this sweep can speak to, with verdicts from its own numbers."""
     claims = []
     for _, row in effects.iterrows():
@@ -223,15 +223,16 @@ def article_claims(effects: pd.DataFrame, errs: pd.DataFrame, searched: list[str
                                 f"{span}: gap {_fmt(row['gap from'])} → {_fmt(row['gap to'])}; held-out error "
                                 f"{_fmt(row['held-out error from'])} → {_fmt(row['held-out error to'])}"))
     if "train.epochs" in searched and "params.train.epochs" in errs and errs["params.train.epochs"].nunique() > 2:
-        table = errs.groupby("params.train.epochs")[["train_error", "test_error"]].mean().sort_index()
-        best_epochs = table["test_error"].idxmin()
-        last = table.index.max()
+        table = errs.groupby("params.train.epochs")[["train_error", "test_error", "gap"]].mean().sort_index()
+        best_epochs, last = table["test_error"].idxmin(), table.index.max()
+        limit = OVERFIT_GAP[task] if task == "classification" else OVERFIT_GAP[task] * errs["test_error"].min()
         rise = table.loc[last, "test_error"] - table.loc[best_epochs, "test_error"]
-        verdict = "confirmed" if best_epochs < last and rise > 0.005 else "not seen"
+        verdict = "confirmed" if table.loc[last, "gap"] > limit else "not seen"
         claims.append(Claim("too many epochs overfit", verdict,
-                            f"held-out error is lowest at {_fmt(best_epochs)} epochs ({_fmt(table.loc[best_epochs, 'test_error'])}) "
-                            f"and {_fmt(table.loc[last, 'test_error'])} at {_fmt(last)}; training error "
-                            f"{_fmt(table.loc[best_epochs, 'train_error'])} → {_fmt(table.loc[last, 'train_error'])}"))
+                            f"at {_fmt(last)} epochs the gap is {_fmt(table.loc[last, 'gap'])} (overfit above {_fmt(limit)}); "
+                            f"held-out error is lowest at {_fmt(best_epochs)} epochs ({_fmt(table.loc[best_epochs, 'test_error'])}) and "
+                            f"{_fmt(table.loc[last, 'test_error'])} at {_fmt(last)}"
+                            + (" (it rises)" if rise > 0.005 else " (it levels off rather than rising)")))
     return claims
 
 
@@ -251,8 +252,8 @@ def decomposition_rows(errs: pd.DataFrame, predictions: dict[str, dict]) -> pd.D
                          "residual": d.residual, "replicates": len(outputs)})
         elif outputs.ndim == 3 and outputs.shape[-1] > 1:
             d = decompose.zero_one(decompose.classes_from_outputs(outputs), saved["y_test"])
-            rows.append({"run_id": run_id, "kind": "0-1 loss (Domingos 2000)", "bias": d.bias, "variance": d.net_variance,
-                         "noise": np.nan, "error": d.loss, "error vs labels": d.loss, "residual": d.residual,
+            rows.append({"run_id": run_id, "kind": "0-1 loss (Domingos 2000)", "bias": d.bias, "net variance": d.net_variance,
+                         "disagreement": d.variance, "error": d.loss, "error vs labels": d.loss, "residual": d.residual,
                          "replicates": len(outputs)})
     table = pd.DataFrame(rows)
     if table.empty:
