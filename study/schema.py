@@ -246,7 +246,6 @@ class IntParam(_Strict):
     high: int
     step: int = Field(1, ge=1)
     log: bool = False
-    role: Literal["scientific", "nuisance"] = "scientific"
 
     @model_validator(mode="after")
     def _range(self):
@@ -263,7 +262,6 @@ class FloatParam(_Strict):
     high: float
     step: float | None = Field(None, gt=0)
     log: bool = False
-    role: Literal["scientific", "nuisance"] = "scientific"
 
     @model_validator(mode="after")
     def _range(self):
@@ -280,7 +278,6 @@ class FloatParam(_Strict):
 class CategoricalParam(_Strict):
     type: Literal["categorical"]
     choices: list[Scalar] = Field(min_length=1)
-    role: Literal["scientific", "nuisance"] = "scientific"
 
     def grid(self) -> list[Scalar]:
         return list(self.choices)
