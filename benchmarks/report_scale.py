@@ -20,7 +20,7 @@ import numpy as np
 
 def synthetic_sweep(store, name: str, runs: int, epochs: int, seed: int = 0) -> None:
     import optuna
-    from mlflow.entities import Metric, Param, RunStatus, RunTag
+    from mlflow.entities import Metric, Param, RunStatus
 
     from study.store import quiet_libraries
 

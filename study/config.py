@@ -204,13 +204,6 @@ def _first_problem(exc: ValidationError, data: Any, root: type[BaseModel] = Swee
 
 
 # --------------------------------------------------------------------------------- dotted keys
-def get_path(tree: dict, dotted: str) -> Any:
-    node = tree
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
 def set_path(tree: dict, dotted: str, value: Any) -> dict:
     """Return a copy of nested dict `tree` with `dotted` (e.g. 'model.width') set to `value`."""
     head, _, rest = dotted.partition(".")

@@ -14,6 +14,7 @@ from study import measure
 from study.compression import cluster, packing, prune, quantize
 from study.compression.distill import Distiller, teacher_targets
 from study.compression.export import TfliteRunner, run_artifact, to_tflite
+from study.compression.pipeline import layer_table
 from study.config import load_sweep
 from study.errors import StudyError
 from study.keras_compat import keras
@@ -142,7 +143,7 @@ def test_pruning_reaches_the_target_sparsity_and_leaves_the_base_alone(toy):
     model = prune.prunable_copy(base, 0.8, "polynomial", "unstructured", total_steps=8)
     finetune(model, x, y, epochs=1, callbacks=prune.prune_callbacks())
     stripped = prune.strip(model)
-    measured = prune.layer_sparsity(stripped)
+    measured = {row["layer"]: row["kernel_sparsity"] for row in layer_table(stripped)}
     assert measured.pop("conv_1") == 0.0, "the first layer stays dense"
     for layer, sparsity in measured.items():
         assert sparsity == pytest.approx(0.8, abs=0.02), layer
@@ -166,7 +167,7 @@ def test_clustering_leaves_at_most_that_many_values_per_kernel(toy):
     x, y, base = toy
     model = cluster.clusterable_copy(base, 4)
     finetune(model, x, y)
-    counts = cluster.distinct_values(cluster.strip(model))
+    counts = {row["layer"]: row["distinct_kernel_values"] for row in layer_table(cluster.strip(model))}
     assert counts["conv_2"] <= 4 and counts["logits"] <= 4
 
 

@@ -5,8 +5,6 @@ shrinks is the compressed size, since few distinct values compress well (see art
 
 from __future__ import annotations
 
-import numpy as np
-
 from study.compression.quantize import fresh_copy
 from study.keras_compat import keras, tfmot
 
@@ -29,12 +27,3 @@ def clusterable_copy(model: keras.Model, clusters: int) -> keras.Model:
 
 def strip(model: keras.Model) -> keras.Model:
     return tfmot().clustering.keras.strip_clustering(model)
-
-
-def distinct_values(model: keras.Model) -> dict[str, int]:
-    """Number of distinct values in each layer's kernels: at most `clusters` once clustered."""
-    return {
-        layer.name: int(sum(len(np.unique(w.numpy())) for w in layer.weights if "kernel" in w.name))
-        for layer in model.layers
-        if any("kernel" in w.name for w in layer.weights)
-    }

@@ -9,8 +9,6 @@ the structure sparse tensor cores accelerate), on the layers whose shapes allow 
 
 from __future__ import annotations
 
-import numpy as np
-
 from study.compression.quantize import fresh_copy
 from study.keras_compat import keras, tfmot
 
@@ -61,14 +59,3 @@ def prune_callbacks() -> list:
 def strip(model: keras.Model) -> keras.Model:
     """The plain Keras model with the pruned (zeroed) weights, wrappers removed."""
     return tfmot().sparsity.keras.strip_pruning(model)
-
-
-def layer_sparsity(model: keras.Model) -> dict[str, float]:
-    """Measured fraction of zeros in each layer's kernels (biases are not pruned)."""
-    result = {}
-    for layer in model.layers:
-        kernels = [w.numpy() for w in layer.weights if "kernel" in w.name]
-        if kernels:
-            total = sum(k.size for k in kernels)
-            result[layer.name] = 1.0 - sum(np.count_nonzero(k) for k in kernels) / total
-    return result
