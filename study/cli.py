@@ -80,11 +80,10 @@ def render_summary(summary, sweep, store: Store) -> str:
 
 # ----------------------------------------------------------------------------------- init
 def cmd_init(args) -> int:
-    from study.sweep import check_data, prepare, target_trials
+    from study.sweep import prepare, target_trials
 
     sweep = load_sweep(args.sweep, dict(parse_override(item) for item in args.set or []))
     store = _store(args)
-    check_data(sweep)
     study, _, _ = prepare(sweep, store, args.allow_changed)
     print(
         f"ready: study {sweep.name!r} in {store.describe()} ({len(study.trials)} trials so far, budget "

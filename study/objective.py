@@ -118,7 +118,8 @@ def save_model(model: keras.Model, path: Path) -> None:
     clone.save(path)
 
 
-def _model_metrics(model: keras.Model, path: Path) -> dict[str, float]:
+def model_metrics(model: keras.Model, path: Path) -> dict[str, float]:
+    """Parameters of `model` and the bytes of its saved file at `path`."""
     return {"model/params": measure.count_params(model.get_weights()), "model/size_bytes": path.stat().st_size}
 
 
@@ -139,7 +140,7 @@ def run_replicate(setup: Setup, data: Data, index: int, seed: int, workdir: Path
         return result
     path = workdir / "models" / f"r{index}.keras"
     save_model(model, path)
-    metrics.update(_model_metrics(model, path))
+    metrics.update(model_metrics(model, path))
     metrics.update(fit_metrics(fitted))
     result.metrics, result.test_outputs, result.model_path = metrics, outputs["test"].astype(np.float32), path
     return result

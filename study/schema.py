@@ -233,8 +233,6 @@ class Setup(_Strict):
             raise ValueError(f"train.early_stopping.monitor: {monitor} is not measured for {task}; use val/loss")
         if task == "regression" and self.dataset.label_noise > 0:
             raise ValueError("dataset.label_noise flips class labels; for regression use the dataset's noise")
-        if self.model.conv == "separable" and self.model.kind != "cnn":
-            raise ValueError("model.conv: separable applies to kind: cnn")
         if task == "regression" and self.compress.method == "distill":
             raise ValueError("compress.method: distill learns from a classifier's logits; it needs classification data")
         return self

@@ -5,15 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import warnings
 from typing import Any
 
 import optuna
 
 from study.config import Sweep
 from study.schema import TRAINS_OWN_MODEL, CategoricalParam, FloatParam, IntParam, knobs_read
-
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def relevant(key: str, compress: dict | None) -> bool:

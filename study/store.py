@@ -111,7 +111,7 @@ def quiet_libraries() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # heartbeats and fail_stale_trials are "experimental" in Optuna; we rely on them knowingly
+    # heartbeats, fail_stale_trials and TPE's constant_liar are "experimental" in Optuna; we rely on them knowingly
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 

@@ -139,7 +139,9 @@ class Job:
 
 
 def prepare(sweep: Sweep, store: Store, allow_changed: bool = False) -> tuple[optuna.Study, Tracker, str]:
-    """Initialise the stores, then create or resume the study, the experiment and the sweep run."""
+    """Check the data, initialise the stores, then create or resume the study, the experiment and
+    the sweep run (and a compression sweep's base)."""
+    data = check_data(sweep)  # a bad CSV fails here, before anything is written to the stores
     store.init()
     tracker = Tracker(store.mlflow(), sweep, store.artifact_root)
     study = optuna.create_study(
@@ -157,12 +159,10 @@ def prepare(sweep: Sweep, store: Store, allow_changed: bool = False) -> tuple[op
     if sweep_run_id is None:
         sweep_run_id = tracker.sweep_run()
         # the dataset row is created here, once, before any worker links trials to it
-        tracker.log_dataset(sweep_run_id, load_dataset(sweep.config.dataset, sweep.config.seed, sweep.path.parent))
+        tracker.log_dataset(sweep_run_id, data)
     queue_grid(study, sweep)
     if sweep.config.base is not None:  # trained (or found) once, here, before any worker needs it
-        references(sweep, tracker, store, sweep_run_id).base(
-            load_dataset(sweep.config.dataset, sweep.config.seed, sweep.path.parent)
-        )
+        references(sweep, tracker, store, sweep_run_id).base(data)
     if known is None:
         study.set_user_attr("config_hash", sweep.config_hash)
         study.set_user_attr("metrics", sweep.metrics)
@@ -269,7 +269,7 @@ def run_one(
     params = suggest(trial, sweep)
     earlier = _finished_with(study, params, trial.number)
     if earlier is not None:  # categorical spaces repeat: finished work is not done again
-        trial.set_user_attr("study_skipped", True)
+        trial.set_user_attr("study_skipped", "repeat")
         trial.set_user_attr("study_reason", f"same settings as trial {earlier}")
         study.tell(trial, state=TrialState.FAIL)
         return "duplicate"
@@ -420,7 +420,7 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_r
             continue
         trial = study.ask()
         if _over_budget(study, trial, job.target):
-            trial.set_user_attr("study_skipped", True)
+            trial.set_user_attr("study_skipped", "budget")
             study.tell(trial, state=TrialState.FAIL)
             continue
         try:
@@ -439,14 +439,15 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_r
             raise StudyError(f"{failures} trials in a row failed; the last: {last} (fix the sweep and run again)")
 
 
-def check_data(sweep: Sweep) -> None:
+def check_data(sweep: Sweep):
     """Read the sweep's dataset (kept for the trials) and check that its objective fits the task:
-    a csv's task is known only once it is read."""
+    a csv's task is known only once it is read. Returns the data."""
     data = load_dataset(sweep.config.dataset, sweep.config.seed, sweep.path.parent)
     for metric in sweep.metrics:
         needs = measure.TASK_OF_METRIC.get(metric.split("/")[1])
         if needs and needs != data.task:
             raise StudyError(f"objective: {metric} is not measured for {data.task} data ({data.name}); use val/loss")
+    return data
 
 
 def _worker_main(job: Job) -> None:
@@ -484,7 +485,6 @@ def run_sweep(
 ) -> Summary:
     """Run `sweep` to its budget. Raises Interrupted on Ctrl+C (after marking the running trials)."""
     start = time.time()
-    check_data(sweep)  # a bad CSV fails here, before anything is written to the stores
     study, tracker, sweep_run_id = prepare(sweep, store, allow_changed)
     target = target_trials(sweep, trials)
     timeout = timeout or sweep.config.budget.timeout

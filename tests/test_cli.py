@@ -116,6 +116,7 @@ def test_two_workers_share_the_budget_exactly(write_sweep, tmp_path):
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 5
     assert all(t.user_attrs.get("study_skipped") for t in trials if t.state != TrialState.COMPLETE)
+    assert {t.user_attrs["study_skipped"] for t in trials if t.state != TrialState.COMPLETE} <= {"budget"}
     experiment = store.mlflow().get_experiment_by_name("pair")
     runs = store.mlflow().search_runs([experiment.experiment_id], filter_string="tags.`study.role` = 'trial'")
     assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)

@@ -13,7 +13,7 @@ from conftest import TINY
 from study import measure
 from study.compression import cluster, packing, prune, quantize
 from study.compression.distill import Distiller, teacher_targets
-from study.compression.export import TfliteRunner, run_artifact, to_tflite
+from study.compression.export import TfliteRunner, open_artifact, to_tflite
 from study.compression.pipeline import layer_table
 from study.config import load_sweep
 from study.errors import StudyError
@@ -94,7 +94,7 @@ def test_packed_file_has_the_expected_bytes_and_reloads_to_the_simulated_predict
     )
     assert len(blob) == expected and header["bits"] == 4
 
-    reloaded = run_artifact(artifact, x[500:])
+    reloaded = open_artifact(artifact)(x[500:])
     assert np.allclose(reloaded, simulated, atol=1e-5)
     assert np.array_equal(reloaded.argmax(1), simulated.argmax(1))
 
@@ -113,7 +113,7 @@ def test_tflite_accuracy_is_computed_by_running_the_file(toy, tmp_path):
     outputs = TfliteRunner(artifact.path)(x[500:])
     assert np.allclose(outputs, predict(base, x[500:]), atol=1e-4), "float32 TFLite computes what Keras does"
     int8 = to_tflite(base, "int8", tmp_path / "i.tflite", representative=x[:100])
-    int8_outputs = run_artifact(int8, x[500:])
+    int8_outputs = open_artifact(int8)(x[500:])
     assert not np.allclose(int8_outputs, outputs, atol=1e-6), "int8 arithmetic really ran"
     assert measure.accuracy(y[500:], int8_outputs) == pytest.approx(measure.accuracy(y[500:], outputs), abs=0.1)
     assert int8.path.stat().st_size < artifact.path.stat().st_size
@@ -133,7 +133,7 @@ def test_8_bit_quantization_aware_training_exports_int8(toy, tmp_path):
     finetune(qat, x, y)
     artifact = to_tflite(qat, "qat", tmp_path / "q.tflite")
     assert artifact.bits == 8 and artifact.deployable
-    assert measure.accuracy(y[500:], run_artifact(artifact, x[500:])) > 0.2
+    assert measure.accuracy(y[500:], open_artifact(artifact)(x[500:])) > 0.2
 
 
 # ------------------------------------------------------------------------------ pruning

@@ -131,42 +131,24 @@ def test_search_shorthands_and_full_forms(write_sweep):
     assert sweep.defaults()["model"]["depth"] == 1, "fixed values apply to every trial"
 
 
-def test_search_key_that_is_not_a_setting_suggests_one(write_sweep):
-    message = error_of(write_sweep, BASE + "search: {model.widht: [1, 2]}\n")
-    assert "search.model.widht: not a setting of this sweep; did you mean 'model.width'?" in message
-
-
-def test_search_range_must_give_valid_trials(write_sweep):
-    message = error_of(write_sweep, BASE + "search: {model.depth: {type: int, low: -2, high: 3}}\n")
-    assert "search.model.depth.low: model.depth: should be greater than or equal to 0" in message
-
-
-def test_search_float_range_on_an_integer_setting_is_an_error(write_sweep):
-    message = error_of(write_sweep, BASE + "search: {model.depth: {type: float, low: 0.5, high: 3.0}}\n")
-    assert "search.model.depth.low: model.depth: expected an integer" in message
-
-
-def test_search_choices_are_each_checked(write_sweep):
-    message = error_of(write_sweep, BASE + "search: {model.activation: [relu, bogus]}\n")
-    assert "search.model.activation.choices[1]" in message
-
-
-def test_impossible_range_is_an_error(write_sweep):
-    message = error_of(write_sweep, BASE + "search: {model.depth: {type: int, low: 5, high: 3}}\n")
-    assert "search.model.depth: low (5) must not exceed high (3)" in message
-
-
-def test_log_range_needs_positive_low(write_sweep):
-    message = error_of(write_sweep, BASE + "search: {model.l2: {type: float, low: 0.0, high: 1.0, log: true}}\n")
-    assert "a log range needs low > 0" in message
-
-
-def test_search_entry_without_type_says_what_to_add(write_sweep):
-    assert "add type: int, float or categorical" in error_of(write_sweep, BASE + "search: {model.width: {low: 1, high: 4}}\n")
-
-
-def test_fixed_search_value_is_checked(write_sweep):
-    assert "search.model.dropout.value" in error_of(write_sweep, BASE + "search: {model.dropout: 1.5}\n")
+@pytest.mark.parametrize("text, expected", [
+    pytest.param("search: {model.widht: [1, 2]}\n",
+                 "search.model.widht: not a setting of this sweep; did you mean 'model.width'?", id="unknown key"),
+    pytest.param("search: {model.depth: {type: int, low: -2, high: 3}}\n",
+                 "search.model.depth.low: model.depth: should be greater than or equal to 0", id="invalid trials"),
+    pytest.param("search: {model.depth: {type: float, low: 0.5, high: 3.0}}\n",
+                 "search.model.depth.low: model.depth: expected an integer", id="float range on an int"),
+    pytest.param("search: {model.activation: [relu, bogus]}\n", "search.model.activation.choices[1]", id="each choice"),
+    pytest.param("search: {model.depth: {type: int, low: 5, high: 3}}\n",
+                 "search.model.depth: low (5) must not exceed high (3)", id="impossible range"),
+    pytest.param("search: {model.l2: {type: float, low: 0.0, high: 1.0, log: true}}\n", "a log range needs low > 0",
+                 id="log range from 0"),
+    pytest.param("search: {model.width: {low: 1, high: 4}}\n", "add type: int, float or categorical", id="no type"),
+    pytest.param("search: {model.dropout: 1.5}\n", "search.model.dropout.value", id="fixed value"),
+    pytest.param("model: {kind: mlp, conv: separable}\n", "conv: separable applies to kind: cnn", id="separable mlp"),
+])
+def test_each_invalid_setting_gets_its_own_message(write_sweep, text, expected):
+    assert expected in error_of(write_sweep, BASE + text)
 
 
 def test_the_dataset_cannot_be_searched(write_sweep):

@@ -11,18 +11,19 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import STUDY, TINY, run_env
+from conftest import STUDY, TINY, run_env, unavailable
 from study.store import Store
 
 PG = os.environ.get("STUDY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 
 
 def _admin():
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg  # a declared test dependency
+
     try:
         return psycopg.connect(f"{PG}/postgres", connect_timeout=3, autocommit=True)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {PG} ({str(exc).strip()}); set STUDY_TEST_POSTGRES to test this path")
+        unavailable(f"no PostgreSQL server at {PG} ({str(exc).strip()}); set STUDY_TEST_POSTGRES to test this path")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ and the page as a real browser (Debian's headless Chromium) shows it."""
 from __future__ import annotations
 
 import html
-import os
 import shutil
 import textwrap
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import TINY
+from conftest import TINY, unavailable
 from study.config import load_sweep
 from study.errors import StudyError
 from study.report import load
@@ -167,10 +166,7 @@ def chromium_driver(tmp_path):
     """A headless Chromium from Debian's packages, driven by Selenium; skips (saying why) when absent."""
     browser, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not browser or not driver_path:
-        why = "headless Chromium is not installed (apt-get install chromium chromium-driver; .ci/run does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{why}: CI must view reports in a real browser")
-        pytest.skip(why)
+        unavailable("headless Chromium is not installed (apt-get install chromium chromium-driver; .ci/run does)")
     from selenium import webdriver  # a declared test dependency
     from selenium.webdriver.chrome.service import Service
 

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
@@ -250,3 +251,7 @@ def test_settings_that_already_ran_are_not_trained_again(write_sweep, store):
     skipped = [t for t in study.trials if t.user_attrs.get("study_skipped")]
     assert skipped and all(t.user_attrs["study_reason"].startswith("same settings as trial") for t in skipped)
     assert len(runs_of(store, "small")) == 2, "no run for a repeat"
+    from study.report import tables
+
+    counts = tables.state_counts(pd.DataFrame(), study).set_index("state")["Optuna trials"]
+    assert counts["skipped (repeat)"] == len(skipped) and counts["finished"] == 2, "the report says why trials were skipped"

@@ -5,10 +5,8 @@ shrinks is the compressed size, since few distinct values compress well (see art
 
 from __future__ import annotations
 
-from study.compression.quantize import fresh_copy
+from study.compression.quantize import KERNELS, fresh_copy
 from study.keras_compat import keras, tfmot
-
-CLUSTERABLE = ("Dense", "Conv2D", "DepthwiseConv2D", "SeparableConv2D")
 
 
 def clusterable_copy(model: keras.Model, clusters: int) -> keras.Model:
@@ -18,7 +16,7 @@ def clusterable_copy(model: keras.Model, clusters: int) -> keras.Model:
 
     def wrap(layer):
         kernel = next((w for w in layer.weights if "kernel" in w.name), None)
-        if type(layer).__name__ not in CLUSTERABLE or kernel is None or kernel.shape.num_elements() <= clusters:
+        if type(layer).__name__ not in KERNELS or kernel is None or kernel.shape.num_elements() <= clusters:
             return layer  # a kernel with no more weights than clusters has nothing to share
         return clustering.cluster_weights(layer, number_of_clusters=clusters, cluster_centroids_init=init)
 

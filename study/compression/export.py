@@ -100,17 +100,21 @@ class TfliteRunner:
         return float(np.median(times) * 1000)
 
 
-def run_artifact(artifact: Artifact, x: np.ndarray) -> np.ndarray:
-    """Outputs of the artifact file itself on inputs `x`."""
-    if artifact.path.suffix == ".tflite":
-        return TfliteRunner(artifact.path)(x)
-    from study.compression.quantize import load_qpack
+class QpackRunner:
+    """Runs a .qpack file: our loader rebuilds the model with the file's dequantized weights."""
 
-    return load_qpack(artifact.path)(x, training=False).numpy()
+    def __init__(self, path: Path):
+        from study.compression.quantize import load_qpack
+
+        self.model = load_qpack(path)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.model(x, training=False).numpy()
+
+    def latency_ms(self, example: np.ndarray) -> float:
+        return float("nan")  # no device runtime reads the file: there is no latency to measure
 
 
-def artifact_latency_ms(artifact: Artifact, example: np.ndarray) -> float:
-    """Median single-example latency on the TFLite interpreter; NaN for files it cannot run."""
-    if artifact.path.suffix != ".tflite":
-        return float("nan")
-    return TfliteRunner(artifact.path).latency_ms(example)
+def open_artifact(artifact: Artifact) -> TfliteRunner | QpackRunner:
+    """The artifact file, loaded once, ready to run on inputs and to time."""
+    return TfliteRunner(artifact.path) if artifact.path.suffix == ".tflite" else QpackRunner(artifact.path)

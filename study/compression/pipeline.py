@@ -17,10 +17,12 @@ import numpy as np
 from study import measure
 from study.compression import cluster, prune, quantize
 from study.compression.distill import Distiller, teacher_targets
-from study.compression.export import Artifact, artifact_latency_ms, run_artifact, to_tflite
+from study.compression.export import Artifact, open_artifact, to_tflite
 from study.keras_compat import keras
 from study.datasets import Data
-from study.objective import ReplicateResult, build_for, epoch_hook, fit_metrics, measure_model, prepare_inputs, save_model
+from study.objective import (
+    ReplicateResult, build_for, epoch_hook, fit_metrics, measure_model, model_metrics, prepare_inputs, save_model,
+)
 from study.training import FitResult, compile_model, fit
 
 REPRESENTATIVE_EXAMPLES = 200  # inputs that calibrate full-integer quantization
@@ -94,19 +96,19 @@ def apply_prune_then_quantize(base, ctx: Context) -> Compressed:
 
 def apply_quantization(base, ctx: Context) -> Compressed:
     spec = ctx.setup.compress
-    stem = ctx.path("model")
-    representative = ctx.inputs.x_train[:REPRESENTATIVE_EXAMPLES]
     if spec.bits > 8 or (spec.bits == 8 and spec.scheme != "qat"):  # post-training: nothing to fine-tune
-        return Compressed(base, base, quantize.export_quantized(base, spec.bits, spec.scheme, stem, representative))
+        representative = ctx.inputs.x_train[:REPRESENTATIVE_EXAMPLES]
+        artifact = quantize.export_post_training(base, spec.bits, spec.scheme, ctx.path("model.tflite"), representative)
+        return Compressed(base, base, artifact)
     if spec.bits == 8:
         qat = quantize.qat8_model(base)
         fitted = ctx.fine_tune(qat, spec.finetune_epochs)
         plain = quantize.float_weights_of(qat, base)
-        return Compressed(qat, plain, to_tflite(qat, "qat", stem.with_suffix(".tflite")), fitted)
+        return Compressed(qat, plain, to_tflite(qat, "qat", ctx.path("model.tflite")), fitted)
     qat = quantize.nbit_qat_model(base, spec.bits)
     fitted = ctx.fine_tune(qat, spec.finetune_epochs)
     trained = quantize.float_weights_of(qat, base)
-    artifact = quantize.write_packed(trained, spec.bits, stem.with_suffix(".qpack"))
+    artifact = quantize.write_packed(trained, spec.bits, ctx.path("model.qpack"))
     return Compressed(qat, quantize.simulate_nbit(trained, spec.bits), artifact, fitted)
 
 
@@ -182,11 +184,12 @@ def artifact_metrics(artifact: Artifact, task: str, inputs: Data, base) -> tuple
     }
     metrics["artifact/compression_ratio"] = base.float_bytes / metrics["artifact/size_bytes"]
     metrics["artifact/gzip_compression_ratio"] = base.float_gzip_bytes / metrics["artifact/gzip_bytes"]
+    run = open_artifact(artifact)
     outputs = {}
     for split, x, y in (("val", inputs.x_val, inputs.y_val), ("test", inputs.x_test, inputs.y_test)):
-        outputs[split] = run_artifact(artifact, x)
+        outputs[split] = run(x)
         metrics.update({f"artifact/{split}_{k}": v for k, v in measure.split_metrics(task, y, outputs[split]).items()})
-    metrics["artifact/latency_ms"] = artifact_latency_ms(artifact, inputs.x_test[0])
+    metrics["artifact/latency_ms"] = run.latency_ms(inputs.x_test[0])
     return metrics, outputs["test"]
 
 
@@ -212,12 +215,10 @@ def run_compression_replicate(setup, data, index: int, seed: int, workdir: Path,
         result.status, result.reason = "diverged", "the compressed model's outputs are not finite"
         return result
     table = layer_table(compressed.plain)
-    weights = compressed.plain.get_weights()
     metrics.update(file_metrics)
     metrics.update(compressed.metrics)
     metrics.update({
-        "model/params": measure.count_params(weights),
-        "model/nonzero_params": measure.count_nonzero(weights),
+        "model/nonzero_params": measure.count_nonzero(compressed.plain.get_weights()),
         "model/sparsity": measure.sparsity([w.numpy() for w in compressed.plain.weights if "kernel" in w.name]),
         "model/macs": sum(row["macs"] for row in table),
         "model/macs_nonzero": sum(row["macs"] * (1 - row["kernel_sparsity"]) for row in table),
@@ -227,7 +228,7 @@ def run_compression_replicate(setup, data, index: int, seed: int, workdir: Path,
         metrics.update(fit_metrics(fitted))
     model_path = workdir / "models" / f"r{index}.keras"
     save_model(compressed.plain, model_path)
-    metrics["model/size_bytes"] = model_path.stat().st_size
+    metrics.update(model_metrics(compressed.plain, model_path))
     layers_csv = folder / "layers.csv"
     with layers_csv.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]))

@@ -9,10 +9,8 @@ the structure sparse tensor cores accelerate), on the layers whose shapes allow 
 
 from __future__ import annotations
 
-from study.compression.quantize import fresh_copy
+from study.compression.quantize import KERNELS, fresh_copy
 from study.keras_compat import keras, tfmot
-
-PRUNABLE = ("Dense", "Conv2D", "DepthwiseConv2D", "SeparableConv2D")
 
 
 def schedule(kind: str, sparsity: float, total_steps: int):
@@ -39,7 +37,7 @@ def prunable_copy(model: keras.Model, sparsity: float, kind: str, structure: str
     plan = schedule(kind, 0.5 if structure == "2:4" else sparsity, total_steps)
 
     def wrap(layer):
-        if type(layer).__name__ not in PRUNABLE:
+        if type(layer).__name__ not in KERNELS:
             return layer
         if structure == "2:4":
             if not _m_by_n_fits(layer):
@@ -48,7 +46,7 @@ def prunable_copy(model: keras.Model, sparsity: float, kind: str, structure: str
         return sparsity_module.prune_low_magnitude(layer, pruning_schedule=plan)
 
     copy = fresh_copy(model)  # built, so that 2:4 can look at kernel shapes
-    first = next(layer.name for layer in copy.layers if type(layer).__name__ in PRUNABLE)
+    first = next(layer.name for layer in copy.layers if type(layer).__name__ in KERNELS)
     return keras.models.clone_model(copy, clone_function=lambda layer: layer if layer.name == first else wrap(layer))
 
 

@@ -21,7 +21,7 @@ from study.compression import packing
 from study.compression.export import Artifact, to_tflite
 from study.keras_compat import keras, tf, tfmot
 
-# Layers whose kernels are quantized below 8 bits, and the names of those kernels.
+# The layers every method compresses (pruned, clustered, quantized), and the names of their kernels.
 KERNELS = {
     "Dense": ("kernel",),
     "Conv2D": ("kernel",),
@@ -192,13 +192,12 @@ def simulate_nbit(model: keras.Model, bits: int) -> keras.Model:
     return copy
 
 
-def export_quantized(model: keras.Model, bits: int, scheme: str, path_stem: Path, representative: np.ndarray) -> Artifact:
-    """The artifact of a (fine-tuned, where it applies) model at `bits` bits."""
-    if bits == 32:
-        return to_tflite(model, "float32", path_stem.with_suffix(".tflite"))
-    if bits == 16:
-        return to_tflite(model, "float16", path_stem.with_suffix(".tflite"))
+POST_TRAINING = {"ptq_dynamic": "dynamic", "ptq_int8": "int8"}  # 8-bit schemes that need no fine-tuning
+
+
+def export_post_training(model: keras.Model, bits: int, scheme: str, path: Path, representative: np.ndarray) -> Artifact:
+    """The TFLite file of `model` quantized after training: float32 (bits 32), float16 weights
+    (16), or 8-bit by `scheme` (dynamic range, or full integer calibrated on `representative`)."""
     if bits == 8:
-        mode = {"qat": "qat", "ptq_dynamic": "dynamic", "ptq_int8": "int8"}[scheme]
-        return to_tflite(model, mode, path_stem.with_suffix(".tflite"), representative)
-    return write_packed(model, bits, path_stem.with_suffix(".qpack"))
+        return to_tflite(model, POST_TRAINING[scheme], path, representative)
+    return to_tflite(model, {32: "float32", 16: "float16"}[bits], path)

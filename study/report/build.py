@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from study.report import figures, tables
@@ -180,8 +179,8 @@ def regimes_and_remedies(page: Page, data: SweepRuns, errs: pd.DataFrame, labels
 
 
 # ------------------------------------------------------------------------------ compression
-def compression_section(page: Page, data: SweepRuns, mlflow_url: str | None) -> None:
-    comp = tables.compression_runs(data.runs)
+def compression_section(page: Page, data: SweepRuns, comp: pd.DataFrame, mlflow_url: str | None) -> None:
+    """`comp`: the finished compression trials (tables.compression_runs)."""
     page.h2("Accuracy against size", "compression")
     if comp.empty:
         page.note("No compression trial has finished yet: " + _counts_line(data) + ".")
@@ -191,16 +190,7 @@ def compression_section(page: Page, data: SweepRuns, mlflow_url: str | None) -> 
            "(LiteRT runs .tflite files; our loader runs packed 2-7-bit .qpack files, which no device runtime reads). "
            "Fine-tuned methods train a few epochs more than the base, at a lower learning rate.")
     fronts = {which: tables.frontier(comp, which) for which in tables.SIZE}
-    base_rows = data.references[data.references.get("tags.study.role", pd.Series(dtype=str)) == "base"] if not data.references.empty else pd.DataFrame()
-    none = comp[comp["method"] == "none"]
-    base = {}
-    if not none.empty:
-        base = {"raw": none[tables.SIZE["raw"]].iloc[0], "gzip": none[tables.SIZE["gzip"]].iloc[0], "accuracy": none[tables.ACCURACY].iloc[0]}
-    elif "metrics.artifact/compression_ratio" in comp:
-        first = comp.iloc[0]
-        base = {"raw": first[tables.SIZE["raw"]] * first["metrics.artifact/compression_ratio"],
-                "gzip": first[tables.SIZE["gzip"]] * first.get("metrics.artifact/gzip_compression_ratio", np.nan),
-                "accuracy": base_rows["metrics.test/accuracy"].iloc[0] if not base_rows.empty and "metrics.test/accuracy" in base_rows else np.nan}
+    base = tables.base_point(comp, data.references)
     page.figure(figures.pareto(comp, fronts, tables.SIZE, tables.ACCURACY, base), "pareto",
                 "Test accuracy of every compressed file against its size, coloured by method; black steps: the Pareto "
                 "frontier (no other file is both smaller and more accurate); star: the uncompressed float32 base.")
@@ -311,7 +301,7 @@ def build_report(store: Store, name: str, out: Path, mlflow_url: str | None = No
     if data.runs.empty:
         page.note("This sweep has no trial runs yet. Run it with: study run <its sweep file>.")
     elif is_compression:
-        compression_section(page, data, mlflow_url)
+        compression_section(page, data, compression, mlflow_url)
     else:
         bias_variance_section(page, data, mlflow_url)
     study_section(page, data)

@@ -123,7 +123,7 @@ def pareto(comp: pd.DataFrame, fronts: dict[str, pd.Series], sizes: dict[str, st
                         legend=which == "raw")
         front = comp[fronts[which]].sort_values(column)
         ax.step(front[column], front[accuracy], where="post", color="black", lw=1.2, label="Pareto frontier")
-        if base.get(which):
+        if pd.notna(base.get(which)) and pd.notna(base.get("accuracy")):
             ax.scatter([base[which]], [base["accuracy"]], marker="*", s=300, color="gold", edgecolor="black", zorder=5,
                        label="uncompressed base")
         ax.set_xscale("log")

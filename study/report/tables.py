@@ -315,18 +315,30 @@ def distillation_pairs(comp: pd.DataFrame) -> pd.DataFrame:
     }).reset_index(drop=True)
 
 
+def base_point(comp: pd.DataFrame, references: pd.DataFrame) -> dict[str, float]:
+    """The uncompressed base: its float32 file's bytes ('raw', 'gzip') and test 'accuracy'. From
+    the sweep's `method: none` trials where it has them, else from the compression ratios every
+    trial logs and the base's own run; NaN where neither says."""
+    none = comp[comp["method"] == "none"]
+    if not none.empty:
+        return {"raw": none[SIZE["raw"]].iloc[0], "gzip": none[SIZE["gzip"]].iloc[0], "accuracy": none[ACCURACY].mean()}
+    first = comp.iloc[0]
+    bases = references[references["tags.study.role"] == "base"] if "tags.study.role" in references else pd.DataFrame()
+    return {
+        "raw": first[SIZE["raw"]] * first.get("metrics.artifact/compression_ratio", np.nan),
+        "gzip": first[SIZE["gzip"]] * first.get("metrics.artifact/gzip_compression_ratio", np.nan),
+        "accuracy": bases["metrics.test/accuracy"].mean() if "metrics.test/accuracy" in bases else np.nan,
+    }
+
+
 def compression_claims(comp: pd.DataFrame, references: pd.DataFrame) -> list[Claim]:
     """Verdicts on the compression claims this sweep's trials can speak to."""
     claims = []
     if comp.empty:
         return claims
-    base = comp[comp["method"] == "none"]
-    base_acc = base[ACCURACY].mean() if not base.empty else None
-    if base_acc is None and not references.empty and "metrics.test/accuracy" in references:
-        bases = references[references.get("tags.study.role") == "base"]
-        base_acc = bases["metrics.test/accuracy"].mean() if not bases.empty else None
+    base_acc = base_point(comp, references)["accuracy"]
     int8 = comp[(comp["method"] == "quantize") & (comp.get("metrics.artifact/bits") == 8)]
-    if not int8.empty and base_acc is not None:
+    if not int8.empty and pd.notna(base_acc):
         best = int8.loc[int8[ACCURACY].idxmax()]
         drop = base_acc - best[ACCURACY]
         ratio = best["metrics.artifact/compression_ratio"]
@@ -368,8 +380,8 @@ def state_counts(runs: pd.DataFrame, study) -> pd.DataFrame:
     if study is not None:
         for trial in study.get_trials(deepcopy=False):
             state = trial.user_attrs.get("study_state") or trial.state.name.lower()
-            if trial.user_attrs.get("study_skipped"):
-                state = "skipped (budget)"
+            if trial.user_attrs.get("study_skipped"):  # why: 'budget' or 'repeat' (settings that already ran)
+                state = f"skipped ({trial.user_attrs['study_skipped']})"
             rows.setdefault(state, {}).setdefault("Optuna trials", 0)
             rows[state]["Optuna trials"] += 1
     return pd.DataFrame.from_dict(rows, orient="index").fillna(0).astype(int).rename_axis("state").reset_index()
