@@ -308,6 +308,12 @@ def test_sweeps_with_the_same_base_share_it(write_sweep, store):
     run_sweep(load_sweep(write_sweep("second", text)), store)
     assert len(runs_by_role(store, "first").get("base", [])) == 1
     assert "base" not in runs_by_role(store, "second"), "the second sweep found the first one's base"
+    from study.report.load import load_sweep_runs
+
+    references = load_sweep_runs(store, "second").references
+    assert references["run_id"].tolist() == [runs_by_role(store, "first")["base"][0].info.run_id], (
+        "the report of the second sweep reads the base's own run from the first"
+    )
 
 
 def test_a_base_can_be_the_best_trial_of_another_sweep(write_sweep, store):

@@ -125,6 +125,13 @@ def load_sweep_runs(store: Store, name: str) -> SweepRuns:
         elif role == "sweep":
             sweep_run = {"run_id": run.info.run_id, "params": run.data.params, "metrics": run.data.metrics,
                          "tags": run.data.tags, "status": run.info.status}
+    # A base trained by another sweep (compression sweeps share it) is logged in that sweep's experiment.
+    present = {row["run_id"] for row in references}
+    for base_id in {row.get("tags.study.base_run_id") for row in trials} - present - {None, ""}:
+        try:
+            references.append(_row(client.get_run(base_id)))
+        except Exception:  # deleted since: the report goes without the base's own numbers
+            pass
     runs = _frame(trials)
     if not runs.empty:
         runs["trial"] = pd.to_numeric(runs["tags.study.trial"], errors="coerce")
