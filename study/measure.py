@@ -25,6 +25,13 @@ FINAL_METRICS = (
     "fit/epochs",  # epochs actually run (early stopping and pruning end sooner)
     "fit/best_epoch",  # epoch of the best monitored validation value (the one early stopping restores)
     "fit/stopped_epoch",  # the epoch where early stopping stopped training; 0 when it ran to the end
+    # what the report needs to put intervals and references on the errors above
+    "train/loss_se",  # standard error of the mean loss over the split's examples
+    "test/loss_se",
+    "data/train_size",  # examples the model trained on
+    "data/test_size",  # examples the held-out metrics were measured on
+    "data/chance_error",  # held-out error of a constant guess: the commonest training class, or the training mean
+    "data/noise_floor",  # training error of the noiseless labelling: flipped-label fraction, or the known σ²
     # compression sweeps: measured on the artifact file (.tflite or .qpack) and the stored weights
     *(f"artifact/{split}_{name}" for split in ("val", "test") for name in ("loss", "accuracy", "mae")),
     "artifact/size_bytes",
@@ -102,6 +109,44 @@ def final_metrics(task: str, labels: dict[str, np.ndarray], outputs: dict[str, n
     return metrics
 
 
+def per_example_losses(task: str, y: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """Each example's loss: cross-entropy (nats) or squared error."""
+    if task == "classification":
+        z = outputs - outputs.max(axis=-1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        return -log_p[np.arange(len(y)), y]
+    return (np.ravel(y) - np.ravel(outputs)) ** 2
+
+
+def standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of `values` (0 for fewer than two)."""
+    values = np.asarray(values, dtype=float)
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def chance_error(task: str, y_train: np.ndarray, y_test: np.ndarray) -> float:
+    """Held-out error of a model that learned nothing from the inputs: the most frequent training
+    class (error rate) or the training mean (squared error)."""
+    if task == "classification":
+        common = np.bincount(np.asarray(y_train, dtype=np.int64)).argmax()
+        return float(np.mean(np.asarray(y_test) != common))
+    return float(np.mean((np.ravel(y_test) - np.mean(y_train)) ** 2))
+
+
+def data_metrics(task: str, labels: dict[str, np.ndarray], outputs: dict[str, np.ndarray], noise_floor: float | None) -> dict[str, float]:
+    """The numbers behind the report's intervals and references (see FINAL_METRICS)."""
+    metrics = {
+        "data/train_size": float(len(labels["train"])),
+        "data/test_size": float(len(labels["test"])),
+        "data/chance_error": chance_error(task, labels["train"], labels["test"]),
+        "train/loss_se": standard_error(per_example_losses(task, labels["train"], outputs["train"])),
+        "test/loss_se": standard_error(per_example_losses(task, labels["test"], outputs["test"])),
+    }
+    if noise_floor is not None:
+        metrics["data/noise_floor"] = float(noise_floor)
+    return metrics
+
+
 def all_finite(values) -> bool:
     """True when every number in `values` (an iterable or a dict's values) is finite."""
     if isinstance(values, dict):
@@ -118,7 +163,7 @@ def summarize_replicates(per_replicate: list[dict[str, float]]) -> dict[str, flo
     for key in keys:
         values = np.array([m[key] for m in per_replicate], dtype=float)
         summary[key] = float(values.mean())
-        if len(values) > 1:
+        if len(values) > 1 and not key.startswith("data/"):  # the data's sizes do not vary by seed
             summary[f"{key}_std"] = float(values.std())
     return summary
 

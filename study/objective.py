@@ -103,10 +103,22 @@ def build_for(setup: Setup, data: Data, inputs: Data, model_spec=None) -> keras.
     return model
 
 
-def measure_model(model: keras.Model, task: str, inputs: Data) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Final metrics of every split in inference mode, and the outputs they came from."""
+def measure_model(model: keras.Model, task: str, inputs: Data, noise_floor: float | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Final metrics of every split in inference mode (with the data's sizes, chance error and
+    noise floor), and the outputs they came from."""
     outputs = {split: predict(model, x) for split, x in inputs.xs().items()}
-    return measure.final_metrics(task, inputs.labels(), outputs), outputs
+    metrics = measure.final_metrics(task, inputs.labels(), outputs)
+    metrics.update(measure.data_metrics(task, inputs.labels(), outputs, noise_floor))
+    return metrics, outputs
+
+
+def noise_floor(setup: Setup, data: Data) -> float | None:
+    """The training error of the noiseless labelling, where the data's making says it: the known
+    noise variance of generated regression data; for the generated and shipped class labels
+    (exact), the fraction that label_noise flips. None for a user's CSV, whose noise is unknown."""
+    if data.task == "regression":
+        return data.noise_std**2 if data.noise_std is not None else None
+    return setup.dataset.label_noise if data.name in ("mnist1d", "digits") else None
 
 
 def save_model(model: keras.Model, path: Path) -> None:
@@ -134,7 +146,7 @@ def run_replicate(setup: Setup, data: Data, index: int, seed: int, workdir: Path
     result = ReplicateResult(index, seed, status, fitted.reason, fitted.history, {}, None, None)
     if status == "diverged":
         return result
-    metrics, outputs = measure_model(model, data.task, inputs)
+    metrics, outputs = measure_model(model, data.task, inputs, noise_floor(setup, data))
     if not measure.all_finite(metrics):
         result.status, result.reason = "diverged", "the trained model's predictions are not finite"
         return result

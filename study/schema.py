@@ -390,6 +390,10 @@ class SweepConfig(_Strict):
     description: str = ""
     seed: int = 0  # fixes data splits; replicate r trains with seed + r
     replicates: int = Field(1, ge=1, le=100)  # seeds per configuration (for bias and variance)
+    # The error a model should reach on this data (a published, human-level or Bayes error, as an
+    # error rate or a mean squared error): the report judges underfitting against it. None: the
+    # data's own noise floor where it is known (generated and shipped data), else chance.
+    reference_error: float | None = Field(None, ge=0)
     dataset: DatasetSpec
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()

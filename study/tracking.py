@@ -170,6 +170,8 @@ class Tracker:
             "seed": str(self.sweep.config.seed),
             "replicates": str(self.sweep.config.replicates),
         }
+        if self.sweep.config.reference_error is not None:
+            all_params["reference_error"] = str(self.sweep.config.reference_error)
         trial_run = TrialRun(self, run.info.run_id, name, all_params)
         try:
             self._log(run.info.run_id, params=all_params)

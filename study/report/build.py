@@ -8,13 +8,15 @@ metrics or no finished trial still gets a valid report that says what is missing
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from study.report import figures, tables
+from study.report import figures, regimes, stats, tables, verdicts
 from study.report.html import Page, esc
 from study.report.load import SweepRuns, load_sweep_runs
 from study.store import Store
@@ -46,53 +48,104 @@ def _counts_line(data: SweepRuns) -> str:
 
 
 # ---------------------------------------------------------------------------- bias–variance
-def bias_variance_section(page: Page, data: SweepRuns, mlflow_url: str | None) -> None:
-    errs = tables.errors(data.runs)
-    task = tables.task_of(data.runs)
+@dataclass
+class Conclusions:
+    """What a report concludes, in machine-readable form (verdicts.json): the rules, each claim
+    with its numbers, each trial's regime, interpolation thresholds and double-descent peaks."""
+
+    rules: dict = field(default_factory=dict)
+    claims: list = field(default_factory=list)
+    trials: pd.DataFrame = field(default_factory=pd.DataFrame)
+    descents: list = field(default_factory=list)
+    decomposition: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+REGIME_COLUMNS = ["train_error", "train_low", "train_high", "test_error", "test_low", "test_high", "gap", "gap_low",
+                  "gap_high", "train_interval", "test_interval", "reference", "reference_source", "fit", "fit_limit",
+                  "generalisation", "gap_limit", "interpolating", "regime"]
+
+
+def analyse_trials(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Finished trials with their errors, intervals and regimes (regimes.py), and the task."""
+    task = regimes.task_of(runs)
+    errs = regimes.errors(runs)
+    if errs.empty:
+        return errs, task
+    return pd.concat([errs, regimes.regimes(errs, task)], axis=1), task
+
+
+def _knob_views(errs: pd.DataFrame, knobs: list[str], categorical: list[str]) -> list[tuple[str, list, bool]]:
+    """Per numeric knob: its panels (tables.Panel, one per combination of the other varied knobs)
+    and whether the x axis is logarithmic; no panels when there are too many combinations."""
+    views = []
+    for knob in knobs:
+        others = [k for k in [*categorical, *knobs] if k != knob]
+        split = tables.knob_panels(errs, knob, others)
+        log_x = tables.log_scale(pd.to_numeric(tables.as_number(errs[f"params.{knob}"])))
+        if len(split) > tables.MAX_PANELS or all(rows["value"].nunique() < 2 for _, rows in split):
+            views.append((knob, [], log_x))
+            continue
+        panels = []
+        for title, rows in split:
+            descent = regimes.descent(tables.series_table(rows), knob) if _capacity_like(knob) else None
+            panels.append(tables.Panel(title, rows, tables.sweet_spot(rows), descent))
+        views.append((knob, panels, log_x))
+    return views
+
+
+def _capacity_like(knob: str) -> bool:
+    return knob in regimes.TOWARDS_INTERPOLATION or knob in ("dataset.train_size",)
+
+
+def bias_variance_section(page: Page, data: SweepRuns, mlflow_url: str | None, conclusions: Conclusions) -> None:
+    errs, task = analyse_trials(data.runs)
     page.h2("Overfitting and underfitting", "bias-variance")
     if errs.empty:
         page.note("No trial has finished yet, so there are no errors to chart: " + _counts_line(data) + ".")
         return
-    name = tables.error_name(task)
-    labels = tables.regimes(errs, task)
-    errs = errs.assign(regime=labels)
+    name = regimes.error_name(task)
+    rules = regimes.Rules(task)
     page.p(f"Error is the {name}. Training error is measured on each trial's own training set, held-out error "
            "on the fixed test split, in inference mode once training has ended. The shaded gap between them is "
            "what the article calls overfitting; both high is underfitting.")
-    page.p("Regimes: " + tables.thresholds_text(task) + ".")
-    searched = data.searched
-    knobs, categorical = tables.varied_knobs(errs, searched)
-    facet = next((k for k in categorical if errs[f"params.{k}"].nunique() <= 4), None)
-    for knob in knobs:
-        groups = [(f"{facet} = {v}", errs[errs[f"params.{facet}"] == v]) for v in sorted(errs[f"params.{facet}"].unique())] if facet else [("all trials", errs)]
-        panels = []
-        for title, subset in groups:
-            table = tables.knob_table(subset, knob, labels[subset.index])
-            table = table.assign(value=pd.to_numeric(table["value"]))
-            long = tables.knob_long(subset, knob).assign(value=lambda f: pd.to_numeric(f["value"]))
-            panels.append((title, long, table, tables.sweet_spot(table)))
-        log_x = tables.log_scale(pd.to_numeric(tables.as_number(errs[f"params.{knob}"])))
-        spots = "; ".join(f"{title}: {knob} = {sweet:g}" for title, _, _, sweet in panels)
+    page.p("How this page labels a trial: " + rules.text())
+    knobs, categorical = tables.varied_knobs(errs, data.searched)
+    for knob, panels, log_x in _knob_views(errs, knobs, categorical):
+        if not panels:
+            page.figure(figures.error_scatter(errs, knob, name, log_x), f"trials-vs-{knob.replace('.', '-')}",
+                        f"Every finished trial's training and held-out {name} against {knob}, with 95% intervals "
+                        "(see the rules above). Other knobs vary between these trials, so the points are not averaged "
+                        "and no line joins them.")
+            continue
+        ncols = errs[f"params.{categorical[0]}"].nunique() if categorical and len(panels) > 1 else min(len(panels), 2)
+        spots = "; ".join(f"{p.title}: {knob} = {p.sweet_spot:g}" for p in panels)
         page.figure(
-            figures.error_vs_knob(panels, knob, name, log_x), f"error-vs-{knob.replace('.', '-')}",
-            f"Training and held-out {name} against {knob}: mean and 95% interval over the trials at each value (other "
-            f"knobs and replicates averaged){', one panel per ' + facet if facet else ''}. Bands: each value's most "
-            f"common regime. Lowest held-out error: {spots}.",
+            figures.error_vs_knob(panels, knob, name, log_x, ncols), f"error-vs-{knob.replace('.', '-')}",
+            f"Training and held-out {name} against {knob}, one panel per setting of the other knobs (never averaged "
+            f"over them). Each point is one trial: the mean over its replicates with a 95% interval (seeds and test "
+            f"set; the test set alone with one replicate). Bands: each trial's regime by the rules above. Lowest "
+            f"held-out error: {spots}.",
         )
-        summary = pd.concat([t.assign(**{facet: title.split(' = ')[1]}) if facet else t for title, _, t, _ in panels])
-        columns = ([facet] if facet else []) + ["value", "train_error", "test_error", "gap", "runs", "regime"]
-        page.table(summary[columns].rename(columns={"value": knob, "train_error": "train error", "test_error": "held-out error"}),
-                   classes={"regime": "regime"})
+        for panel in panels:
+            if panel.descent is not None and panel.descent.text:
+                conclusions.descents.append({"knob": knob, "series": panel.title, "threshold": panel.descent.threshold,
+                                             "peak": panel.descent.peak, "double_descent": panel.descent.double_descent,
+                                             "text": panel.descent.text})
+        descents = [d for d in conclusions.descents if d["knob"] == knob]
+        if descents:
+            page.h3(f"Interpolation and double descent along {knob}")
+            page.items([f"{d['series']}: {d['text']}" for d in descents])
     if "metrics.model/params" in errs and errs["metrics.model/params"].nunique() > 2:
+        facet = categorical[0] if categorical else None
         page.figure(figures.error_vs_params(errs, name, f"params.{facet}" if facet else None), "capacity",
                     "Every finished trial's training and held-out error against its parameter count.")
-    learning_curves(page, data, errs, labels)
-    decomposition_section(page, data, errs, knobs)
-    regimes_and_remedies(page, data, errs, labels, task, mlflow_url)
+    learning_curves(page, data, errs)
+    decomposition_section(page, data, errs, knobs, categorical, conclusions)
+    regimes_and_remedies(page, data, errs, task, mlflow_url, conclusions)
 
 
-def learning_curves(page: Page, data: SweepRuns, errs: pd.DataFrame, labels: pd.Series) -> None:
-    picked = tables.learning_curve_runs(errs, labels)
+def learning_curves(page: Page, data: SweepRuns, errs: pd.DataFrame) -> None:
+    picked = tables.learning_curve_runs(errs)
     curves, best, stopped = {}, {}, {}
     for pick in picked:
         frame = data.history(pick.run_id, ("epoch/train_loss", "epoch/val_loss"))
@@ -106,80 +159,139 @@ def learning_curves(page: Page, data: SweepRuns, errs: pd.DataFrame, labels: pd.
     if curves:
         page.figure(figures.learning_curves(curves, best, stopped), "learning-curves",
                     "Per-epoch training loss (running mean over the epoch, dropout on) and validation loss of the most "
-                    "underfit, the best and the most overfit trials; dashed: the best validation epoch, the one early "
-                    "stopping restores when it is on; dotted: where early stopping stopped training.")
+                    "underfit, the best and the most overfit trials (averaged over replicates); dashed: the best "
+                    "validation epoch, the one early stopping restores when it is on; dotted: where early stopping "
+                    "stopped training.")
 
 
-def decomposition_section(page: Page, data: SweepRuns, errs: pd.DataFrame, knobs: list[str]) -> None:
-    if "params.replicates" not in errs or not (errs["params.replicates"] > 1).any():
-        page.h3("Bias and variance")
-        page.p("This sweep trains one model per setting; set replicates: 2 or more to split the held-out error "
-               "into bias and variance.")
+def decomposition_section(page: Page, data: SweepRuns, errs: pd.DataFrame, knobs: list[str], categorical: list[str],
+                          conclusions: Conclusions) -> None:
+    page.h3("Bias and variance")
+    if not (errs["replicates"] > 1).any():
+        page.p("This sweep trains one model per setting; set replicates: 3 or more to split the held-out error "
+               "into bias and variance with intervals.")
         return
-    chosen = errs.head(MAX_DECOMPOSED)
+    chosen = errs[errs["replicates"] > 1].head(MAX_DECOMPOSED)
     predictions = {rid: p for rid in chosen["run_id"] if (p := data.predictions(rid)) is not None}
     table = tables.decomposition_rows(errs, predictions)
-    page.h3("Bias and variance")
     if table.empty:
         page.note("The trials' predictions could not be read, so no decomposition.")
         return
+    conclusions.decomposition = table
     if len(errs) > MAX_DECOMPOSED:
         page.note(f"Decomposed the first {MAX_DECOMPOSED} of {len(errs)} trials.")
     kind = table["kind"].iloc[0]
+    holds = (table["identity"] == "holds").sum()
     if kind == "squared error":
-        page.p("Squared error against the known noiseless truth splits exactly into bias² (how far the average "
-               "replicate is from the truth) and variance (how much replicates, each trained on a fresh training "
-               "set, disagree); the expected error against noisy labels adds the known noise variance. The identity "
-               f"holds here to {table['residual'].abs().max():.1e} (largest residual).")
+        page.p("Squared error against the known noiseless truth splits into bias² (how far the average replicate is "
+               "from the truth) and variance (how much replicates, each trained on a fresh training set, disagree). "
+               "Both are unbiased: the plain (mean − truth)² carries variance/R with it, which is subtracted, so "
+               "bias² does not rise with variance when replicates are few. Against the noisy test labels the expected "
+               "error adds the known noise variance σ². The check: the measured held-out error (the trials' own "
+               "test loss) against bias² + variance + σ²; their difference is the test set's realised noise, and the "
+               f"identity holds when it is within three of its standard errors: it holds for {holds} of {len(table)} "
+               "trials. Intervals: 95%, " + table["interval"].iloc[0] + ".")
     else:
+        corrected = bool(table["bias corrected"].all())
         page.p("The 0-1 loss is split by Domingos' unified decomposition (Domingos 2000): bias is the share of test "
                "examples whose main prediction (the replicates' vote) is wrong; disagreement, the variance, is how often "
                "a replicate departs from that vote; net variance is the part of it that adds to the loss (disagreement "
                "on correctly voted examples) minus the part that removes loss (on wrongly voted ones), so the two can "
-               f"cancel. loss = bias + net variance, here to {table['residual'].abs().max():.1e}. Replicates differ in "
-               "initialization, batch order and, with train_size, the training sample; with two replicates a tied "
-               "vote goes to the lower class.")
+               "cancel; loss = bias + net variance. "
+               + ("The vote's small-sample bias is removed by the jackknife over replicates. " if corrected else
+                  "With fewer than three replicates the vote's small-sample bias cannot be removed: bias is overstated "
+                  "where replicates disagree (ties go to the lower class). ")
+               + f"The check: the predictions' loss equals the trials' measured held-out error for {holds} of "
+               f"{len(table)} trials. Intervals: 95%, " + table["interval"].iloc[0] + ".")
     knob = next((k for k in knobs if pd.to_numeric(table.get(f"params.{k}"), errors="coerce").notna().all()), None) if knobs else None
-    page.figure(figures.decomposition(table, knob, kind), "bias-variance",
-                f"Held-out error and its {kind} decomposition" + (f" against {knob}" if knob else " per trial") + ".")
-    columns = ["trial", *[f"params.{k}" for k in [*categorical_of(table), *knobs]], "bias²", "variance", "noise", "bias",
-               "net variance", "disagreement", "error", "error vs labels", "residual"]
-    page.table(table[[c for c in columns if c in table]].sort_values("trial"))
+    if knob:
+        others = [k for k in [*categorical, *knobs] if k != knob]
+        split = tables.knob_panels(table.assign(**{f"params.{knob}": table[f"params.{knob}"]}), knob, others)
+        log_x = tables.log_scale(pd.to_numeric(tables.as_number(errs[f"params.{knob}"])))
+        if len(split) <= tables.MAX_PANELS:
+            page.figure(figures.decomposition(split, knob, kind, log_x), "bias-variance",
+                        f"Held-out error and its {kind} decomposition against {knob}, one panel per setting of the other "
+                        "knobs; bars: 95% intervals.")
+    columns = ["trial", *[f"params.{k}" for k in [*categorical, *knobs]]] + [
+        c for c in table.columns if c not in ("run_id", "trial", "kind") and not c.startswith("params.")]
+    page.table(table[[c for c in columns if c in table]].sort_values("trial"), labels=_readable)
 
 
-def categorical_of(table: pd.DataFrame) -> list[str]:
-    return [
-        c.split(".", 1)[1] for c in table.columns
-        if c.startswith("params.") and not pd.api.types.is_numeric_dtype(table[c]) and table[c].nunique() > 1
-    ]
-
-
-def regimes_and_remedies(page: Page, data: SweepRuns, errs: pd.DataFrame, labels: pd.Series, task: str, mlflow_url) -> None:
+def regimes_and_remedies(page: Page, data: SweepRuns, errs: pd.DataFrame, task: str, mlflow_url, conclusions: Conclusions) -> None:
     page.h3("Regimes, remedies and the article's claims")
-    counts = labels.value_counts()
-    rows = pd.DataFrame({
-        "regime": counts.index, "runs": counts.values,
-        "what the article recommends": [tables.ADVICE[r] for r in counts.index],
-    })
-    page.table(rows, classes={"regime": "regime"})
+    counts = errs["regime"].value_counts()
+    page.table(pd.DataFrame({
+        "regime": counts.index, "trials": counts.values,
+        "what the article recommends": [regimes.ADVICE[r] for r in counts.index],
+    }), classes={"regime": "regime"})
     page.p("The article lists the remedies under swapped headings (its overfitting remedies sit under "
            "underfitting); this report files each where it acts.")
-    effects = tables.remedy_effects(errs, data.searched)
-    if not effects.empty:
-        page.p("What this sweep measured of each remedy it varies: mean errors at its lowest and highest setting, "
-               "averaged over every other knob (a main effect).")
-        page.table(effects)
-    claims = tables.article_claims(effects, errs, data.searched, task)
-    if claims:
-        page.claims(claims)
+    effects = verdicts.effects_table(errs, data.searched)
+    if not effects.empty and effects["low"].notna().any():
+        page.figure(figures.effects(effects), "effects",
+                    "Each remedy's main effect: the mean at its highest setting minus at its lowest, averaged over the "
+                    "other knobs, on training error, held-out error and the gap; bars: 95% intervals from the spread "
+                    "over seeds within settings.")
+    claims = verdicts.remedy_claims(errs, data.searched, task)
+    conclusions.claims.extend(claims)
     shown = errs.sort_values("trial").head(MAX_TABLE_ROWS)
-    columns = ["trial", "run_id", *[f"params.{k}" for k in data.searched if f"params.{k}" in shown], "train_error", "test_error", "gap", "regime"]
-    page.p(f"Every finished trial's regime ({min(len(errs), MAX_TABLE_ROWS)} of {len(errs)} shown; runs.csv has all):")
-    page.table(shown[columns], links=_links(data, mlflow_url, shown["run_id"]), classes={"regime": "regime"})
+    frame = pd.DataFrame({"trial": shown["trial"], "run": shown["run_id"]})
+    for k in data.searched:
+        if f"params.{k}" in shown:
+            frame[k] = shown[f"params.{k}"]
+    for split, label in (("train", "training error"), ("test", "held-out error"), ("gap", "gap")):
+        value = shown["gap"] if split == "gap" else shown[f"{split}_error"]
+        frame[label] = [_interval(v, lo, hi) for v, lo, hi in zip(value, shown[f"{split}_low"], shown[f"{split}_high"])]
+    frame["fit"] = shown["fit"]
+    frame["generalisation"] = shown["generalisation"]
+    frame["interpolating"] = shown["interpolating"].map({True: "yes", False: ""})
+    frame["regime"] = shown["regime"]
+    reference = shown["reference"].dropna()
+    page.p(f"Every finished trial's regime ({min(len(errs), MAX_TABLE_ROWS)} of {len(errs)} shown; runs.csv has all, "
+           "verdicts.json the numbers). Reference error: "
+           + (f"{reference.iloc[0]:.4g} ({shown['reference_source'].iloc[0]})" if len(reference) else
+              "none known (give reference_error in the sweep file); chance is the fallback") + ".")
+    page.table(frame, links=_links(data, mlflow_url, frame["run"]), classes={"regime": "regime"})
+    conclusions.trials = errs
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    if not np.isfinite(low):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _readable(column: str) -> str:
+    return column[len("params."):] if column.startswith("params.") else column
+
+
+def claims_section(page: Page, conclusions: Conclusions) -> None:
+    """Every claim on the page, judged together (Holm)."""
+    if not conclusions.claims:
+        return
+    conclusions.claims = verdicts.judge(conclusions.claims)
+    page.h3("The article's claims, tested", "claims")
+    page.p(verdicts.rules_text())
+    page.claims(conclusions.claims)
 
 
 # ------------------------------------------------------------------------------ compression
-def compression_section(page: Page, data: SweepRuns, comp: pd.DataFrame, mlflow_url: str | None) -> None:
+def compression_claims(comp: pd.DataFrame, references: pd.DataFrame) -> list:
+    """The compression claims this sweep's trials can speak to (verdicts.py)."""
+    if comp.empty:
+        return []
+    base = tables.base_point(comp, references)
+    sizes = pd.to_numeric(comp.get("metrics.data/test_size", pd.Series(dtype=float)), errors="coerce").dropna()
+    test_size = float(sizes.iloc[0]) if len(sizes) else float("nan")
+    found = [
+        verdicts.quantization_claim(comp, float(base["accuracy"]), test_size, tables.ACCURACY),
+        verdicts.distillation_claim(tables.distillation_pairs(comp)),
+        verdicts.sparse_dense_claim(comp, tables.ACCURACY, tables.SIZE["gzip"]),
+    ]
+    return [c for c in found if c is not None]
+
+
+def compression_section(page: Page, data: SweepRuns, comp: pd.DataFrame, mlflow_url: str | None, conclusions: Conclusions) -> None:
     """`comp`: the finished compression trials (tables.compression_runs)."""
     page.h2("Accuracy against size", "compression")
     if comp.empty:
@@ -213,10 +325,7 @@ def compression_section(page: Page, data: SweepRuns, comp: pd.DataFrame, mlflow_
                     "Each distilled student against its control: the same student trained on hard labels alone, with the "
                     "same budget and seed.")
         page.table(pairs)
-    claims = tables.compression_claims(comp, data.references)
-    if claims:
-        page.h3("The article's compression claims, measured")
-        page.claims(claims)
+    conclusions.claims.extend(compression_claims(comp, data.references))
     page.h3("The frontier")
     front = comp[fronts["gzip"] | fronts["raw"]].sort_values(tables.SIZE["gzip"])
     columns = tables.varying_settings(comp)
@@ -298,20 +407,64 @@ def build_report(store: Store, name: str, out: Path, mlflow_url: str | None = No
         page.p(f"MLflow: {mlflow_url.rstrip('/')}/#/experiments/{data.experiment_id}")
     compression = tables.compression_runs(data.runs)
     is_compression = not compression.empty or (data.runs.get("tags.study.method") is not None and not data.references.empty)
+    conclusions = Conclusions()
     if data.runs.empty:
         page.note("This sweep has no trial runs yet. Run it with: study run <its sweep file>.")
     elif is_compression:
-        compression_section(page, data, compression, mlflow_url)
+        compression_section(page, data, compression, mlflow_url, conclusions)
     else:
-        bias_variance_section(page, data, mlflow_url)
+        bias_variance_section(page, data, mlflow_url, conclusions)
+    claims_section(page, conclusions)
     study_section(page, data)
-    runs_csv = folder / "runs.csv"
-    data.runs.to_csv(runs_csv, index=False)
+    runs = data.runs
+    if not conclusions.trials.empty:
+        runs = runs.merge(conclusions.trials[["run_id", *REGIME_COLUMNS]], on="run_id", how="left")
+    runs.to_csv(folder / "runs.csv", index=False)
+    (folder / "verdicts.json").write_text(json.dumps(verdicts_json(name, data, conclusions), indent=2, allow_nan=False) + "\n",
+                                          encoding="utf-8")
     index = folder / "index.html"
     index.write_text(page.render(f"Sweep report: {name}", f"{len(data.runs)} trial runs"), encoding="utf-8")
     if log_to_mlflow and data.sweep_run:
         data.client.log_artifacts(data.sweep_run["run_id"], str(folder), "report")
     return Built(name, index, time.perf_counter() - start, _counts_line(data))
+
+
+def _clean(value):
+    """JSON-safe: NaN and infinities as null, NumPy scalars as Python numbers."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def verdicts_json(name: str, data: SweepRuns, conclusions: Conclusions) -> dict:
+    """verdicts.json: the page's conclusions with the numbers behind each."""
+    task = regimes.task_of(data.runs) if not data.runs.empty else None
+    trials = []
+    if not conclusions.trials.empty:
+        for _, row in conclusions.trials.iterrows():
+            trials.append({"trial": int(row["trial"]), "run_id": row["run_id"], "replicates": int(row["replicates"]),
+                           **{c: row[c] for c in REGIME_COLUMNS},
+                           "params": {k: row[f"params.{k}"] for k in data.searched if f"params.{k}" in row}})
+    decomposition = conclusions.decomposition.drop(columns=[c for c in conclusions.decomposition.columns
+                                                            if c.startswith("params.")], errors="ignore")
+    return _clean({
+        "sweep": name,
+        "task": task,
+        "rules": {"regimes": regimes.Rules(task).text() if task else None, "claims": verdicts.rules_text(),
+                  "level": stats.LEVEL, "family_wise_alpha": stats.ALPHA},
+        "claims": [c.to_dict() for c in conclusions.claims],
+        "descents": conclusions.descents,
+        "decomposition": decomposition.to_dict(orient="records"),
+        "trials": trials,
+    })
 
 
 def build_index(out: Path, built: list[Built]) -> Path:

@@ -1,19 +1,26 @@
-"""Bias–variance decompositions of test error across replicates of one configuration. Pure NumPy.
+"""Bias–variance decompositions of held-out error across the R replicates of one setting. Pure NumPy.
 
-Squared error (regression), with the noiseless truth f known (the `polynomial` data). For each
-test point, with predictions ŷ_r of the R replicates and their mean ȳ:
-    mean_r (ŷ_r − f)²  =  (ȳ − f)²  +  mean_r (ŷ_r − ȳ)²          exactly
-    error against the truth = bias² + variance
-and the expected error against noisy labels adds the noise variance σ²:
+Squared error (regression), with the noiseless truth f known (the `polynomial` data). At each test
+point, with predictions ŷ_r, their mean ȳ and their sample variance s² (R − 1 in the denominator):
+    variance = s²                        unbiased for Var ŷ
+    bias²    = (ȳ − f)² − s²/R           unbiased for (E ŷ − f)²: the plug-in (ȳ − f)² carries s²/R
+                                         with it, so with few replicates it grows with the variance
+    mean_r (ŷ_r − f)² = bias² + variance exactly, point by point (error against the truth)
+and against the noisy labels y the expected error adds the noise variance σ²:
     E[(y − ŷ)²] = bias² + variance + σ².
-Averaged over the test set; the first identity holds to rounding.
+The measured held-out loss differs from that by the test set's realised noise, exactly:
+    mean_r,i (ŷ − y)² − (bias² + variance + σ²) = mean_i[(y − f)² − σ²] − 2·mean_i[(ȳ − f)(y − f)],
+a mean of n independent terms whose standard error says how far apart the two may be.
 
-Zero-one loss (classification): Domingos (2000), "A Unified Bias-Variance Decomposition", with
-the test labels taken as noise-free. The main prediction m is the most frequent class across
-replicates; bias B = [m ≠ y]; variance V = the fraction of replicates that disagree with m; and
-    E_r[L] = B + c·V   with c = 1 where B = 0 and c = −P(ŷ = y | ŷ ≠ m) where B = 1,
-exactly, point by point. Averaged: mean loss = mean bias + net variance (unbiased variance minus
-biased variance, weighted as above).
+Zero-one loss (classification): Domingos (2000), with the test labels taken as noise-free. The main
+prediction m is the replicates' vote (ties to the lower class); bias B = [m ≠ y]; disagreement
+V = the share of replicates that differ from m; loss = bias + net variance, where net variance is
+V on points with B = 0 minus the right-but-disagreeing share on points with B = 1. With three or
+more replicates the vote's small-sample bias is removed by the jackknife over replicates
+(bias = R·B − (R − 1)·mean of the leave-one-out B), and net variance is loss − bias.
+
+Intervals (95%): the jackknife over replicates with three or more (the seeds' noise), else the
+standard error over test points (the test set's noise alone).
 """
 
 from __future__ import annotations
@@ -22,74 +29,138 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from study.report import stats
+
+
+@dataclass(frozen=True)
+class Term:
+    value: float
+    se: float  # NaN where none can be formed
+
+    @property
+    def half_width(self) -> float:
+        return stats.z_quantile() * self.se if np.isfinite(self.se) else float("nan")
+
 
 @dataclass(frozen=True)
 class SquaredDecomposition:
-    error_vs_truth: float  # mean_r,i (ŷ − f)²
-    bias2: float
-    variance: float
+    bias2: Term
+    variance: Term
     noise: float | None  # σ², where the data's noise is known
-    error_vs_labels: float  # mean_r,i (ŷ − y)², what test/loss measures
+    error_vs_truth: float  # mean_r,i (ŷ − f)²
+    measured: float  # mean_r,i (ŷ − y)²: what test/loss measures, averaged over replicates
+    realised: Term  # measured − (bias² + variance + σ²), with its standard error over test points
+    interval: str  # where the terms' intervals come from
 
     @property
     def residual(self) -> float:
-        """error_vs_truth − (bias² + variance): zero up to rounding."""
-        return self.error_vs_truth - self.bias2 - self.variance
+        """error_vs_truth − (bias² + variance): zero up to rounding, point by point."""
+        return self.error_vs_truth - self.bias2.value - self.variance.value
+
+    @property
+    def predicted(self) -> float:
+        return self.bias2.value + self.variance.value + (self.noise or 0.0)
+
+    @property
+    def identity_holds(self) -> bool:
+        """The measured loss is within three standard errors of bias² + variance + σ²."""
+        return bool(abs(self.realised.value) <= 3 * self.realised.se + 1e-12)
+
+
+def _squared_terms(p: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-point unbiased bias² and variance of predictions p (R, n) against truth f (n)."""
+    replicates = len(p)
+    s2 = p.var(axis=0, ddof=1)
+    return (p.mean(axis=0) - f) ** 2 - s2 / replicates, s2
+
+
+def _jackknife_se(statistic, p: np.ndarray) -> float:
+    """Jackknife standard error over replicates (rows of p) of a scalar statistic."""
+    replicates = len(p)
+    values = np.array([statistic(np.delete(p, r, axis=0)) for r in range(replicates)])
+    return float(np.sqrt((replicates - 1) / replicates * np.sum((values - values.mean()) ** 2)))
+
+
+def _point_se(values: np.ndarray) -> float:
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
 def squared_error(predictions: np.ndarray, truth: np.ndarray, labels: np.ndarray, noise_std: float | None = None) -> SquaredDecomposition:
-    """Decompose the squared error of `predictions` (replicates, n) against the noiseless `truth` (n)."""
+    """Decompose the squared error of `predictions` (R ≥ 2 replicates, n) against the noiseless
+    `truth` (n), and check it against the measured loss on `labels` (n)."""
     p = np.asarray(predictions, dtype=np.float64).reshape(len(predictions), -1)
     f = np.asarray(truth, dtype=np.float64).ravel()
     y = np.asarray(labels, dtype=np.float64).ravel()
-    mean = p.mean(axis=0)
+    if len(p) < 2:
+        raise ValueError("a decomposition needs at least two replicates")
+    bias2, variance = _squared_terms(p, f)
+    if len(p) >= 3:
+        interval = "jackknife over replicates"
+        bias_se = _jackknife_se(lambda q: _squared_terms(q, f)[0].mean(), p)
+        var_se = _jackknife_se(lambda q: _squared_terms(q, f)[1].mean(), p)
+    else:
+        interval = "test points"
+        bias_se, var_se = _point_se(bias2), _point_se(variance)
+    sigma2 = None if noise_std is None else float(noise_std) ** 2
+    measured_i = ((p - y) ** 2).mean(axis=0)
+    realised_i = measured_i - bias2 - variance - (sigma2 or 0.0)
     return SquaredDecomposition(
+        bias2=Term(float(bias2.mean()), bias_se),
+        variance=Term(float(variance.mean()), var_se),
+        noise=sigma2,
         error_vs_truth=float(np.mean((p - f) ** 2)),
-        bias2=float(np.mean((mean - f) ** 2)),
-        variance=float(np.mean(p.var(axis=0))),
-        noise=None if noise_std is None else float(noise_std) ** 2,
-        error_vs_labels=float(np.mean((p - y) ** 2)),
+        measured=float(measured_i.mean()),
+        realised=Term(float(realised_i.mean()), _point_se(realised_i)),
+        interval=interval,
     )
 
 
 @dataclass(frozen=True)
 class ZeroOneDecomposition:
     loss: float  # mean 0-1 loss over replicates and points
-    bias: float  # fraction of points whose main prediction is wrong
+    bias: Term  # share of points whose main prediction is wrong (jackknife-corrected with R ≥ 3)
     variance: float  # mean disagreement with the main prediction
-    net_variance: float  # the variance term as it enters the loss: unbiased minus biased
+    net_variance: float  # the variance term as it enters the loss: loss − bias
+    corrected: bool  # whether the jackknife correction was applied
+    interval: str
 
     @property
     def residual(self) -> float:
         """loss − (bias + net variance): zero up to rounding (Domingos' identity)."""
-        return self.loss - self.bias - self.net_variance
+        return self.loss - self.bias.value - self.net_variance
 
 
-def zero_one(predicted_classes: np.ndarray, labels: np.ndarray) -> ZeroOneDecomposition:
-    """Domingos' decomposition of the 0-1 loss of `predicted_classes` (replicates, n)."""
-    p = np.asarray(predicted_classes)
-    y = np.asarray(labels).ravel()
-    replicates, n = p.shape
-    classes = int(max(p.max(), y.max())) + 1
+def _vote(p: np.ndarray, classes: int) -> np.ndarray:
+    n = p.shape[1]
     votes = np.zeros((n, classes), dtype=np.int64)
     for row in p:
         votes[np.arange(n), row] += 1
-    main = votes.argmax(axis=1)  # ties go to the smallest class index
-    wrong = p != y
-    bias = (main != y).astype(np.float64)
-    variance = (p != main).mean(axis=0)
-    # c = 1 when unbiased; otherwise −P(ŷ = y | ŷ ≠ m): the share of disagreeing votes that are right
-    disagree = (p != main).sum(axis=0)
-    right_but_disagree = ((p == y) & (p != main)).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share_right = np.where(disagree > 0, right_but_disagree / np.maximum(disagree, 1), 0.0)
-    c = np.where(bias == 0, 1.0, -share_right)
-    return ZeroOneDecomposition(
-        loss=float(wrong.mean()),
-        bias=float(bias.mean()),
-        variance=float(variance.mean()),
-        net_variance=float(np.mean(c * variance)),
-    )
+    return votes.argmax(axis=1)  # ties go to the smallest class index
+
+
+def _plug_in_bias(p: np.ndarray, y: np.ndarray, classes: int) -> np.ndarray:
+    return (_vote(p, classes) != y).astype(np.float64)
+
+
+def zero_one(predicted_classes: np.ndarray, labels: np.ndarray) -> ZeroOneDecomposition:
+    """Domingos' decomposition of the 0-1 loss of `predicted_classes` (R, n)."""
+    p = np.asarray(predicted_classes)
+    y = np.asarray(labels).ravel()
+    replicates = len(p)
+    classes = int(max(p.max(), y.max())) + 1
+    main = _vote(p, classes)
+    loss = float((p != y).mean())
+    disagreement = float((p != main).mean())
+    plug_in = _plug_in_bias(p, y, classes)
+    if replicates >= 3:
+        leave_out = np.array([_plug_in_bias(np.delete(p, r, axis=0), y, classes).mean() for r in range(replicates)])
+        bias = replicates * plug_in.mean() - (replicates - 1) * leave_out.mean()
+        se = float(np.sqrt((replicates - 1) / replicates * np.sum((leave_out - leave_out.mean()) ** 2)))
+        interval, corrected = "jackknife over replicates", True
+    else:
+        bias, se, interval, corrected = plug_in.mean(), _point_se(plug_in), "test points", False
+    bias = float(min(max(bias, 0.0), 1.0))
+    return ZeroOneDecomposition(loss, Term(bias, se), disagreement, loss - bias, corrected, interval)
 
 
 def classes_from_outputs(outputs: np.ndarray) -> np.ndarray:

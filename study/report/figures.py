@@ -13,7 +13,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
-REGIME_COLOURS = {"underfit": "#4c72b0", "good fit": "#55a868", "overfit": "#c44e52"}
+REGIME_COLOURS = {"underfit": "#4c72b0", "good fit": "#55a868", "overfit": "#c44e52",
+                  "underfit and overfit": "#8172b3", "inconclusive": "#bbbbbb"}
+SPLIT_COLOURS = {"train": "#4c72b0", "held-out (test)": "#dd8452"}
 WIDE, TALL = (9, 4.2), (9, 5.2)
 
 
@@ -23,47 +25,127 @@ def _finish(fig, ax, title: str):
     return fig
 
 
-def _regime_bands(ax, table: pd.DataFrame, log_x: bool) -> None:
-    """Each knob value's most common regime as a coloured band reaching halfway to its neighbours."""
-    values = table["value"].to_numpy(dtype=float)
+def _limits(values: np.ndarray, log_x: bool) -> tuple[float, float]:
+    """x-limits a little beyond the data: a share of the range, never past zero for positive knobs."""
+    lo, hi = float(values.min()), float(values.max())
+    if log_x:
+        return lo / 1.25, hi * 1.25
+    pad = 0.08 * (hi - lo) if hi > lo else 0.5
+    return lo - pad, hi + pad
+
+
+def _regime_bands(ax, values: np.ndarray, labels: list[str], log_x: bool, limits: tuple[float, float]) -> None:
+    """Each knob value's regime as a band reaching halfway to its neighbours."""
     if len(values) < 2:
         return
     edges = np.sqrt(values[:-1] * values[1:]) if log_x else (values[:-1] + values[1:]) / 2
-    first = values[0] ** 2 / edges[0] if log_x else 2 * values[0] - edges[0]
-    last = values[-1] ** 2 / edges[-1] if log_x else 2 * values[-1] - edges[-1]
-    left, right = np.concatenate([[first], edges]), np.concatenate([edges, [last]])
-    for lo, hi, regime in zip(left, right, table["regime"]):
-        ax.axvspan(lo, hi, color=REGIME_COLOURS[regime], alpha=0.10, lw=0)
-    ax.set_xlim(left[0], right[-1])
+    left, right = np.concatenate([[limits[0]], edges]), np.concatenate([edges, [limits[1]]])
+    for lo, hi, regime in zip(left, right, labels):
+        ax.axvspan(lo, hi, color=REGIME_COLOURS.get(regime, "#dddddd"), alpha=0.10, lw=0)
 
 
-def error_vs_knob(panels: list[tuple[str, pd.DataFrame, pd.DataFrame, object]], knob: str, error_name: str, log_x: bool) -> plt.Figure:
-    """Training and held-out error against one knob, one panel per value of a categorical knob:
-    mean and 95% interval over the runs at each value, the gap shaded, each value's regime as a
-    coloured band, the sweet spot (lowest held-out error) marked.
+def error_vs_knob(panels: list, knob: str, error_name: str, log_x: bool, ncols: int) -> plt.Figure:
+    """Training and held-out error against one knob, one panel per series of settings (the other
+    knobs held fixed): every trial a point with its 95% interval, the gap shaded, each value's
+    regime as a band, the sweet spot (lowest held-out error), the interpolation threshold and a
+    double-descent peak marked.
 
-    panels: (title, long table, knob table, sweet spot) each, from tables.knob_long/knob_table.
+    panels: tables.Panel each (rows with value, *_error, *_low, *_high, regime).
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(9, 5.2 * len(panels)), 4.4), sharey=True, squeeze=False)
-    for ax, (title, long, table, sweet) in zip(axes[0], panels):
-        _regime_bands(ax, table, log_x)
-        sns.lineplot(data=long, x="value", y="error", hue="split", style="split", markers=True, dashes=False, ax=ax,
-                     palette={"train": "#4c72b0", "held-out (test)": "#dd8452"}, errorbar=("ci", 95))
-        ax.fill_between(table["value"].to_numpy(dtype=float), table["train_error"], table["test_error"],
-                        color="#999999", alpha=0.18, label="gap")
-        if sweet is not None:
-            ax.axvline(float(sweet), color="#55a868", ls="--", lw=1.5, label=f"sweet spot ({sweet:g})")
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = int(np.ceil(len(panels) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(9, 5.0 * ncols), 3.9 * nrows + 0.9), sharey=True, squeeze=False)
+    values_all = np.concatenate([p.rows["value"].to_numpy(dtype=float) for p in panels])
+    limits = _limits(values_all, log_x)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels):
+        rows = panel.rows
+        x = rows["value"].to_numpy(dtype=float)
+        _regime_bands(ax, x, list(rows["regime"]), log_x, limits)
+        for split, prefix in (("train", "train"), ("held-out (test)", "test")):
+            y = rows[f"{prefix}_error"].to_numpy(dtype=float)
+            low, high = rows[f"{prefix}_low"].to_numpy(dtype=float), rows[f"{prefix}_high"].to_numpy(dtype=float)
+            yerr = np.vstack([np.where(np.isfinite(low), y - low, 0), np.where(np.isfinite(high), high - y, 0)])
+            ax.errorbar(x, y, yerr=yerr, color=SPLIT_COLOURS[split], marker="o" if prefix == "train" else "s", ms=5,
+                        capsize=3, lw=1.6, label=split)
+        ax.fill_between(x, rows["train_error"], rows["test_error"], color="#999999", alpha=0.18, label="gap")
+        if panel.sweet_spot is not None:
+            ax.axvline(float(panel.sweet_spot), color="#55a868", ls="--", lw=1.4, label=f"lowest held-out error ({panel.sweet_spot:g})")
+        descent = panel.descent
+        if descent is not None and descent.threshold is not None:
+            ax.axvline(descent.threshold, color="#8172b3", ls=":", lw=1.8, label=f"interpolation threshold ({descent.threshold:g})")
+        if descent is not None and descent.peak is not None:
+            peak = rows[rows["value"] == descent.peak]["test_error"].mean()
+            ax.annotate("double-descent peak", (descent.peak, peak), xytext=(0, 14), textcoords="offset points",
+                        ha="center", fontsize=8, arrowprops={"arrowstyle": "->", "color": "#444444"})
         if log_x:
             ax.set_xscale("log")
+        ax.set_xlim(*limits)
+        if len(np.unique(x)) <= 6:
+            ax.set_xticks(np.unique(x))
+            ax.set_xticklabels([f"{v:g}" for v in np.unique(x)])
+            ax.minorticks_off()
         ax.set_xlabel(knob)
         ax.set_ylabel(error_name)
-        ax.set_title(title, fontsize=11, loc="left")
-        ax.legend(fontsize=8, loc="upper right")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.3) for c in REGIME_COLOURS.values()]
-    fig.legend(handles, [f"regime: {r}" for r in REGIME_COLOURS], loc="lower center", ncol=3, fontsize=8, frameon=False)
+        ax.set_title(panel.title, fontsize=10, loc="left")
+    handles, labels = [], []
+    for ax in axes.flat[: len(panels)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            key = lab.split(" (")[0]
+            if key not in [l.split(" (")[0] for l in labels]:
+                handles.append(h)
+                labels.append(key if "(" in lab and key != "held-out" else lab)
+    seen = sorted({r for p in panels for r in p.rows["regime"]})
+    handles += [plt.Rectangle((0, 0), 1, 1, color=REGIME_COLOURS.get(r, "#dddddd"), alpha=0.3) for r in seen]
+    labels += [f"regime: {r}" for r in seen]
+    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, frameon=False)
     fig.suptitle(f"Training and held-out error against {knob}", x=0.01, ha="left", fontsize=12)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    rows_of_legend = int(np.ceil(len(labels) / 5))
+    fig.tight_layout(rect=(0, 0.05 * rows_of_legend / nrows + 0.02, 1, 1))
     return fig
+
+
+def error_scatter(errs: pd.DataFrame, knob: str, error_name: str, log_x: bool) -> plt.Figure:
+    """Every trial's training and held-out error against one knob while other knobs vary too: points
+    with their 95% intervals, no line and no averaging."""
+    fig, ax = plt.subplots(figsize=WIDE)
+    x = pd.to_numeric(errs[f"params.{knob}"], errors="coerce").to_numpy(dtype=float)
+    for split, prefix in (("train", "train"), ("held-out (test)", "test")):
+        y = errs[f"{prefix}_error"].to_numpy(dtype=float)
+        low, high = errs[f"{prefix}_low"].to_numpy(dtype=float), errs[f"{prefix}_high"].to_numpy(dtype=float)
+        yerr = np.vstack([np.where(np.isfinite(low), y - low, 0), np.where(np.isfinite(high), high - y, 0)])
+        ax.errorbar(x, y, yerr=yerr, fmt="o" if prefix == "train" else "s", color=SPLIT_COLOURS[split], ms=4,
+                    capsize=2, alpha=0.8, label=split)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(knob)
+    ax.set_ylabel(error_name)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _finish(fig, ax, f"Every trial against {knob} (other knobs vary)")
+
+
+def effects(table: pd.DataFrame) -> plt.Figure:
+    """Each remedy's main effect on training error, held-out error and the gap, with 95% intervals:
+    rows remedy, quantity, effect, low, high."""
+    remedies = list(dict.fromkeys(table["remedy"]))
+    quantities = ["training error", "held-out error", "gap"]
+    colours = {"training error": "#4c72b0", "held-out error": "#dd8452", "gap": "#777777"}
+    fig, ax = plt.subplots(figsize=(9, 0.8 * len(remedies) + 1.6))
+    for j, quantity in enumerate(quantities):
+        rows = table[table["quantity"] == quantity].set_index("remedy").reindex(remedies)
+        y = np.arange(len(remedies)) + (j - 1) * 0.22
+        effect = rows["effect"].to_numpy(dtype=float)
+        low, high = rows["low"].to_numpy(dtype=float), rows["high"].to_numpy(dtype=float)
+        xerr = np.vstack([np.where(np.isfinite(low), effect - low, 0), np.where(np.isfinite(high), high - effect, 0)])
+        ax.errorbar(effect, y, xerr=xerr, fmt="o", color=colours[quantity], capsize=3, label=quantity)
+    ax.axvline(0, color="black", lw=1)
+    ax.set_yticks(np.arange(len(remedies)))
+    ax.set_yticklabels(remedies)
+    ax.invert_yaxis()
+    ax.set_xlabel("change from the knob's lowest to its highest setting (negative: lower error)")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _finish(fig, ax, "Effects of the remedies, with 95% intervals over seeds")
 
 
 def error_vs_params(errs: pd.DataFrame, error_name: str, hue: str | None) -> plt.Figure:
@@ -77,6 +159,7 @@ def error_vs_params(errs: pd.DataFrame, error_name: str, hue: str | None) -> plt
     ax.set_xscale("log")
     ax.set_xlabel("parameters (log scale)")
     ax.set_ylabel(error_name)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _finish(fig, ax, "Capacity: error against the number of parameters")
 
 
@@ -101,17 +184,33 @@ def learning_curves(curves: dict[str, pd.DataFrame], best: dict[str, int], stopp
     return fig
 
 
-def decomposition(table: pd.DataFrame, knob: str | None, kind: str) -> plt.Figure:
-    """Bias², variance (and noise) of the held-out error against a knob, or per trial."""
-    fig, ax = plt.subplots(figsize=WIDE)
-    x = f"params.{knob}" if knob and f"params.{knob}" in table else "trial"
-    parts = [c for c in ("bias²", "variance", "noise", "bias", "net variance", "disagreement") if c in table and table[c].notna().any()]
-    long = table.melt(id_vars=[x], value_vars=[*parts, "error"], var_name="term", value_name="value")
-    sns.lineplot(data=long, x=x, y="value", hue="term", style="term", markers=True, dashes=False, ax=ax, errorbar=None)
-    if kind.startswith("0-1"):
-        ax.set_ylabel("share of test examples")
-    ax.set_xlabel(knob or "trial")
-    return _finish(fig, ax, f"Decomposition of the held-out error: {kind}")
+def decomposition(panels: list[tuple[str, pd.DataFrame]], knob: str | None, kind: str, log_x: bool) -> plt.Figure:
+    """The held-out error and its decomposition against a knob, one panel per series of settings,
+    each term with its 95% interval; panels: (title, decomposition rows with a `value` column)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(9, 5.2 * len(panels)), 4.3), sharey=True, squeeze=False)
+    squared = kind == "squared error"
+    terms = (["bias²", "variance", "noise σ²", "measured held-out error"] if squared
+             else ["bias", "net variance", "disagreement", "measured held-out error"])
+    colours = ["#c44e52", "#4c72b0", "#999999", "#dd8452"]
+    for ax, (title, rows) in zip(axes[0], panels):
+        rows = rows.sort_values("value")
+        x = rows["value"].to_numpy(dtype=float)
+        for term, colour in zip(terms, colours):
+            if term not in rows or not rows[term].notna().any():
+                continue
+            y = rows[term].to_numpy(dtype=float)
+            half = rows[f"{term} ±"].to_numpy(dtype=float) if f"{term} ±" in rows else np.zeros_like(y)
+            ax.errorbar(x, y, yerr=np.nan_to_num(half), marker="o", ms=4, capsize=3, color=colour, label=term,
+                        ls="--" if term == "noise σ²" else "-")
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(knob or "trial")
+        ax.set_ylabel("mean squared error" if squared else "share of test examples")
+        ax.set_title(title, fontsize=10, loc="left")
+    axes[0][0].legend(fontsize=8, loc="best")
+    fig.suptitle(f"Decomposition of the held-out error: {kind}", x=0.01, ha="left", fontsize=12)
+    fig.tight_layout()
+    return fig
 
 
 def pareto(comp: pd.DataFrame, fronts: dict[str, pd.Series], sizes: dict[str, str], accuracy: str, base: dict) -> plt.Figure:

@@ -20,11 +20,11 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
 h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.4rem}h3{margin-top:1.6rem}
 .meta{color:#666;font-size:.9rem}.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5rem .8rem;margin:.8rem 0}
 .verdict{font-weight:600;padding:.05rem .4rem;border-radius:.3rem}.confirmed{background:#e3f4e6;color:#1e6b30}
-.contradicted{background:#fde7e7;color:#9b1c1c}.partly-confirmed{background:#fff4d6;color:#7a5a00}.not-seen{background:#eee;color:#555}
+.contradicted{background:#fde7e7;color:#9b1c1c}.inconclusive{background:#eee;color:#555}.claims li{margin:.4rem 0}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.9rem}
 table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}pre{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.85rem}
-.wide{overflow-x:auto}.regime-underfit{color:#4c72b0}.regime-overfit{color:#c44e52}.regime-good{color:#3a7d4b}
+.wide{overflow-x:auto}.regime-underfit{color:#4c72b0}.regime-overfit{color:#c44e52}.regime-good{color:#3a7d4b}.regime-inconclusive{color:#777}
 """
 
 
@@ -55,8 +55,11 @@ class Page:
     def h2(self, text: str, anchor: str = "") -> None:
         self.parts.append(f'<h2 id="{esc(anchor)}">{esc(text)}</h2>' if anchor else f"<h2>{esc(text)}</h2>")
 
-    def h3(self, text: str) -> None:
-        self.parts.append(f"<h3>{esc(text)}</h3>")
+    def h3(self, text: str, anchor: str = "") -> None:
+        self.parts.append(f'<h3 id="{esc(anchor)}">{esc(text)}</h3>' if anchor else f"<h3>{esc(text)}</h3>")
+
+    def items(self, texts: list[str]) -> None:
+        self.parts.append("<ul>" + "".join(f"<li>{esc(t)}</li>" for t in texts) + "</ul>")
 
     def p(self, text: str) -> None:
         self.parts.append(f"<p>{esc(text)}</p>")
@@ -84,11 +87,13 @@ class Page:
             f"<figcaption>{esc(caption)}</figcaption></figure>"
         )
 
-    def table(self, frame: pd.DataFrame, links: dict[str, str] | None = None, classes: dict[str, str] | None = None) -> None:
-        """A table of `frame`; `links` maps a cell's text to a URL (MLflow runs)."""
+    def table(self, frame: pd.DataFrame, links: dict[str, str] | None = None, classes: dict[str, str] | None = None,
+              labels=None) -> None:
+        """A table of `frame`; `links` maps a cell's text to a URL (MLflow runs); `labels` turns a
+        column name into its header."""
         if frame.empty:
             return
-        head = "".join(f"<th>{esc(c)}</th>" for c in frame.columns)
+        head = "".join(f"<th>{esc(labels(c) if labels else c)}</th>" for c in frame.columns)
         rows = []
         for _, row in frame.iterrows():
             cells = []
@@ -105,14 +110,20 @@ class Page:
         self.parts.append(f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
 
     def claims(self, claims: list) -> None:
+        """Each claim: its verdict, what it is judged on, the effect with its interval and p-value,
+        the numbers, and for an inconclusive verdict what would decide it."""
         if not claims:
             return
-        items = "".join(
-            f'<li><span class="verdict {esc(c.verdict.replace(" ", "-"))}">{esc(c.verdict)}</span> '
-            f"{esc(c.claim)}: {esc(c.evidence)}</li>"
-            for c in claims
-        )
-        self.parts.append(f"<ul>{items}</ul>")
+        items = []
+        for c in claims:
+            test = (f"p = {c.p_value:.2g} ({c.test})" if math.isfinite(c.p_value) else f"no test possible ({c.test})")
+            decide = f" To decide: {c.decide}." if c.decide else ""
+            items.append(
+                f'<li><span class="verdict {esc(c.verdict.replace(" ", "-"))}">{esc(c.verdict)}</span> '
+                f"<strong>{esc(c.claim)}</strong>, judged on {esc(c.quantity)}: {esc(c.evidence)}. "
+                f"{esc(test)}.{esc(decide)}</li>"
+            )
+        self.parts.append(f'<ul class="claims">{"".join(items)}</ul>')
 
     def render(self, title: str, subtitle: str) -> str:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -1,0 +1,216 @@
+"""Uncertainty for the report's conclusions: intervals, tests and a multiple-comparison correction.
+Pure NumPy/SciPy, numbers in and numbers out.
+
+Two sources of noise are told apart and named wherever an interval is drawn:
+- seeds: a setting trained with R replicates (seeds) gives R values; their spread says how much
+  another seed would move the result (Student's t with R − 1 degrees of freedom);
+- the test set: a held-out error measured on n examples is a sample of the error on the data
+  distribution (binomial for an error rate, the standard error over examples for a mean loss).
+Replicates share the test set, so its noise does not show in their spread: an interval for one
+setting combines both in quadrature. A comparison of two settings on the same test set is paired:
+the test set's noise largely cancels, and only the seeds' spread is used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+LEVEL = 0.95  # every interval on the page
+ALPHA = 0.05  # family-wise error rate of a page's verdicts (Holm)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A measured value with its 95% interval and where the interval comes from."""
+
+    value: float
+    low: float
+    high: float
+    source: str  # 'seeds', 'test set', 'seeds + test set' or 'none'
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    def text(self, digits: int = 3) -> str:
+        if self.source == "none" or not np.isfinite(self.low):
+            return f"{self.value:.{digits}f}"
+        return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+def t_quantile(df: int, level: float = LEVEL) -> float:
+    return float(sps.t.ppf(0.5 + level / 2, df))
+
+
+def z_quantile(level: float = LEVEL) -> float:
+    return float(sps.norm.ppf(0.5 + level / 2))
+
+
+def sample_std(population_std: float, n: int) -> float:
+    """The sample (n − 1) standard deviation from the population one MLflow's `_std` metrics hold."""
+    return population_std * math.sqrt(n / (n - 1)) if n > 1 else float("nan")
+
+
+def binomial_se(rate: float, n: float) -> float:
+    """Standard error of an error rate measured on n examples."""
+    if not n or not np.isfinite(n) or n <= 0:
+        return float("nan")
+    return math.sqrt(max(rate * (1 - rate), 0.0) / n)
+
+
+def wilson(rate: float, n: float, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson's score interval for a rate measured on n examples (sound near 0 and 1)."""
+    if not n or not np.isfinite(n) or n <= 0:
+        return float("nan"), float("nan")
+    z = z_quantile(level)
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def estimate(mean: float, population_std: float | None, replicates: int, sampling_se: float | None,
+             examples: float | None = None) -> Estimate:
+    """Mean of a setting's replicates with a 95% interval.
+
+    R ≥ 2 replicates: Student's t over seeds, combined in quadrature with the test set's standard
+    error where it is known. One replicate: the test set's interval alone (Wilson's, for a rate
+    measured on `examples` examples), or none. Rates (given `examples`) are clipped to [0, 1].
+    """
+    rate = examples is not None and np.isfinite(examples) and examples > 0
+    seeds = replicates >= 2 and population_std is not None and np.isfinite(population_std)
+    sampling = sampling_se is not None and np.isfinite(sampling_se)
+    if not seeds:
+        if rate:
+            low, high = wilson(mean, examples)
+            return Estimate(mean, low, high, "test set")
+        if sampling:
+            half = z_quantile() * sampling_se
+            return Estimate(mean, mean - half, mean + half, "test set")
+        return Estimate(mean, float("nan"), float("nan"), "none")
+    seed_half = t_quantile(replicates - 1) * sample_std(population_std, replicates) / math.sqrt(replicates)
+    test_half = z_quantile() * sampling_se if sampling else 0.0
+    half = math.hypot(seed_half, test_half)
+    return _clip(Estimate(mean, mean - half, mean + half, "seeds + test set" if sampling else "seeds"), rate)
+
+
+def _clip(e: Estimate, rate: bool) -> Estimate:
+    return Estimate(e.value, max(0.0, e.low), min(1.0, e.high), e.source) if rate else e
+
+
+@dataclass(frozen=True)
+class Difference:
+    """An effect: mean(b) − mean(a), with its standard error, degrees of freedom and p-value
+    (two-sided, against no difference)."""
+
+    effect: float
+    se: float
+    df: float
+    source: str  # what the noise estimate comes from
+    one_sided: bool = False  # p-value of the one-sided test in the direction the effect lies
+
+    @property
+    def statistic(self) -> float:
+        return self.effect / self.se if self.se > 0 else (math.inf if self.effect else 0.0)
+
+    @property
+    def p_value(self) -> float:
+        if not np.isfinite(self.se):
+            return float("nan")
+        if self.se == 0:
+            return 0.0 if self.effect else 1.0
+        tail = float(sps.t.sf(abs(self.statistic), self.df)) if np.isfinite(self.df) else float(sps.norm.sf(abs(self.statistic)))
+        return tail if self.one_sided else 2 * tail
+
+    def interval(self, level: float = LEVEL) -> tuple[float, float]:
+        q = t_quantile(self.df, level) if np.isfinite(self.df) else z_quantile(level)
+        return self.effect - q * self.se, self.effect + q * self.se
+
+    def text(self, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
+        low, high = self.interval()
+        if not np.isfinite(self.se):
+            return f"{self.effect * scale:+.{digits}f}{unit} (no noise estimate)"
+        return f"{self.effect * scale:+.{digits}f}{unit} [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
+
+
+def seed_difference(a: "Groups", b: "Groups") -> Difference:
+    """Difference of two groups of settings' means, each setting measured with R seeds (paired on
+    the test set): noise from the pooled within-setting variance over seeds (a factorial
+    design's error term). Without replicates the noise is unknown (se = NaN)."""
+    pooled_ss = a.within_ss + b.within_ss
+    pooled_df = a.within_df + b.within_df
+    effect = b.mean - a.mean
+    if pooled_df <= 0:
+        return Difference(effect, float("nan"), float("nan"), "no replicates")
+    variance = pooled_ss / pooled_df
+    se = math.sqrt(variance * (1 / a.observations + 1 / b.observations))
+    return Difference(effect, se, pooled_df, "seeds (pooled within-setting variance)")
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Settings pooled at one level of a knob: the mean over all their replicate observations and
+    the within-setting sum of squares over seeds."""
+
+    mean: float
+    observations: int  # replicate values in all
+    within_ss: float
+    within_df: int
+
+    @classmethod
+    def of(cls, means, population_stds, replicates) -> "Groups":
+        means = np.asarray(means, dtype=float)
+        stds = np.nan_to_num(np.asarray(population_stds, dtype=float), nan=0.0)
+        r = np.asarray(replicates, dtype=float)
+        observations = float(r.sum())
+        mean = float((means * r).sum() / observations) if observations else float("nan")
+        several = r >= 2
+        return cls(mean, int(observations), float((stds[several] ** 2 * r[several]).sum()), int((r[several] - 1).sum()))
+
+
+def independent_difference(a: float, se_a: float, b: float, se_b: float) -> Difference:
+    """b − a for two values measured independently (normal approximation)."""
+    return Difference(b - a, math.hypot(se_a, se_b), math.inf, "test set")
+
+
+def paired_differences(values) -> Difference:
+    """Mean of k paired differences, with Student's t over the pairs (k ≥ 2)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return Difference(float(values.mean()) if len(values) else float("nan"), float("nan"), float("nan"), "one pair")
+    return Difference(float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values))), len(values) - 1, f"{len(values)} pairs")
+
+
+def holm(p_values: list[float], alpha: float = ALPHA) -> list[bool]:
+    """Holm's step-down procedure: which hypotheses are rejected at family-wise level `alpha`.
+    NaN p-values (no test possible) are never rejected and do not count as tests."""
+    indexed = sorted((p, i) for i, p in enumerate(p_values) if np.isfinite(p))
+    m = len(indexed)
+    rejected = [False] * len(p_values)
+    for rank, (p, i) in enumerate(indexed):
+        if p > alpha / (m - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
+def holm_level(p_values: list[float], index: int, alpha: float = ALPHA) -> float:
+    """The level the `index`-th hypothesis was (or would next be) compared with under Holm."""
+    finite = sorted(p for p in p_values if np.isfinite(p))
+    m = len(finite)
+    if not m or not np.isfinite(p_values[index]):
+        return alpha
+    rank = finite.index(p_values[index])
+    return alpha / (m - rank)
+
+
+def replicates_to_decide(diff: Difference, replicates: int, alpha: float) -> int | None:
+    """Roughly how many replicates per setting would make this effect significant at `alpha`, if
+    the true effect is the one measured (the standard error shrinks as 1/√R); None if it is zero."""
+    if not np.isfinite(diff.se) or diff.se <= 0 or diff.effect == 0:
+        return None
+    needed = replicates * (z_quantile(1 - alpha) / abs(diff.statistic)) ** 2
+    return max(replicates + 1, int(math.ceil(needed)))
