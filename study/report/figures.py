@@ -82,7 +82,7 @@ def error_vs_knob(panels: list, knob: str, error_name: str, log_x: bool, ncols: 
         if log_x:
             ax.set_xscale("log")
         ax.set_xlim(*limits)
-        if len(np.unique(x)) <= 6:
+        if len(np.unique(x)) <= 10:
             ax.set_xticks(np.unique(x))
             ax.set_xticklabels([f"{v:g}" for v in np.unique(x)])
             ax.minorticks_off()

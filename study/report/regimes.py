@@ -99,11 +99,13 @@ def errors(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _estimate(mean, std, replicates, examples, loss_se, classification) -> stats.Estimate:
-    if classification:
+    if classification:  # an error rate: Wilson's interval with one replicate, kept within [0, 1]
         se = stats.binomial_se(mean, examples)
-        return stats.estimate(mean, std, replicates, se, examples if replicates < 2 else None) if np.isfinite(se) else \
-            stats.estimate(mean, std, replicates, None)
-    return stats.estimate(mean, std, replicates, loss_se if np.isfinite(loss_se) else None)
+        e = stats.estimate(mean, std, replicates, se if np.isfinite(se) else None,
+                           examples if replicates < 2 and np.isfinite(se) else None)
+        return stats.Estimate(e.value, max(0.0, e.low), min(1.0, e.high), e.source) if np.isfinite(e.low) else e
+    e = stats.estimate(mean, std, replicates, loss_se if np.isfinite(loss_se) else None)
+    return stats.Estimate(e.value, max(0.0, e.low), e.high, e.source) if np.isfinite(e.low) else e  # a mean square
 
 
 def _put(frame: pd.DataFrame, name: str, estimates: list[stats.Estimate]) -> None:

@@ -91,7 +91,9 @@ def rules_text() -> str:
         "spread over seeds within settings (Student's t, pooled). A claim is confirmed when the effect is significant "
         "in the claimed direction after Holm's correction for the number of claims on this page (family-wise 5%), "
         "contradicted when it is significant the other way, and inconclusive otherwise (one seed per setting gives no "
-        "noise estimate)."
+        "noise estimate). Claims about one compressed file use the test set's sampling error (the 8-bit claim, whose "
+        "'close to float' is a line at 2 points, one-sided either way); claims about a training method compare "
+        "several pairs (Student's t over pairs), and one pair is inconclusive."
     )
 
 
