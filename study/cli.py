@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 from study.config import load_sweep, parse_override
-from study.errors import StudyError
+from study.errors import BadInput, StudyError
 from study.store import Store
 
 
@@ -37,9 +36,12 @@ def cmd_run(args) -> int:
     from study.progress import Progress
     from study.sweep import Interrupted, run_sweep
 
+    from study.processes import terminate_as_interrupt
+
     overrides = dict(parse_override(item) for item in args.set or [])
     sweep = load_sweep(args.sweep, overrides)
     store = _store(args)
+    terminate_as_interrupt()  # SIGTERM stops a sweep as Ctrl+C does: the running trial is queued again
     try:
         summary = run_sweep(
             sweep, store, trials=args.trials, timeout=args.timeout, workers=args.workers,
@@ -49,7 +51,7 @@ def cmd_run(args) -> int:
         summary = exc.args[0]
         resume = shlex.join(["study", *args.argv])
         print(
-            f"interrupted: the running trial of {summary.name} was marked failed and will run again; "
+            f"interrupted: {summary.name} stopped; a trial that was running was marked failed and queued to run again; "
             f"{summary.counts.done} of {summary.target or '?'} trials are done. Resume with:\n  {resume}",
             file=sys.stderr,
         )
@@ -95,11 +97,18 @@ def cmd_init(args) -> int:
 
 # ------------------------------------------------------------------------------- validate
 def cmd_validate(args) -> int:
+    """Check every file given, one line each; exit 2 if any is not a valid sweep."""
     from study.search import grid_size
     from study.sweep import target_trials
 
+    bad = 0
     for path in args.files:
-        sweep = load_sweep(path)
+        try:
+            sweep = load_sweep(path)
+        except StudyError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            bad += 1
+            continue
         config = sweep.config
         searched = ", ".join(sweep.searched) or "nothing"
         size = grid_size(sweep)
@@ -113,7 +122,7 @@ def cmd_validate(args) -> int:
             f"ok: {path}: {sweep.name} on {config.dataset.name}; searches {searched}; sampler {sampler}, "
             f"pruner {config.pruner.name}; {budget} × {config.replicates} replicate(s); objective {objective}"
         )
-    return 0
+    return 2 if bad else 0
 
 
 # ----------------------------------------------------------------------------------- list
@@ -148,20 +157,15 @@ def cmd_report(args) -> int:
 
 # ------------------------------------------------------------------------------------- ui
 def cmd_ui(args) -> int:
+    """Serve the MLflow UI until Ctrl+C or SIGTERM; the server stops with this process."""
+    from study.processes import terminate_as_interrupt
+    from study.serve import serve_ui
+
     store = _store(args)
     if store.is_local and not (store.root / "mlflow.db").exists():
         raise StudyError(f"no MLflow store in {store.root} yet; run a sweep first (study run sweeps/demo.yaml)")
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store.tracking_uri,
-        "--host", args.host, "--port", str(args.port),
-    ]
-    if store.artifact_root:
-        command += ["--default-artifact-root", store.artifact_root]
-    print(f"MLflow UI for {store.describe()} at http://{args.host}:{args.port}  (Ctrl+C to stop)", flush=True)
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+    terminate_as_interrupt()
+    return serve_ui(store, args.host, args.port)
 
 
 # --------------------------------------------------------------------------------- parser
@@ -226,12 +230,22 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         return args.func(args) or 0
+    except BadInput as exc:  # a sweep file, --set value or data file to fix
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from study.store import DISK_FULL, disk_full
+
+        if not disk_full(exc):
+            raise  # a bug: keep its traceback
+        print(f"error: {DISK_FULL}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -20,8 +21,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from study.errors import StudyError, did_you_mean
+from study.errors import BadInput, StudyError, did_you_mean
 from study.schema import (
+    GRID_LIMIT,
     CategoricalParam,
     CsvSpec,
     DigitsSpec,
@@ -68,6 +70,13 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.1 reads 12:30:00 as the base-60 integer 45000 and 017 as octal: a sweep file means
+# neither, so numbers are decimal (integers also 0x hex) only; anything else stays a string and
+# fails validation with a message naming the key.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in _Loader.yaml_implicit_resolvers.items()
+}
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
@@ -80,6 +89,40 @@ _Loader.add_implicit_resolver(
     ),
     list("-+0123456789."),
 )
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+
+MAX_FILE_BYTES = 1_000_000  # a sweep file is a page of YAML; refuse megabytes before parsing them
+MAX_NUMBER = 1e15  # no setting of a sweep file is near this; larger numbers are typos or attacks
+MAX_DEPTH = 20  # sweep files nest four levels deep
+
+
+MAX_VALUES = 100_000  # keys and values in all, aliases expanded: no sweep file comes close
+
+
+def _check_values(root: Any) -> None:
+    """Every number finite and of sane size; no deeper nesting, and no more values (counting
+    what YAML aliases repeat), than a sweep file could need."""
+    stack, seen = [(root, "", 0)], 0
+    while stack:
+        node, path, depth = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise BadInput(f"more than {MAX_VALUES} values (YAML aliases repeating a block?); a sweep file has dozens")
+        if depth > MAX_DEPTH:
+            raise BadInput(f"{path or 'the file'}: nested more than {MAX_DEPTH} levels deep; a sweep file needs four")
+        if isinstance(node, dict):
+            stack.extend((value, f"{path}.{key}" if path else str(key), depth + 1) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, f"{path}[{i}]", depth + 1) for i, value in enumerate(node))
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise BadInput(f"{path}: {node} is not a finite number; write a number")
+        elif isinstance(node, (int, float)) and not isinstance(node, bool) and abs(node) > MAX_NUMBER:
+            raise BadInput(f"{path}: {float(node):.3g} is far too large for any setting")
 
 
 def parse_yaml(text: str) -> Any:
@@ -286,7 +329,7 @@ class Sweep:
         try:
             return Setup.model_validate(tree)
         except ValidationError as exc:
-            raise StudyError(f"these values make an invalid trial: {_first_problem(exc, tree, Setup)}") from None
+            raise BadInput(f"these values make an invalid trial: {_first_problem(exc, tree, Setup)}") from None
 
     def grid(self) -> dict[str, list]:
         """The grid sampler's search space: every searched key with its finite list of values."""
@@ -346,15 +389,15 @@ def _check_setups(config: SweepConfig) -> None:
                 size *= len(spec.grid())
             except ValueError as exc:
                 raise ValueError(f"search.{key}: {exc}") from None
-        if size > 10_000:
-            raise ValueError(f"search: the grid has {size} points; the grid sampler takes at most 10000")
+        if size > GRID_LIMIT:
+            raise ValueError(f"search: the grid has {size} points; the grid sampler takes at most {GRID_LIMIT}")
 
 
 def _apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
     """`--set key=value` wins over the file; a searched key that is overridden stops being searched."""
     for key, value in overrides.items():
         if key.split(".")[0] == "name":
-            raise StudyError("--set name=...: the sweep's name is its file name; copy the file to rename it")
+            raise BadInput("--set name=...: the sweep's name is its file name; copy the file to rename it")
         search = raw.get("search")
         if isinstance(search, dict) and key in search:
             raw = dict(raw, search={k: v for k, v in search.items() if k != key})
@@ -366,11 +409,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     """'train.epochs=3' -> ('train.epochs', 3): the value is read as YAML, like the file."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise StudyError(f"--set {text!r}: write KEY=VALUE, e.g. --set train.epochs=3")
+        raise BadInput(f"--set {text!r}: write KEY=VALUE, e.g. --set train.epochs=3")
     try:
         return key.strip(), parse_yaml(value) if value.strip() else ""
     except (yaml.YAMLError, _YamlProblem) as exc:
-        raise StudyError(f"--set {text!r}: the value is not valid YAML ({exc})") from None
+        raise BadInput(f"--set {text!r}: the value is not valid YAML ({exc})") from None
 
 
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:
@@ -381,23 +424,35 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
     path = Path(path)
     if not path.is_file():
         hint = " (sweep files end in .yaml)" if path.suffix not in (".yaml", ".yml") else ""
-        raise StudyError(f"{path}: no such sweep file{hint}")
-    text = path.read_text()
+        raise BadInput(f"{path}: no such sweep file{hint}")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise BadInput(f"{path}: {path.stat().st_size} bytes is too large for a sweep file (at most {MAX_FILE_BYTES})")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     try:
         raw = parse_yaml(text)
     except _YamlProblem as exc:
-        raise StudyError(f"{path}:{exc.line}: {exc}") from None
+        raise BadInput(f"{path}:{exc.line}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise StudyError(f"{path}{where}: not valid YAML: {problem}") from None
+        raise BadInput(f"{path}{where}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise BadInput(f"{path}: nested too deeply to read; a sweep file needs four levels") from None
+    try:
+        _check_values(raw)
+        _check_values(overrides or {})
+    except StudyError as exc:
+        raise BadInput(f"{path}: {exc}") from None
     if not isinstance(raw, dict):
-        raise StudyError(f"{path}: a sweep file is a mapping of keys (name, dataset, search, ...), got {_describe(raw)}")
+        raise BadInput(f"{path}: a sweep file is a mapping of keys (name, dataset, search, ...), got {_describe(raw)}")
     raw = _apply_overrides(raw, overrides or {})
     stem = path.stem
     if raw.get("name") not in (None, stem):
-        raise StudyError(
+        raise BadInput(
             f"{path}: name {raw['name']!r} differs from the file name {stem!r}; the file name is the "
             "sweep's name, so remove the key or rename the file"
         )
@@ -406,7 +461,7 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
         config = SweepConfig.model_validate(raw)
         _check_setups(config)
     except ValidationError as exc:
-        raise StudyError(f"{path}: {_first_problem(exc, raw)}") from None
-    except ValueError as exc:
-        raise StudyError(f"{path}: {exc}") from None
+        raise BadInput(f"{path}: {_first_problem(exc, raw)}") from None
+    except (ValueError, OverflowError) as exc:
+        raise BadInput(f"{path}: {exc}") from None
     return Sweep(config=config, path=path, text=text, overrides=dict(overrides or {}))

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from study.errors import StudyError, did_you_mean
+from study.errors import BadInput, did_you_mean
 from study.schema import CsvSpec, DigitsSpec, Mnist1dSpec, PolynomialSpec
 
 # Settings that change which examples a replicate trains on, not the dataset itself.
@@ -90,7 +90,7 @@ def _split(x, y, fraction: float, seed: int, stratify: bool):
             x, y, test_size=fraction, random_state=seed, stratify=y if stratify else None
         )
     except ValueError as exc:
-        raise StudyError(f"the data cannot be split {1 - fraction:.0%}/{fraction:.0%}: {exc}") from None
+        raise BadInput(f"the data cannot be split {1 - fraction:.0%}/{fraction:.0%}: {exc}") from None
     return xa, ya, xb, yb
 
 
@@ -224,7 +224,7 @@ def resolve_csv_path(path: str, base_dir: Path) -> Path:
         if candidate.is_file():
             return candidate
     tried = " or ".join(str(c) for c in dict.fromkeys(candidates))
-    raise StudyError(f"dataset.path: no such file {path!r} (looked for {tried}); fix the path")
+    raise BadInput(f"dataset.path: no such file {path!r} (looked for {tried}); fix the path")
 
 
 def _numeric_column(frame, column: str, file: str, key: str) -> np.ndarray:
@@ -234,7 +234,7 @@ def _numeric_column(frame, column: str, file: str, key: str) -> np.ndarray:
     bad = values.isna() & frame[column].notna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise StudyError(
+        raise BadInput(
             f"{key}: column {column!r} of {file} is not numeric (row {row + 1}: {frame[column].iloc[row]!r}); "
             "encode it as numbers or leave it out of dataset.features"
         )
@@ -259,31 +259,31 @@ def read_csv_table(spec: CsvSpec, base_dir: Path):
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise StudyError(f"dataset.path: {path.name} could not be read as CSV ({str(exc).splitlines()[0]})") from None
+        raise BadInput(f"dataset.path: {path.name} could not be read as CSV ({str(exc).splitlines()[0]})") from None
     columns = [str(c) for c in frame.columns]
     if spec.target not in columns:
-        raise StudyError(
+        raise BadInput(
             f"dataset.target: no column {spec.target!r} in {path.name}{did_you_mean(spec.target, columns)}"
             f" (columns: {', '.join(columns)})"
         )
     features = spec.features if spec.features is not None else [c for c in columns if c != spec.target]
     for name in features:
         if name not in columns:
-            raise StudyError(f"dataset.features: no column {name!r} in {path.name}{did_you_mean(name, columns)}")
+            raise BadInput(f"dataset.features: no column {name!r} in {path.name}{did_you_mean(name, columns)}")
         if name == spec.target:
-            raise StudyError(f"dataset.features: {name!r} is the target; remove it from features")
+            raise BadInput(f"dataset.features: {name!r} is the target; remove it from features")
     if not features:
-        raise StudyError(f"dataset.features: {path.name} has no feature columns besides the target")
+        raise BadInput(f"dataset.features: {path.name} has no feature columns besides the target")
     for name in [*features, spec.target]:
         empty = frame[name].isna().to_numpy()
         if empty.any():
             rows = ", ".join(str(i + 1) for i in np.flatnonzero(empty)[:3])
-            raise StudyError(
+            raise BadInput(
                 f"dataset.path: column {name!r} of {path.name} has {int(empty.sum())} empty cells "
                 f"(rows {rows}{', ...' if empty.sum() > 3 else ''}); fill them or drop those rows"
             )
     if len(frame) < 10:
-        raise StudyError(f"dataset.path: {path.name} has {len(frame)} rows; a sweep needs at least 10")
+        raise BadInput(f"dataset.path: {path.name} has {len(frame)} rows; a sweep needs at least 10")
     x = np.column_stack([_numeric_column(frame, name, path.name, "dataset.features") for name in features])
     task = _infer_task(frame[spec.target]) if spec.task == "auto" else spec.task
     return x.astype(np.float32), frame[spec.target], task, features, path
@@ -296,11 +296,11 @@ def _load_csv(spec: CsvSpec, seed: int, base_dir: Path) -> Data:
         labels = target.astype(str).to_numpy()
         classes = tuple(sorted(set(labels)))
         if len(classes) < 2:
-            raise StudyError(f"dataset.target: {spec.target!r} has a single class; classification needs two or more")
+            raise BadInput(f"dataset.target: {spec.target!r} has a single class; classification needs two or more")
         counts = {c: int((labels == c).sum()) for c in classes}
         rare = [c for c, n in counts.items() if n < MIN_ROWS_PER_CLASS]
         if rare:
-            raise StudyError(
+            raise BadInput(
                 f"dataset.target: class {rare[0]!r} has only {counts[rare[0]]} rows in {path.name}; every class needs "
                 f"at least {MIN_ROWS_PER_CLASS} (one per split): drop or merge rare classes"
             )
@@ -364,7 +364,7 @@ def training_set(data: Data, spec, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if spec.train_size is not None:
         count = spec.train_size if isinstance(spec.train_size, int) else max(1, round(spec.train_size * len(x)))
         if count > len(x):
-            raise StudyError(
+            raise BadInput(
                 f"dataset.train_size: {count} exceeds the {len(x)} training examples available; "
                 "lower it or make the dataset larger"
             )
@@ -393,7 +393,7 @@ def expand_features(degree: int, x_train: np.ndarray, *others: np.ndarray) -> li
     flat = [a.reshape(len(a), -1) for a in (x_train, *others)]
     count = count_poly_features(flat[0].shape[1], degree)
     if count > MAX_POLY_FEATURES:
-        raise StudyError(
+        raise BadInput(
             f"model.poly_degree: {degree} on {flat[0].shape[1]} inputs makes {count} features "
             f"(at most {MAX_POLY_FEATURES}); lower the degree"
         )

@@ -1,4 +1,4 @@
-"""The one exception type for problems a user can fix, and help for its messages."""
+"""The exception types for problems a user can fix, and help for their messages."""
 
 import difflib
 
@@ -9,6 +9,10 @@ class StudyError(Exception):
     The CLI prints it as `error: <message>` and exits non-zero; anything else that escapes is a
     bug and keeps its traceback.
     """
+
+
+class BadInput(StudyError):
+    """A sweep file, a --set value or a data file the command cannot use: the CLI exits 2."""
 
 
 def did_you_mean(word, options) -> str:

@@ -37,7 +37,7 @@ def _check_train_size(value):
 class _DatasetBase(_Strict):
     train_size: int | float | None = None  # count or fraction of the training split; None: all
     label_noise: float = Field(0.0, ge=0, lt=1)  # fraction of training labels flipped
-    val_fraction: float = Field(0.2, gt=0, lt=1)  # of the training pool, held out per epoch
+    val_fraction: float = Field(0.2, ge=0.01, le=0.9)  # of the training pool, held out per epoch: some on each side
 
     _train_size = field_validator("train_size")(_check_train_size)
 
@@ -45,14 +45,14 @@ class _DatasetBase(_Strict):
 class Mnist1dSpec(_DatasetBase):
     name: Literal["mnist1d"]
     # Defaults reproduce Greydanus (2024): 5000 samples split 4000/1000, length 40, seed 42.
-    num_samples: int = Field(5000, ge=100)
-    length: int = Field(40, ge=8)
-    corr_noise_scale: float = Field(0.25, ge=0)
-    iid_noise_scale: float = Field(0.02, ge=0)
-    shear_scale: float = Field(0.75, ge=0)
-    scale_coeff: float = Field(0.4, ge=0)
-    max_translation: int = Field(48, ge=0)
-    data_seed: int = 42
+    num_samples: int = Field(5000, ge=100, le=500_000)  # generating 500k takes minutes; more is no laptop study
+    length: int = Field(40, ge=8, le=4096)
+    corr_noise_scale: float = Field(0.25, ge=0, le=100)
+    iid_noise_scale: float = Field(0.02, ge=0, le=100)
+    shear_scale: float = Field(0.75, ge=0, le=100)
+    scale_coeff: float = Field(0.4, ge=0, le=100)
+    max_translation: int = Field(48, ge=0, le=4096)
+    data_seed: int = Field(42, ge=0, lt=2**32)  # NumPy seeds are unsigned 32-bit
 
 
 class DigitsSpec(_DatasetBase):
@@ -64,10 +64,10 @@ class PolynomialSpec(_DatasetBase):
     name: Literal["polynomial"]
     degree: int = Field(3, ge=0, le=20)  # of the true function; its coefficients come from data_seed
     coefficients: list[float] | None = None  # lowest power first: [b, a] is the article's y = a·x + b
-    noise: float = Field(0.3, ge=0)  # standard deviation of the Gaussian noise on targets (known)
-    num_samples: int = Field(200, ge=10)  # training pool, validation included
-    test_samples: int = Field(1000, ge=10)  # a dense test set makes bias and variance precise
-    data_seed: int = 0
+    noise: float = Field(0.3, ge=0, le=1e6)  # standard deviation of the Gaussian noise on targets (known)
+    num_samples: int = Field(200, ge=10, le=1_000_000)  # training pool, validation included
+    test_samples: int = Field(1000, ge=10, le=1_000_000)  # a dense test set makes bias and variance precise
+    data_seed: int = Field(0, ge=0, lt=2**32)
 
     @model_validator(mode="after")
     def _degree_matches_coefficients(self):
@@ -109,14 +109,14 @@ def task_of(dataset) -> str | None:
 
 class ModelSpec(_Strict):
     kind: Literal["mlp", "cnn"] = "mlp"
-    width: int = Field(64, ge=1)  # units of each hidden Dense layer (mlp) or channels of each conv layer (cnn)
-    depth: int = Field(2, ge=0)  # hidden layers: Dense (mlp) or conv (cnn); 0 is a linear model
-    kernel_size: int = Field(5, ge=1)
-    stride: int = Field(2, ge=1)  # 2 halves the length at each conv layer, as in the MNIST-1D CNN
+    width: int = Field(64, ge=1, le=65_536)  # units of each hidden Dense layer (mlp) or channels of each conv layer (cnn)
+    depth: int = Field(2, ge=0, le=64)  # hidden layers: Dense (mlp) or conv (cnn); 0 is a linear model
+    kernel_size: int = Field(5, ge=1, le=1024)
+    stride: int = Field(2, ge=1, le=1024)  # 2 halves the length at each conv layer, as in the MNIST-1D CNN
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "elu", "selu", "swish", "linear"] = "relu"
     poly_degree: int = Field(1, ge=1, le=10)  # polynomial feature expansion (the article's remedy 6)
-    l1: float = Field(0.0, ge=0)  # weight penalties on every kernel (remedy 2)
-    l2: float = Field(0.0, ge=0)
+    l1: float = Field(0.0, ge=0, le=1e3)  # weight penalties on every kernel (remedy 2)
+    l2: float = Field(0.0, ge=0, le=1e3)
     dropout: float = Field(0.0, ge=0, lt=1)  # after each hidden layer (remedy 3)
     conv: Literal["standard", "separable"] = "standard"  # separable: depthwise + pointwise after the first conv (MobileNet)
     width_multiplier: float = Field(1.0, gt=0, le=16)  # scales every layer's width (MobileNet's α)
@@ -142,17 +142,17 @@ class EarlyStoppingSpec(_Strict):
     # The article's remedy 4: monitor='val_loss', patience=5, restore_best_weights=True.
     enabled: bool = False
     monitor: EpochMonitor = "val/loss"
-    patience: int = Field(5, ge=0)
-    min_delta: float = Field(0.0, ge=0)
+    patience: int = Field(5, ge=0, le=100_000)
+    min_delta: float = Field(0.0, ge=0, le=1e6)
     restore_best_weights: bool = True
 
 
 class TrainSpec(_Strict):
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(1e-3, gt=0, le=1e3)
     momentum: float = Field(0.0, ge=0, lt=1)  # sgd and rmsprop only
-    batch_size: int = Field(64, ge=1)
-    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1, le=1_000_000)
+    epochs: int = Field(20, ge=1, le=100_000)
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
 
 
@@ -194,8 +194,8 @@ class CompressSpec(_Strict):
     bits: int = 8  # quantize: 32 float, 16 float16, 8 int8, 2-7 packed by us
     scheme: Literal["qat", "ptq_dynamic", "ptq_int8"] = "qat"  # how 8-bit weights are made
     clusters: int = Field(16, ge=2, le=4096)  # cluster: distinct values per layer
-    finetune_epochs: int = Field(2, ge=1)  # prune, cluster, quantization-aware training
-    temperature: float = Field(4.0, gt=0)  # distill: softens the teacher's logits (Hinton et al. 2015)
+    finetune_epochs: int = Field(2, ge=1, le=100_000)  # prune, cluster, quantization-aware training
+    temperature: float = Field(4.0, gt=0, le=1e3)  # distill: softens the teacher's logits (Hinton et al. 2015)
     alpha: float = Field(0.9, ge=0, le=1)  # distill: weight of the soft targets; 1 - alpha on hard labels
 
     @field_validator("bits")
@@ -238,6 +238,9 @@ class Setup(_Strict):
         return self
 
 
+GRID_LIMIT = 10_000  # points a grid may have
+
+
 class IntParam(_Strict):
     type: Literal["int"]
     low: int
@@ -251,6 +254,9 @@ class IntParam(_Strict):
         return self
 
     def grid(self) -> list[int]:
+        count = (self.high - self.low) // self.step + 1
+        if count > GRID_LIMIT:  # counted before any list is built: a huge range must not fill memory
+            raise ValueError(f"the range holds {count} values; the grid sampler takes at most {GRID_LIMIT} points")
         return list(range(self.low, self.high + 1, self.step))
 
 
@@ -270,6 +276,8 @@ class FloatParam(_Strict):
         if self.step is None:
             raise ValueError("a float range needs a step to be searched by the grid sampler, or use a list of values")
         count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        if count > GRID_LIMIT:
+            raise ValueError(f"the range holds {count} values; the grid sampler takes at most {GRID_LIMIT} points")
         return [round(self.low + i * self.step, 12) for i in range(count)]
 
 
@@ -300,7 +308,7 @@ SearchParam = Annotated[Union[IntParam, FloatParam, CategoricalParam, FixedParam
 
 class TpeSpec(_Strict):
     name: Literal["tpe"]
-    n_startup_trials: int = Field(10, ge=0)  # random trials before TPE models the space
+    n_startup_trials: int = Field(10, ge=0, le=1_000_000)  # random trials before TPE models the space
     multivariate: bool = True
 
 
@@ -314,7 +322,7 @@ class GridSpec(_Strict):
 
 class NsgaiiSpec(_Strict):
     name: Literal["nsgaii"]
-    population_size: int = Field(20, ge=2)
+    population_size: int = Field(20, ge=2, le=100_000)
 
 
 SamplerSpec = Annotated[Union[TpeSpec, RandomSpec, GridSpec, NsgaiiSpec], Field(discriminator="name")]
@@ -322,14 +330,14 @@ SamplerSpec = Annotated[Union[TpeSpec, RandomSpec, GridSpec, NsgaiiSpec], Field(
 
 class MedianPrunerSpec(_Strict):
     name: Literal["median"]
-    n_startup_trials: int = Field(5, ge=0)  # trials that always run to the end
-    n_warmup_steps: int = Field(3, ge=0)  # epochs before a trial may be pruned
+    n_startup_trials: int = Field(5, ge=0, le=1_000_000)  # trials that always run to the end
+    n_warmup_steps: int = Field(3, ge=0, le=100_000)  # epochs before a trial may be pruned
 
 
 class HyperbandPrunerSpec(_Strict):
     name: Literal["hyperband"]
-    min_resource: int = Field(1, ge=1)
-    reduction_factor: int = Field(3, ge=2)
+    min_resource: int = Field(1, ge=1, le=100_000)
+    reduction_factor: int = Field(3, ge=2, le=100)
 
 
 class NoPrunerSpec(_Strict):
@@ -365,8 +373,8 @@ _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*$")
 
 
 class Budget(_Strict):
-    trials: int | None = Field(None, ge=1)  # finished trials the sweep completes to
-    timeout: float | None = Field(None, gt=0)  # seconds one `study run` may start trials for
+    trials: int | None = Field(None, ge=1, le=1_000_000)  # finished trials the sweep completes to
+    timeout: float | None = Field(None, gt=0, le=366 * 86400)  # seconds one `study run` may start trials for
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -388,12 +396,12 @@ def _expand_shorthand(value):
 class SweepConfig(_Strict):
     name: str | None = None  # defaults to the file's stem; if given, must equal it
     description: str = ""
-    seed: int = 0  # fixes data splits; replicate r trains with seed + r
+    seed: int = Field(0, ge=0, lt=2**31 - 200)  # fixes data splits; replicate r trains with seed + r
     replicates: int = Field(1, ge=1, le=100)  # seeds per configuration (for bias and variance)
     # The error a model should reach on this data (a published, human-level or Bayes error, as an
     # error rate or a mean squared error): the report judges underfitting against it. None: the
     # data's own noise floor where it is known (generated and shipped data), else chance.
-    reference_error: float | None = Field(None, ge=0)
+    reference_error: float | None = Field(None, ge=0, le=1e12)
     dataset: DatasetSpec
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 from typing import Any
 
+import numpy as np
 import optuna
 
 from study.config import Sweep
@@ -59,12 +61,18 @@ def _suggest_one(trial: optuna.Trial, key: str, spec) -> Any:
     raise TypeError(f"cannot search {key}: {spec!r}")  # pragma: no cover - the schema admits no other kind
 
 
-def build_sampler(sweep: Sweep, worker: int = 0, existing: int = 0) -> optuna.samplers.BaseSampler:
-    """The sweep's sampler, seeded by the sweep seed, the worker index and the number of trials
-    already in the study: parallel workers and resumed sessions then draw new points instead of
-    replaying the first session's random ones, and the same history still gives the same draws."""
+def sampler_seed(sweep_seed: int, salt: int | None = None) -> int:
+    """A sampler seed of this process's own: the sweep seed mixed with `salt` (by default fresh
+    random bits). Processes on several machines, or resumed sessions, that started alike (same
+    worker index, same number of trials in the study) would otherwise draw the same points."""
+    salt = int.from_bytes(os.urandom(8), "little") if salt is None else salt
+    return int(np.random.SeedSequence([sweep_seed % 2**32, salt % 2**64]).generate_state(1)[0]) % 2**31
+
+
+def build_sampler(sweep: Sweep, salt: int | None = None) -> optuna.samplers.BaseSampler:
+    """The sweep's sampler with a seed of this process's own (see sampler_seed)."""
     spec = sweep.config.sampler
-    seed = (sweep.config.seed * 1_000_003 + worker * 10_007 + existing) % 2**31
+    seed = sampler_seed(sweep.config.seed, salt)
     if spec.name == "tpe":
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=spec.n_startup_trials, multivariate=spec.multivariate, constant_liar=True

@@ -10,6 +10,7 @@ STUDY_ARTIFACTS.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ from pathlib import Path
 
 from study.errors import StudyError
 
-HEARTBEAT_SECONDS = 10  # a running trial proves it is alive this often
-GRACE_SECONDS = 40  # after this long without a heartbeat its worker is presumed dead
+HEARTBEAT_SECONDS = int(os.environ.get("STUDY_HEARTBEAT_SECONDS", 10))  # a running trial proves it is alive this often
+GRACE_SECONDS = int(os.environ.get("STUDY_GRACE_SECONDS", 40))  # without a heartbeat this long, its worker is dead
+LOCK_SECONDS = 600  # how long a process waits for another to finish setting up a local store
 SQLITE_TIMEOUT = 60  # seconds a writer waits for another process's lock before giving up
 
 
@@ -60,13 +62,17 @@ class Store:
         return f"MLflow {_redact(self.tracking_uri)}, Optuna {_redact(self.storage_url)}"
 
     def init(self) -> None:
-        """Create both databases' tables once, before any worker starts: several processes
-        creating a fresh SQLite store at the same moment corrupt it."""
-        for url in (self.tracking_uri, self.storage_url):
-            if url.startswith("sqlite:///"):
-                Path(url.removeprefix("sqlite:///").split("?")[0]).parent.mkdir(parents=True, exist_ok=True)
+        """Create both databases' tables once, before any worker starts. A local store is created
+        under a file lock, each SQLite file built under a temporary name and moved into place
+        whole, so that no interleaving of processes and signals leaves a half-made database."""
         quiet_libraries()
         try:
+            with self.lock():
+                artifacts = self.artifact_root or str(self.root / "artifacts")
+                for url, create in ((self.tracking_uri, lambda u: _create_mlflow_db(u, artifacts)),
+                                    (self.storage_url, _create_optuna_db)):
+                    if url.startswith("sqlite:///"):
+                        _create_sqlite_once(Path(url.removeprefix("sqlite:///").split("?")[0]), create)
             self.mlflow().search_experiments(max_results=1)
             self.optuna()
         except StudyError:
@@ -76,7 +82,17 @@ class Store:
                 f"the store ({self.describe()}) needs the database driver {exc.name!r}: pip install 'study[postgres]'"
             ) from None
         except Exception as exc:  # a connection problem: say which store and why
-            raise StudyError(f"cannot open the store ({self.describe()}): {_first_line(exc)}") from None
+            raise StudyError(f"cannot open the store ({self.describe()}): {storage_error(exc)}") from None
+
+    def lock(self):
+        """An exclusive lock on a local store's set-up (a no-op for database servers, where
+        `study init` runs once before the workers)."""
+        if not self.is_local:
+            return contextlib.nullcontext()
+        from filelock import FileLock
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.root / ".setup.lock"), timeout=LOCK_SECONDS)
 
     def mlflow(self):
         from mlflow import MlflowClient
@@ -113,6 +129,52 @@ def quiet_libraries() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # heartbeats, fail_stale_trials and TPE's constant_liar are "experimental" in Optuna; we rely on them knowingly
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _create_sqlite_once(path: Path, create) -> None:
+    """Create the SQLite database at `path` if it is missing: built at a temporary name (left
+    over from an interrupted attempt, it is built again) and renamed into place when complete."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".creating")
+    partial.unlink(missing_ok=True)
+    create(f"sqlite:///{partial}")
+    os.replace(partial, path)
+
+
+def _create_mlflow_db(url: str, artifacts: str) -> None:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(url, default_artifact_root=artifacts)  # every table, the schema version, "Default"
+    store.engine.dispose()
+
+
+def _create_optuna_db(url: str) -> None:
+    import optuna
+
+    storage = optuna.storages.RDBStorage(url)
+    storage.engine.dispose()
+
+
+DISK_FULL = "the disk is full (free some space, then run the same command again: finished work is kept)"
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from, is a full disk (OS or SQLite)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc)
+        if isinstance(exc, OSError) and exc.errno == 28 or "disk is full" in text or "No space left" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def storage_error(exc: BaseException) -> str:
+    """One line for a storage or OS error, naming a full disk as such."""
+    return DISK_FULL if disk_full(exc) else _first_line(exc)
 
 
 def _first_line(exc: Exception) -> str:

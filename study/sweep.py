@@ -31,8 +31,10 @@ from study.config import Sweep, flatten, load_sweep
 from study.datasets import load_dataset
 from study.errors import StudyError
 from study.search import build_pruner, build_sampler, grid_points, grid_size, relevant, suggest
-from study.store import HEARTBEAT_SECONDS, Store, quiet_libraries
-from study.tracking import Tracker, end_orphan_run
+from study.store import DISK_FULL, HEARTBEAT_SECONDS, Store, quiet_libraries
+from study.processes import die_with_parent, terminate_as_interrupt
+from study.recovery import queue_again, recover
+from study.tracking import Tracker
 
 # Optuna warns that heartbeats are meant for Study.optimize; with ask/tell we beat ourselves (Heartbeat).
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
@@ -62,8 +64,9 @@ class Counts:
 
 def counted(trials: list) -> list:
     """The trials that count: not skipped (over budget, or repeating finished settings), and not
-    failed trials that were queued again (their retry counts instead)."""
-    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    failed trials that were queued again or settled (their retry counts instead)."""
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    retried |= {t.system_attrs.get("failed_trial") for t in trials} - {None}
     return [
         t for t in trials
         if not t.user_attrs.get("study_skipped") and not (t.state == TrialState.FAIL and t.number in retried)
@@ -85,18 +88,6 @@ def count_trials(trials: list) -> Counts:
         elif t.state == TrialState.WAITING:
             counts.waiting += 1
     return counts
-
-
-def retry(study: optuna.Study, trial) -> None:
-    """Queue a failed trial's exact settings again, linked to it by `failed_trial`."""
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=TrialState.WAITING,
-            params=trial.params,
-            distributions=trial.distributions,
-            system_attrs={"failed_trial": trial.number},
-        )
-    )
 
 
 def queue_grid(study: optuna.Study, sweep: Sweep) -> None:
@@ -143,6 +134,14 @@ def prepare(sweep: Sweep, store: Store, allow_changed: bool = False) -> tuple[op
     the sweep run (and a compression sweep's base)."""
     data = check_data(sweep)  # a bad CSV fails here, before anything is written to the stores
     store.init()
+    with store.lock():  # several processes starting on one new local store set it up one at a time
+        study, tracker, sweep_run_id = _create_or_resume(sweep, store, data, allow_changed)
+    if sweep.config.base is not None:  # trained (or found) once, under its own lock, before any worker needs it
+        references(sweep, tracker, store, sweep_run_id).base(data)
+    return study, tracker, sweep_run_id
+
+
+def _create_or_resume(sweep: Sweep, store: Store, data, allow_changed: bool) -> tuple[optuna.Study, Tracker, str]:
     tracker = Tracker(store.mlflow(), sweep, store.artifact_root)
     study = optuna.create_study(
         study_name=sweep.name, storage=store.optuna(), directions=sweep.directions, load_if_exists=True
@@ -160,16 +159,14 @@ def prepare(sweep: Sweep, store: Store, allow_changed: bool = False) -> tuple[op
         sweep_run_id = tracker.sweep_run()
         # the dataset row is created here, once, before any worker links trials to it
         tracker.log_dataset(sweep_run_id, data)
+        study.set_user_attr("mlflow_sweep_run_id", sweep_run_id)  # at once: a second process must not make another
     queue_grid(study, sweep)
-    if sweep.config.base is not None:  # trained (or found) once, here, before any worker needs it
-        references(sweep, tracker, store, sweep_run_id).base(data)
     if known is None:
         study.set_user_attr("config_hash", sweep.config_hash)
         study.set_user_attr("metrics", sweep.metrics)
         study.set_user_attr("description", sweep.config.description)
         study.set_user_attr("sweep_file", str(sweep.path))
         study.set_user_attr("mlflow_experiment_id", tracker.experiment_id)
-        study.set_user_attr("mlflow_sweep_run_id", sweep_run_id)
     else:
         tracker.client.update_run(sweep_run_id, status="RUNNING")
     return study, tracker, sweep_run_id
@@ -300,7 +297,7 @@ def run_one(
             if run is not None:
                 run.end("interrupted", "interrupted by the user (Ctrl+C); the trial is queued again")
             study.tell(trial, state=TrialState.FAIL)
-            retry(study, study._storage.get_trial(trial._trial_id))
+            queue_again(study, study._storage.get_trial(trial._trial_id))
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         raise
@@ -348,18 +345,6 @@ def _finished_with(study: optuna.Study, params: dict, number: int) -> int | None
     return None
 
 
-def _on_stale(client):
-    """When a trial's worker stopped beating: close its MLflow runs and queue it again."""
-
-    def callback(study: optuna.Study, trial) -> None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id:
-            end_orphan_run(client, run_id, "its worker stopped (no heartbeat); the trial is queued again")
-        retry(study, trial)
-
-    return callback
-
-
 def _over_budget(study: optuna.Study, trial: optuna.Trial, target: int | None) -> bool:
     """True when the done trials and the trials that started before this one fill the budget.
 
@@ -387,10 +372,9 @@ def work(job: Job, progress=None) -> str:
     quiet_libraries()
     client = job.store.mlflow()
     tracker = Tracker(client, sweep, job.store.artifact_root)
-    storage = job.store.optuna(stale_trial_callback=_on_stale(client))
-    existing = len(storage.get_all_trials(storage.get_study_id_from_name(sweep.name), deepcopy=False))
+    storage = job.store.optuna()
     study = optuna.load_study(
-        study_name=sweep.name, storage=storage, sampler=build_sampler(sweep, job.worker, existing),
+        study_name=sweep.name, storage=storage, sampler=build_sampler(sweep),
         pruner=build_pruner(sweep),
     )
     sweep_run_id = study.user_attrs["mlflow_sweep_run_id"]
@@ -407,7 +391,7 @@ def work(job: Job, progress=None) -> str:
 def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, progress, refs) -> str:
     failures = duplicates = 0
     while True:
-        optuna.storages.fail_stale_trials(study)
+        recover(study, tracker.client, sweep.metrics)
         counts = count_trials(study.get_trials(deepcopy=False))
         if progress is not None:
             progress.update(study)
@@ -419,6 +403,7 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_r
             time.sleep(WAIT_SECONDS)  # others are finishing the last trials; one may fail and be retried
             continue
         trial = study.ask()
+        study._storage.record_heartbeat(trial._trial_id)  # at once: a worker that dies now is found by its heartbeat
         if _over_budget(study, trial, job.target):
             trial.set_user_attr("study_skipped", "budget")
             study.tell(trial, state=TrialState.FAIL)
@@ -436,6 +421,8 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_r
         failures = failures + 1 if state == "failed" else 0
         if failures >= MAX_FAILURES_IN_A_ROW:
             last = study._storage.get_trial(trial._trial_id).user_attrs.get("study_reason", "")
+            if "No space left" in last or "disk is full" in last:
+                raise StudyError(DISK_FULL)
             raise StudyError(f"{failures} trials in a row failed; the last: {last} (fix the sweep and run again)")
 
 
@@ -450,9 +437,12 @@ def check_data(sweep: Sweep):
     return data
 
 
-def _worker_main(job: Job) -> None:
-    """Entry point of a worker process: own process group (the parent relays Ctrl+C once)."""
+def _worker_main(job: Job, parent: int) -> None:
+    """Entry point of a worker process: own process group (the parent relays Ctrl+C once), and
+    SIGTERM when the parent dies, handled as Ctrl+C."""
     os.setpgrp()
+    die_with_parent(parent)
+    terminate_as_interrupt()
     try:
         outcome = work(job)
     except StudyError as exc:
@@ -529,7 +519,7 @@ def _run_workers(job: Job, workers: int, study: optuna.Study, progress) -> str:
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     procs = [
-        context.Process(target=_worker_main, args=(replace(job, worker=i, threads=threads),))
+        context.Process(target=_worker_main, args=(replace(job, worker=i, threads=threads), os.getpid()))
         for i in range(workers)
     ]
     for proc in procs:

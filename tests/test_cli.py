@@ -14,6 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import STUDY, TINY, run_env
+from study import serve
 from study.store import Store
 
 
@@ -30,17 +31,23 @@ def test_validate_accepts_good_files_and_describes_them(write_sweep, tmp_path):
     assert result.stdout.startswith(f"ok: {path}: good on mnist1d; searches model.width, model.kind; sampler grid (6 points)")
 
 
-def test_validate_rejects_a_bad_file_with_one_line_and_exit_1(write_sweep, tmp_path):
+def test_validate_rejects_a_bad_file_with_one_line_and_exit_2(write_sweep, tmp_path):
     path = write_sweep("bad", TINY.replace("width: 8", "widht: 8"))
     result = study(tmp_path, "validate", str(path))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr == f"error: {path}: model.widht: unknown key; did you mean 'width'?\n"
+
+
+def test_validate_checks_every_file_given(write_sweep, tmp_path):
+    good, bad = write_sweep("good", TINY), write_sweep("bad", TINY.replace("width: 8", "widht: 8"))
+    result = study(tmp_path, "validate", str(bad), str(good), str(bad))
+    assert result.returncode == 2 and result.stderr.count("error:") == 2 and result.stdout.startswith(f"ok: {good}")
 
 
 def test_run_with_a_bad_file_writes_nothing(write_sweep, tmp_path):
     path = write_sweep("bad", TINY.replace("[4, 8, 16]", "[4, -8]"))
     result = study(tmp_path, "run", str(path), "--store", "store")
-    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "search.model.width.choices[1]" in result.stderr
     assert not (tmp_path / "store").exists(), "nothing is created for a sweep that cannot run"
 
@@ -48,7 +55,7 @@ def test_run_with_a_bad_file_writes_nothing(write_sweep, tmp_path):
 def test_run_with_unreadable_data_writes_nothing(write_sweep, tmp_path):
     path = write_sweep("csvbad", "dataset: {name: csv, path: missing.csv, target: y}\nbudget: {trials: 1}\n")
     result = study(tmp_path, "run", str(path), "--store", "store")
-    assert result.returncode == 1 and "dataset.path: no such file 'missing.csv'" in result.stderr
+    assert result.returncode == 2 and "dataset.path: no such file 'missing.csv'" in result.stderr
     assert not (tmp_path / "store").exists()
 
 
@@ -93,7 +100,7 @@ def test_ctrl_c_fails_the_running_trial_exits_130_and_resume_completes(write_swe
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "interrupted: the running trial of sigint was marked failed and will run again" in err
+    assert "interrupted: sigint stopped; a trial that was running was marked failed and queued to run again" in err
     assert "Resume with:\n  study run" in err and "--trials 3" in err
     trials = optuna.load_study(study_name="sigint", storage=store.optuna()).trials
     failed = [t for t in trials if t.state == TrialState.FAIL]
@@ -129,7 +136,7 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_ui_serves_the_store_on_localhost(write_sweep, tmp_path):
+def test_ui_serves_the_store_on_localhost_and_stops_with_sigterm(write_sweep, tmp_path):
     path = write_sweep("seen", TINY)
     assert study(tmp_path, "run", str(path), "--store", "store", "--trials", "1", "--quiet").returncode == 0
     port = free_port()
@@ -138,21 +145,34 @@ def test_ui_serves_the_store_on_localhost(write_sweep, tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        first_line = proc.stdout.readline()
-        assert f"at http://127.0.0.1:{port}" in first_line
+        first = proc.stdout.readline()
+        assert first.startswith("starting the MLflow UI"), first
+        line = first
+        while f"MLflow UI at http://127.0.0.1:{port}" not in line:  # the server's own log lines come between
+            line = proc.stdout.readline()
+            assert line, "the address was printed"
         url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10"
-        deadline, body = time.time() + 90, None
-        while time.time() < deadline and body is None:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    body = json.load(response)
-            except OSError:
-                time.sleep(1)
-        assert body is not None, "the MLflow server answered"
+        with urllib.request.urlopen(url, timeout=10) as response:  # it answers as soon as the address is printed
+            body = json.load(response)
         assert "seen" in [e["name"] for e in body["experiments"]]
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        proc.terminate()  # a plain kill (SIGTERM) stops the server too
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    deadline = time.time() + 20
+    while not serve.port_free("127.0.0.1", port) and time.time() < deadline:
+        time.sleep(0.5)
+    assert serve.port_free("127.0.0.1", port), "no server is left listening"
+
+
+def test_ui_on_a_busy_port_says_so_and_fails(write_sweep, tmp_path):
+    path = write_sweep("busy", TINY)
+    assert study(tmp_path, "run", str(path), "--store", "store", "--trials", "1", "--quiet").returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = study(tmp_path, "ui", "--store", "store", "--port", str(taken.getsockname()[1]))
+    assert result.returncode == 1 and "is in use" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_ui_without_a_store_says_how_to_make_one(tmp_path):

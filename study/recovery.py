@@ -1,0 +1,137 @@
+"""Trials whose worker died, found and put right: in Optuna and MLflow together.
+
+A worker can die (kill -9, out of memory, a machine lost) at any point of a trial's life. Every
+worker runs `recover` before it asks for a trial, so whatever the moment, the next live worker
+finds the trial and settles it:
+
+- RUNNING with a heartbeat older than the grace period (Optuna's own stale check), or RUNNING
+  with no heartbeat at all and started longer ago than the grace period (the worker died between
+  Optuna's ask and the first beat, which Optuna's check never sees): the trial is failed, then
+- its MLflow run is found (by the id the trial recorded, else by the trial number the run is
+  tagged with, which covers a death between creating the run and recording its id);
+- if that run had FINISHED with every objective measured (the worker died after MLflow heard the
+  outcome and before Optuna did), the outcome is recorded in Optuna as a new trial with the same
+  settings and values, linked to the failed one: nothing is trained again;
+- otherwise the run is closed as failed and the settings are queued again, at most MAX_RETRIES
+  times (a trial that kills its worker, e.g. out of memory, must not loop forever).
+
+Queued retries and recorded outcomes carry `failed_trial` and `retry_history` as Optuna's
+RetryHeartbeatStaleTrialCallback writes them, so `sweep.counted` counts each trial once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+
+import optuna
+from optuna.trial import TrialState
+
+from study.store import GRACE_SECONDS
+from study.tracking import end_orphan_run
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES = 3  # a trial whose worker dies this often is left failed, with the reason
+
+
+def recover(study: optuna.Study, client, metrics: list[str]) -> list[int]:
+    """Settle the trials of dead workers (see the module doc); returns their numbers."""
+    settle = Settle(client, metrics)
+    storage = study._storage
+    settled = []
+    for trial_id in [*storage._get_stale_trial_ids(study._study_id), *_never_beat(study)]:
+        try:
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker settled it first
+        trial = storage.get_trial(trial_id)
+        settle(study, trial)
+        settled.append(trial.number)
+    return settled
+
+
+def _never_beat(study: optuna.Study) -> list[int]:
+    """Ids of RUNNING trials with no heartbeat row that started more than the grace period ago."""
+    from optuna.storages._rdb import models
+
+    storage = getattr(study._storage, "_backend", study._storage)  # the RDB storage under Optuna's cache
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=GRACE_SECONDS)
+    session = storage.scoped_session()
+    try:
+        running = (
+            session.query(models.TrialModel)
+            .filter(models.TrialModel.study_id == study._study_id, models.TrialModel.state == TrialState.RUNNING)
+            .all()
+        )
+        return [t.trial_id for t in running if not t.heartbeats and t.datetime_start is not None and t.datetime_start < cutoff]
+    finally:
+        session.close()
+
+
+def retry_attrs(trial) -> dict:
+    """The system attrs that link a retry to the trial it repeats (as Optuna's retry callback writes them)."""
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    return {"failed_trial": history[0], "retry_history": history}
+
+
+def queue_again(study: optuna.Study, trial) -> bool:
+    """Queue a failed trial's exact settings again, unless it was retried MAX_RETRIES times already."""
+    attrs = retry_attrs(trial)
+    if len(attrs["retry_history"]) > MAX_RETRIES:
+        return False
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions, system_attrs=attrs,
+    ))
+    return True
+
+
+class Settle:
+    """What happens to a trial whose worker died: see the module doc."""
+
+    def __init__(self, client, metrics: list[str]):
+        self.client, self.metrics = client, metrics
+
+    def __call__(self, study: optuna.Study, trial) -> None:
+        run = self._run_of(study, trial)
+        attrs = retry_attrs(trial)
+        history = attrs["retry_history"]
+        if run is not None and run.info.status == "FINISHED" and all(m in run.data.metrics for m in self.metrics):
+            state = run.data.tags.get("study.state", "finished")
+            outcome = {"state": TrialState.COMPLETE, "values": [run.data.metrics[m] for m in self.metrics]}
+            if state != "finished":
+                outcome = {"state": TrialState.PRUNED, "values": None}
+            study.add_trial(optuna.trial.create_trial(
+                params=trial.params, distributions=trial.distributions,
+                user_attrs={**trial.user_attrs, "mlflow_run_id": run.info.run_id, "study_state": state,
+                            "study_reason": f"recorded from its MLflow run: the worker of trial {trial.number} died "
+                                            "after the run ended"},
+                system_attrs=attrs, **outcome,
+            ))
+            return
+        if run is not None and run.info.status == "RUNNING":
+            end_orphan_run(self.client, run.info.run_id, "its worker stopped (no heartbeat); the trial is queued again"
+                           if len(history) <= MAX_RETRIES else "its worker stopped (no heartbeat) too often")
+        if not queue_again(study, trial):
+            study._storage.set_trial_user_attr(trial._trial_id, "study_reason",
+                                               f"its worker died {len(history)} times (out of memory?): not retried")
+            log.warning("trial %d: its worker died %d times; not retried", trial.number, len(history))
+
+    def _run_of(self, study: optuna.Study, trial):
+        """The trial's MLflow run: by the id it recorded, else by the trial number it is tagged with."""
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        try:
+            if run_id:
+                return self.client.get_run(run_id)
+            experiment = study.user_attrs.get("mlflow_experiment_id")
+            if experiment is None:
+                return None
+            found = self.client.search_runs(
+                [experiment], filter_string=f"tags.`study.trial` = '{trial.number}' and tags.`study.role` = 'trial'",
+                max_results=5,
+            )
+            return found[0] if found else None
+        except Exception as exc:  # the run is gone: nothing to close, the settings are queued all the same
+            log.warning("trial %d: its MLflow run could not be read: %s", trial.number, exc)
+            return None
