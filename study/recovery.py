@@ -27,7 +27,7 @@ import logging
 import optuna
 from optuna.trial import TrialState
 
-from study.store import GRACE_SECONDS
+from study import store
 from study.tracking import end_orphan_run
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ def recover(study: optuna.Study, client, metrics: list[str]) -> list[int]:
     settled = []
     for trial_id in [*storage._get_stale_trial_ids(study._study_id), *_never_beat(study)]:
         try:
+            if len(retry_attrs(storage.get_trial(trial_id))["retry_history"]) > MAX_RETRIES:  # said while it can be
+                storage.set_trial_user_attr(trial_id, "study_reason", f"its worker died {MAX_RETRIES + 1} times "
+                                            "(out of memory?): not retried")
             if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -57,7 +60,7 @@ def _never_beat(study: optuna.Study) -> list[int]:
     from optuna.storages._rdb import models
 
     storage = getattr(study._storage, "_backend", study._storage)  # the RDB storage under Optuna's cache
-    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=GRACE_SECONDS)
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=store.GRACE_SECONDS)
     session = storage.scoped_session()
     try:
         running = (
@@ -114,8 +117,6 @@ class Settle:
             end_orphan_run(self.client, run.info.run_id, "its worker stopped (no heartbeat); the trial is queued again"
                            if len(history) <= MAX_RETRIES else "its worker stopped (no heartbeat) too often")
         if not queue_again(study, trial):
-            study._storage.set_trial_user_attr(trial._trial_id, "study_reason",
-                                               f"its worker died {len(history)} times (out of memory?): not retried")
             log.warning("trial %d: its worker died %d times; not retried", trial.number, len(history))
 
     def _run_of(self, study: optuna.Study, trial):

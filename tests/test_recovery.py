@@ -1,0 +1,106 @@
+"""A worker that dies at any moment of a trial's life: the next worker settles the trial in Optuna
+and MLflow together. Real stores, in this process; the deaths are staged by leaving a trial as a
+killed worker would (see study/recovery.py)."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import pytest
+from mlflow.entities import Metric, RunTag
+from optuna.trial import TrialState
+
+from conftest import TINY
+from study import recovery, store as store_module
+from study.config import load_sweep
+from study.sweep import count_trials, prepare, run_sweep
+
+
+@pytest.fixture
+def staged(write_sweep, store, monkeypatch):
+    """A prepared sweep whose stale trials are noticed after one second."""
+    monkeypatch.setattr(store_module, "GRACE_SECONDS", 1)
+    sweep = load_sweep(write_sweep("staged", TINY))
+    study, tracker, sweep_run_id = prepare(sweep, store)
+    return sweep, study, tracker
+
+
+def asked(study) -> optuna.Trial:
+    trial = study.ask()
+    trial.suggest_categorical("model.kind", ["mlp", "cnn"])
+    trial.suggest_categorical("model.width", [4, 8, 16])
+    return trial
+
+
+def settle(study, tracker, sweep):
+    time.sleep(2.5)  # past the grace period, at the one-second resolution of SQLite's clock
+    return recovery.recover(study, tracker.client, sweep.metrics)
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_queued_again(staged):
+    sweep, study, tracker = staged
+    trial = asked(study)  # killed between ask and the first heartbeat: Optuna's own check never sees it
+    assert settle(study, tracker, sweep) == [trial.number]
+    trials = study.get_trials(deepcopy=False)
+    assert trials[trial.number].state == TrialState.FAIL
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == trial.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.WAITING and retry[0].params == trial.params
+    assert settle(study, tracker, sweep) == [], "settled once"
+
+
+def test_a_run_whose_id_was_never_recorded_is_found_by_its_trial_number_and_closed(staged):
+    sweep, study, tracker = staged
+    trial = asked(study)
+    study._storage.record_heartbeat(trial._trial_id)
+    orphan = tracker.client.create_run(tracker.experiment_id, tags={"study.role": "trial", "study.trial": str(trial.number)})
+    assert settle(study, tracker, sweep) == [trial.number]
+    closed = tracker.client.get_run(orphan.info.run_id)
+    assert closed.info.status == "FAILED" and "no heartbeat" in closed.data.tags["study.reason"]
+
+
+def test_a_trial_that_finished_in_mlflow_is_recorded_not_trained_again(staged):
+    sweep, study, tracker = staged
+    trial = asked(study)
+    study._storage.record_heartbeat(trial._trial_id)
+    run = tracker.client.create_run(tracker.experiment_id, tags={"study.role": "trial", "study.trial": str(trial.number)})
+    tracker.client.log_batch(run.info.run_id, metrics=[Metric("val/accuracy", 0.75, 0, 0)],
+                             tags=[RunTag("study.state", "finished")])
+    tracker.client.set_terminated(run.info.run_id, "FINISHED")
+    trial.set_user_attr("mlflow_run_id", run.info.run_id)  # the worker died here, before telling Optuna
+    settle(study, tracker, sweep)
+    trials = study.get_trials(deepcopy=False)
+    recorded = [t for t in trials if t.system_attrs.get("failed_trial") == trial.number]
+    assert len(recorded) == 1 and recorded[0].state == TrialState.COMPLETE and recorded[0].values == [0.75]
+    assert recorded[0].params == trial.params and recorded[0].user_attrs["mlflow_run_id"] == run.info.run_id
+    assert tracker.client.get_run(run.info.run_id).info.status == "FINISHED", "the run is left as it ended"
+    assert count_trials(trials).finished == 1 and count_trials(trials).failed == 0, "counted once"
+
+
+def test_a_trial_that_keeps_killing_its_worker_is_retried_only_up_to_the_cap(write_sweep, store, monkeypatch):
+    monkeypatch.setattr(store_module, "GRACE_SECONDS", 1)
+    sweep = load_sweep(write_sweep("oom", TINY.replace("sampler: grid", "sampler: random\nbudget: {trials: 10}")))
+    study, tracker, _ = prepare(sweep, store)
+    first = asked(study)
+    history = [first.number]
+    settle(study, tracker, sweep)
+    for _ in range(recovery.MAX_RETRIES):
+        retry = study.ask()  # the queued retry: it dies too
+        assert retry.params == first.params
+        history.append(retry.number)
+        settle(study, tracker, sweep)
+    trials = study.get_trials(deepcopy=False)
+    last = trials[history[-1]]
+    assert last.state == TrialState.FAIL and "not retried" in last.user_attrs["study_reason"]
+    assert last.system_attrs.get("retry_history") == history[:-1]
+    assert not [t for t in trials if t.state == TrialState.WAITING], "no retry after the cap"
+    assert count_trials(trials).failed == 1, "the chain counts as one failed trial"
+
+
+def test_a_resumed_sweep_completes_exactly_after_a_worker_died(staged, store):
+    sweep, study, tracker = staged
+    asked(study)  # dead before its first heartbeat
+    summary = run_sweep(sweep, store)
+    assert summary.counts.finished == 6 and summary.counts.failed == 0
+    states = [r.info.status for r in store.mlflow().search_runs([tracker.experiment_id], "tags.`study.role` = 'trial'")]
+    assert states.count("FINISHED") == 6 and "RUNNING" not in states
