@@ -126,7 +126,16 @@ def _check_values(root: Any) -> None:
 
 
 def parse_yaml(text: str) -> Any:
-    """Parse YAML text with the sweep-file rules (numbers like `1e-3`, no duplicate keys)."""
+    """Parse YAML text with the sweep-file rules (numbers like `1e-3`, no duplicate keys); nesting
+    deeper than MAX_DEPTH is refused from the event stream, before the recursive composer runs."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _YamlProblem(event.start_mark.line + 1, f"nested more than {MAX_DEPTH} levels deep; a sweep file needs four")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 

@@ -45,7 +45,7 @@ class _DatasetBase(_Strict):
 class Mnist1dSpec(_DatasetBase):
     name: Literal["mnist1d"]
     # Defaults reproduce Greydanus (2024): 5000 samples split 4000/1000, length 40, seed 42.
-    num_samples: int = Field(5000, ge=100, le=500_000)  # generating 500k takes minutes; more is no laptop study
+    num_samples: int = Field(5000, ge=100, le=200_000)  # 200k generate in about a minute; more is no laptop study
     length: int = Field(40, ge=8, le=4096)
     corr_noise_scale: float = Field(0.25, ge=0, le=100)
     iid_noise_scale: float = Field(0.02, ge=0, le=100)

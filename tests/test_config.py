@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
+from conftest import TINY
 from study.config import load_sweep, parse_override, parse_yaml
 from study.errors import StudyError
 from study.schema import CategoricalParam, FixedParam, FloatParam, IntParam
@@ -257,3 +261,60 @@ def test_config_hash_ignores_budget_but_not_meaning(write_sweep):
 def test_compression_metrics_need_a_base(write_sweep):
     message = error_of(write_sweep, BASE + "objective: {artifact/val_accuracy: maximize}\n")
     assert "artifact/val_accuracy is measured by compression sweeps; add a base section" in message
+
+
+def test_hundreds_of_mutated_sweep_files_give_one_line_errors_quickly_and_never_a_traceback(tmp_path):
+    """Fuzz: mutated shipped sweeps (extreme numbers, odd strings, deep nesting, alias bombs, huge
+    grids, bytes that are not UTF-8) in a memory-capped process. STUDY_FUZZ_COUNT runs more."""
+    import os
+    import subprocess
+    import sys
+
+    count = int(os.environ.get("STUDY_FUZZ_COUNT", 300))
+    script = Path(__file__).with_name("fuzz_sweeps.py")
+    env = {**os.environ, "PYTHONPATH": str(script.parents[1])}
+    done = subprocess.run([sys.executable, str(script), "0", str(count), str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split(" ", 2) for line in done.stdout.splitlines()]
+    assert len(rows) == count
+    crashes = [(n, outcome) for outcome, _, n in rows if outcome not in ("ok", "bad")]
+    assert not crashes, crashes[:5]
+    slow = [(n, float(seconds)) for _, seconds, n in rows if float(seconds) > 3.0]
+    assert not slow, slow
+    assert {"ok", "bad"} <= {outcome for outcome, _, _ in rows}, "the mutants reach both outcomes"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("seed: 12:30:00", "seed: expected an integer, got '12:30:00'"),
+    ("seed: -1", "seed: should be greater than or equal to 0"),
+    ("budget: {timeout: .inf}", "budget.timeout: inf is not a finite number"),
+    ("replicates: 1e300", "replicates: 1e+300 is far too large"),
+])
+def test_values_that_would_fail_or_hang_at_run_time_are_refused_at_load(write_sweep, line, message):
+    with pytest.raises(StudyError, match=re.escape(message)):
+        load_sweep(write_sweep("edge", TINY + line + "\n"))
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("dataset.data_seed", -1), ("dataset.num_samples", 10**9), ("dataset.val_fraction", 1e-9),
+    ("train.batch_size", 10**8), ("train.epochs", 10**7), ("model.stride", 10**6), ("model.width", 10**7),
+])
+def test_unbounded_settings_are_bounded_by_what_runs_on_a_machine(write_sweep, setting, value):
+    with pytest.raises(StudyError, match=re.escape(setting.split(".", 1)[1])):
+        load_sweep(write_sweep("edge", TINY), {setting: value})
+
+
+def test_a_grid_over_a_huge_range_is_refused_before_it_is_built(write_sweep):
+    text = TINY.replace("model.width: [4, 8, 16]", "dataset.data_seed: {type: int, low: 1, high: 1000000000}")
+    with pytest.raises(StudyError, match="1000000000 values; the grid sampler takes at most 10000"):
+        load_sweep(write_sweep("huge", text))
+
+
+def test_files_that_are_not_utf8_or_nest_too_deeply_get_one_line(write_sweep, tmp_path):
+    path = tmp_path / "bytes.yaml"
+    path.write_bytes(TINY.encode().replace(b"tiny", b"\xff\xfe"))
+    with pytest.raises(StudyError, match="not UTF-8 text"):
+        load_sweep(path)
+    with pytest.raises(StudyError, match="nested more than 20 levels"):
+        load_sweep(write_sweep("deep", TINY + "deep: " + "[" * 5000 + "]" * 5000 + "\n"))

@@ -1,0 +1,121 @@
+"""Whole processes killed at random moments, on real stores: nothing hangs, nothing is bricked,
+nothing is trained twice. Each test is bounded in time; the random moments come from a fixed seed."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import STUDY, TINY, run_env
+from study.store import Store
+from study.sweep import counted
+
+FAST_BEATS = {"STUDY_HEARTBEAT_SECONDS": "1", "STUDY_GRACE_SECONDS": "3"}
+
+
+def start(tmp_path, *args) -> subprocess.Popen:
+    env = {**run_env(tmp_path), **FAST_BEATS}
+    return subprocess.Popen([*STUDY, *args], cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def run(tmp_path, *args, timeout=400) -> subprocess.CompletedProcess:
+    env = {**run_env(tmp_path), **FAST_BEATS}
+    return subprocess.run([*STUDY, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_sound(store: Store, name: str, points: int) -> None:
+    """Exactly the budget done, every grid point finished once, one finished run per finished
+    trial and nothing left running, in Optuna and MLflow alike."""
+    study = optuna.load_study(study_name=name, storage=store.optuna())
+    trials = study.get_trials(deepcopy=False)
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING], "no Optuna trial left running"
+    done = counted(trials)
+    complete = [t for t in done if t.state == TrialState.COMPLETE]
+    assert len(done) == len(complete) == points, [(t.number, t.state.name) for t in done]
+    settings = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(set(settings)) == points, "every setting finished exactly once"
+    client = store.mlflow()
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"], "no MLflow run left running"
+    finished = [r for r in runs if r.data.tags.get("study.role") == "trial" and r.info.status == "FINISHED"]
+    assert len(finished) == points, "no setting trained to the end twice"
+    assert sorted(t.user_attrs["mlflow_run_id"] for t in complete) == sorted(r.info.run_id for r in finished)
+    assert len([r for r in runs if r.data.tags.get("study.role") == "sweep"]) == 1
+
+
+def kill_at_random(tmp_path, args, kills: int, seed: int, sig=signal.SIGKILL, longest=14.0) -> None:
+    rng = random.Random(seed)
+    for _ in range(kills):
+        proc = start(tmp_path, *args)
+        time.sleep(rng.uniform(0.3, longest))
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_kill_9_at_random_moments_then_one_clean_run_completes_exactly(write_sweep, tmp_path):
+    path = write_sweep("torture", TINY)
+    args = ("run", str(path), "--store", "store", "--quiet")
+    kill_at_random(tmp_path, args, kills=10, seed=9)
+    final = run(tmp_path, *args)
+    assert final.returncode == 0, final.stderr
+    assert_sound(Store.resolve(tmp_path / "store"), "torture", 6)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_kill_9_of_the_parent_of_two_workers_stops_them_and_loses_nothing(write_sweep, tmp_path):
+    path = write_sweep("pair", TINY)
+    args = ("run", str(path), "--store", "store", "--quiet", "--workers", "2")
+    kill_at_random(tmp_path, args, kills=4, seed=2, longest=25.0)
+    time.sleep(3)
+    assert not _processes_in(tmp_path), "workers die with their parent"
+    final = run(tmp_path, *args)
+    assert final.returncode == 0, final.stderr
+    assert_sound(Store.resolve(tmp_path / "store"), "pair", 6)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ctrl_c_during_store_creation_never_bricks_the_store(write_sweep, tmp_path):
+    path = write_sweep("early", TINY)
+    args = ("run", str(path), "--store", "store", "--quiet")
+    kill_at_random(tmp_path, args, kills=5, seed=5, sig=signal.SIGINT, longest=8.0)
+    final = run(tmp_path, *args)
+    assert final.returncode == 0, final.stderr
+    assert_sound(Store.resolve(tmp_path / "store"), "early", 6)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_four_processes_started_at_once_on_a_new_store_all_succeed(write_sweep, tmp_path):
+    path = write_sweep("crowd", TINY)
+    procs = [start(tmp_path, "run", str(path), "--store", "store", "--quiet") for _ in range(4)]
+    codes = [p.wait(timeout=600) for p in procs]
+    errors = [p.stderr.read() for p in procs]
+    assert codes == [0, 0, 0, 0], errors
+    assert_sound(Store.resolve(tmp_path / "store"), "crowd", 6)
+
+
+def _processes_in(folder) -> list[int]:
+    """Processes whose working directory is `folder` (the sweep's processes and their workers)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if os.readlink(f"/proc/{pid}/cwd") == str(folder):
+                    found.append(int(pid))
+            except OSError:
+                continue
+    return found
