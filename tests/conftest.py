@@ -72,3 +72,42 @@ def run_env(tmp_path: Path) -> dict:
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def _descendants(root: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every living process below `root`."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":  # zombies are dead, only not yet reaped
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, stack = [], list(children.get(root, []))
+    while stack:
+        pid = stack.pop()
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                found.append((pid, handle.read().replace(b"\0", b" ").decode(errors="replace")[:120]))
+        except OSError:
+            continue
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite leaves no process running (no worker, no server): it fails if one is left."""
+    import time
+
+    deadline = time.time() + 15  # processes told to stop may take a moment
+    left = _descendants(os.getpid())
+    while left and time.time() < deadline:
+        time.sleep(0.5)
+        left = _descendants(os.getpid())
+    if left:
+        print(f"\nerror: the tests left {len(left)} process(es) running: {left}", file=sys.stderr)
+        session.exitstatus = 1

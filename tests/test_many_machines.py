@@ -74,3 +74,29 @@ def test_machines_share_one_budget_through_postgres(write_sweep, tmp_path, datab
     assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
     assert all(str(shared) in r.info.artifact_uri for r in runs), "artifacts land in the shared folder"
     assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {"model", "predictions.npz"}
+
+
+@pytest.mark.slow
+def test_four_machines_started_together_draw_their_own_settings(write_sweep, tmp_path, databases):
+    """Each process seeds its sampler on its own: four that start alike (worker 0, an empty study)
+    must not train the same settings."""
+    tracking, storage = databases
+    text = TINY.replace("model.width: [4, 8, 16]", "model.width: {type: int, low: 2, high: 64}").replace(
+        "model.kind: [mlp, cnn]", "train.learning_rate: {type: float, low: 1e-4, high: 1e-1, log: true}")
+    assert "learning_rate" in text
+    text = text.replace("sampler: grid", "sampler: tpe\nbudget: {trials: 8}").replace("epochs: 2", "epochs: 1")
+    path = write_sweep("alike", text)
+    options = ["--tracking-uri", tracking, "--storage", storage, "--artifacts", str(tmp_path / "shared")]
+    env = run_env(tmp_path)
+    init = subprocess.run([*STUDY, "init", str(path), *options], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    machines = [subprocess.Popen([*STUDY, "run", str(path), *options, "--quiet", "--store", str(tmp_path / f"m{i}")],
+                                 cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for i in range(4)]
+    for machine in machines:
+        _, err = machine.communicate(timeout=600)
+        assert machine.returncode == 0, err
+    store = Store.resolve(tmp_path / "unused", tracking_uri=tracking, storage=storage)
+    complete = [t for t in optuna.load_study(study_name="alike", storage=store.optuna()).trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 8
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 8, "no two machines trained the same settings"
