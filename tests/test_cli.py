@@ -178,3 +178,27 @@ def test_ui_on_a_busy_port_says_so_and_fails(write_sweep, tmp_path):
 def test_ui_without_a_store_says_how_to_make_one(tmp_path):
     result = study(tmp_path, "ui", "--store", "nothing-here")
     assert result.returncode == 1 and "run a sweep first" in result.stderr
+
+
+def test_a_full_disk_is_one_line_not_a_traceback(write_sweep, tmp_path, monkeypatch, capsys):
+    """The errors a full disk raises (SQLite's, wrapped by SQLAlchemy; the OS's ENOSPC), wherever
+    they surface, end the command with one line that says what to do."""
+    import errno
+
+    import sqlalchemy
+
+    from study import cli, sweep as sweep_module
+
+    path = write_sweep("full", TINY)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # cmd_run's SIGTERM handler stays out of pytest
+    for error in (sqlalchemy.exc.OperationalError("INSERT ...", {}, Exception("database or disk is full")),
+                  RuntimeError("could not log"), OSError(errno.ENOSPC, "No space left on device")):
+        def fail(*args, error=error, **kwargs):
+            if isinstance(error, RuntimeError):
+                raise error from OSError(errno.ENOSPC, "No space left on device")
+            raise error
+
+        monkeypatch.setattr(sweep_module, "run_sweep", fail)
+        assert cli.main(["run", str(path), "--store", str(tmp_path / "store"), "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert err == "error: the disk is full (free some space, then run the same command again: finished work is kept)\n"
