@@ -110,7 +110,11 @@ def bias_variance_section(page: Page, data: SweepRuns, mlflow_url: str | None, c
            "what the article calls overfitting; both high is underfitting.")
     page.p("How this page labels a trial: " + rules.text())
     knobs, categorical = tables.varied_knobs(errs, data.searched)
+    two_level = []
     for knob, panels, log_x in _knob_views(errs, knobs, categorical):
+        if not panels and errs[f"params.{knob}"].nunique() <= 2:
+            two_level.append(knob)
+            continue
         if not panels:
             page.figure(figures.error_scatter(errs, knob, name, log_x), f"trials-vs-{knob.replace('.', '-')}",
                         f"Every finished trial's training and held-out {name} against {knob}, with 95% intervals "
@@ -135,6 +139,9 @@ def bias_variance_section(page: Page, data: SweepRuns, mlflow_url: str | None, c
         if descents:
             page.h3(f"Interpolation and double descent along {knob}")
             page.items([f"{d['series']}: {d['text']}" for d in descents])
+    if two_level:
+        page.p(f"{', '.join(two_level)}: two settings each, crossed with the other knobs in too many combinations to "
+               "chart one by one; each one's effect, with its interval, is in the effects chart below.")
     if "metrics.model/params" in errs and errs["metrics.model/params"].nunique() > 2:
         facet = categorical[0] if categorical else None
         page.figure(figures.error_vs_params(errs, name, f"params.{facet}" if facet else None), "capacity",
@@ -426,7 +433,10 @@ def build_report(store: Store, name: str, out: Path, mlflow_url: str | None = No
     index.write_text(page.render(f"Sweep report: {name}", f"{len(data.runs)} trial runs"), encoding="utf-8")
     if log_to_mlflow and data.sweep_run:
         data.client.log_artifacts(data.sweep_run["run_id"], str(folder), "report")
-    return Built(name, index, time.perf_counter() - start, _counts_line(data))
+    verdict_counts = pd.Series([c.verdict for c in conclusions.claims], dtype=object).value_counts()
+    claims = ", ".join(f"{n} {v}" for v, n in verdict_counts.items())
+    return Built(name, index, time.perf_counter() - start,
+                 _counts_line(data) + (f"; claims: {claims}" if claims else ""))
 
 
 def _clean(value):

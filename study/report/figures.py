@@ -66,7 +66,7 @@ def error_vs_knob(panels: list, knob: str, error_name: str, log_x: bool, ncols: 
         for split, prefix in (("train", "train"), ("held-out (test)", "test")):
             y = rows[f"{prefix}_error"].to_numpy(dtype=float)
             low, high = rows[f"{prefix}_low"].to_numpy(dtype=float), rows[f"{prefix}_high"].to_numpy(dtype=float)
-            yerr = np.vstack([np.where(np.isfinite(low), y - low, 0), np.where(np.isfinite(high), high - y, 0)])
+            yerr = np.maximum(0, np.vstack([np.where(np.isfinite(low), y - low, 0), np.where(np.isfinite(high), high - y, 0)]))
             ax.errorbar(x, y, yerr=yerr, color=SPLIT_COLOURS[split], marker="o" if prefix == "train" else "s", ms=5,
                         capsize=3, lw=1.6, label=split)
         ax.fill_between(x, rows["train_error"], rows["test_error"], color="#999999", alpha=0.18, label="gap")
@@ -114,7 +114,7 @@ def error_scatter(errs: pd.DataFrame, knob: str, error_name: str, log_x: bool) -
     for split, prefix in (("train", "train"), ("held-out (test)", "test")):
         y = errs[f"{prefix}_error"].to_numpy(dtype=float)
         low, high = errs[f"{prefix}_low"].to_numpy(dtype=float), errs[f"{prefix}_high"].to_numpy(dtype=float)
-        yerr = np.vstack([np.where(np.isfinite(low), y - low, 0), np.where(np.isfinite(high), high - y, 0)])
+        yerr = np.maximum(0, np.vstack([np.where(np.isfinite(low), y - low, 0), np.where(np.isfinite(high), high - y, 0)]))
         ax.errorbar(x, y, yerr=yerr, fmt="o" if prefix == "train" else "s", color=SPLIT_COLOURS[split], ms=4,
                     capsize=2, alpha=0.8, label=split)
     if log_x:
@@ -137,7 +137,7 @@ def effects(table: pd.DataFrame) -> plt.Figure:
         y = np.arange(len(remedies)) + (j - 1) * 0.22
         effect = rows["effect"].to_numpy(dtype=float)
         low, high = rows["low"].to_numpy(dtype=float), rows["high"].to_numpy(dtype=float)
-        xerr = np.vstack([np.where(np.isfinite(low), effect - low, 0), np.where(np.isfinite(high), high - effect, 0)])
+        xerr = np.maximum(0, np.vstack([np.where(np.isfinite(low), effect - low, 0), np.where(np.isfinite(high), high - effect, 0)]))
         ax.errorbar(effect, y, xerr=xerr, fmt="o", color=colours[quantity], capsize=3, label=quantity)
     ax.axvline(0, color="black", lw=1)
     ax.set_yticks(np.arange(len(remedies)))

@@ -69,7 +69,7 @@ def wilson(rate: float, n: float, level: float = LEVEL) -> tuple[float, float]:
     z = z_quantile(level)
     centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return min(rate, max(0.0, centre - half)), max(rate, min(1.0, centre + half))  # rounding never excludes the rate
 
 
 def estimate(mean: float, population_std: float | None, replicates: int, sampling_se: float | None,
