@@ -149,7 +149,7 @@ class EarlyStoppingSpec(_Strict):
 
 class TrainSpec(_Strict):
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0, le=1e3)
+    learning_rate: float = Field(1e-3, gt=0, le=1e9)  # huge rates diverge, and divergence is measured
     momentum: float = Field(0.0, ge=0, lt=1)  # sgd and rmsprop only
     batch_size: int = Field(64, ge=1, le=1_000_000)
     epochs: int = Field(20, ge=1, le=100_000)

@@ -165,7 +165,7 @@ def test_epochs_claim_is_judged_on_held_out_error():
     rows = [trial(i, train=tr, test=te, replicates=3, sd=0.005, train__epochs=e)
             for i, (e, tr, te) in enumerate([(1, 0.5, 0.5), (10, 0.1, 0.30), (100, 0.0, 0.36)])]
     claim = claims_of(analysed(rows), ["train.epochs"])["too many epochs overfit"]
-    assert claim.verdict == "confirmed" and "lowest at 10 epochs" in claim.evidence
+    assert claim.verdict == "confirmed" and "lowest at 10 epochs" in claim.evidence, claim.evidence
     flat = [trial(i, train=tr, test=te, replicates=3, sd=0.005, train__epochs=e)
             for i, (e, tr, te) in enumerate([(1, 0.5, 0.5), (10, 0.1, 0.30), (100, 0.0, 0.30)])]
     assert claims_of(analysed(flat), ["train.epochs"])["too many epochs overfit"].verdict == "inconclusive"
@@ -235,14 +235,40 @@ def test_the_identity_check_fails_on_numbers_that_break_it():
     assert not decompose.squared_error(predictions, truth, labels + 1.0, 0.5).identity_holds, "shifted labels are caught"
 
 
-def test_zero_one_bias_is_jackknife_corrected_with_three_or_more_replicates():
+def test_zero_one_net_variance_from_its_definition_adds_up_to_the_loss():
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 4, size=3000)
     votes = np.where(rng.random((5, 3000)) < 0.7, labels, rng.integers(0, 4, size=(5, 3000)))
     d = decompose.zero_one(votes, labels)
-    assert d.corrected and abs(d.residual) < 1e-12
-    two = decompose.zero_one(votes[:2], labels)
-    assert not two.corrected and two.interval == "test points"
+    assert abs(d.residual) < 1e-12 and 0 < d.bias.value < d.loss < 1
+    assert d.bias.half_width > 0 and d.interval == "test points"
+
+
+def test_jackknife_intervals_use_t_with_r_minus_1_degrees_of_freedom():
+    rng = np.random.default_rng(3)
+    truth = rng.normal(size=500)
+    d = decompose.squared_error(truth + rng.normal(scale=0.3, size=(3, 500)), truth, truth, 0.0)
+    assert d.variance.df == 2 and d.variance.half_width == pytest.approx(stats.t_quantile(2) * d.variance.se)
+
+
+def test_a_missing_spread_adds_no_degrees_of_freedom():
+    diff = stats.seed_difference(stats.Groups.of([0.30], [float("nan")], [3]), stats.Groups.of([0.31], [float("nan")], [3]))
+    assert math.isnan(diff.se) and math.isnan(diff.p_value)
+
+
+def test_an_unbalanced_design_gives_no_verdict():
+    rows = [trial(0, 0.1, 0.40, replicates=3, sd=0.005, model__dropout=0.0, model__width=64),
+            trial(1, 0.2, 0.30, replicates=3, sd=0.005, model__dropout=0.5, model__width=256)]
+    claim = claims_of(analysed(rows), ["model.dropout"])["dropout reduces overfitting"]
+    assert claim.verdict == "inconclusive" and "unbalanced" in claim.test and "grid" in claim.decide
+
+
+def test_noiseless_regression_is_not_underfit_for_a_tiny_training_error():
+    runs = pd.DataFrame([{"run_id": "r0", "trial": 0, "state": "finished", "params.replicates": 1,
+                          "metrics.train/loss": 1e-4, "metrics.test/loss": 2e-4, "metrics.test/loss_se": 1e-5,
+                          "metrics.train/loss_se": 1e-5, "metrics.data/noise_floor": 0.0, "metrics.data/chance_error": 3.0}])
+    errs = regimes.errors(runs)
+    assert regimes.regimes(errs, "regression").loc[0, "fit"] == "fits"
 
 
 def test_decomposition_rows_check_the_predictions_against_the_measured_error():

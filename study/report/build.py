@@ -199,17 +199,15 @@ def decomposition_section(page: Page, data: SweepRuns, errs: pd.DataFrame, knobs
                f"identity holds when it is within three of its standard errors: it holds for {holds} of {len(table)} "
                "trials. Intervals: 95%, " + table["interval"].iloc[0] + ".")
     else:
-        corrected = bool(table["bias corrected"].all())
         page.p("The 0-1 loss is split by Domingos' unified decomposition (Domingos 2000): bias is the share of test "
                "examples whose main prediction (the replicates' vote) is wrong; disagreement, the variance, is how often "
                "a replicate departs from that vote; net variance is the part of it that adds to the loss (disagreement "
-               "on correctly voted examples) minus the part that removes loss (on wrongly voted ones), so the two can "
-               "cancel; loss = bias + net variance. "
-               + ("The vote's small-sample bias is removed by the jackknife over replicates. " if corrected else
-                  "With fewer than three replicates the vote's small-sample bias cannot be removed: bias is overstated "
-                  "where replicates disagree (ties go to the lower class). ")
-               + f"The check: the predictions' loss equals the trials' measured held-out error for {holds} of "
-               f"{len(table)} trials. Intervals: 95%, " + table["interval"].iloc[0] + ".")
+               "on correctly voted examples) minus the part that removes loss (right replicates on wrongly voted ones), "
+               "so the two can cancel; loss = bias + net variance. The vote of a few replicates is itself noisy and no "
+               "unbiased correction exists for it: bias here is the plain vote's, which overstates bias where "
+               "replicates disagree (more replicates shrink that). "
+               f"The check: the predictions' loss equals the trials' measured held-out error for {holds} of "
+               f"{len(table)} trials. Intervals: 95%, over test points.")
     knob = next((k for k in knobs if pd.to_numeric(table.get(f"params.{k}"), errors="coerce").notna().all()), None) if knobs else None
     if knob:
         others = [k for k in [*categorical, *knobs] if k != knob]

@@ -32,6 +32,7 @@ from study.report import stats
 FIT_MARGIN = {"classification": 0.05, "regression": 0.25}  # absolute error rate / share of the reference
 GAP_LIMIT = {"classification": 0.10, "regression": 0.50}  # absolute error rate / share of the reference
 INTERPOLATION = {"classification": 0.01, "regression": 0.01}  # absolute error rate / share of the reference
+NOISELESS_MARGIN = 0.05  # regression on noiseless data (reference 0): underfit above 5% of chance
 
 ADVICE = {
     "underfit": "more capacity (layers, units), better features (e.g. polynomial), or longer training",
@@ -130,10 +131,12 @@ class Rules:
 
     task: str
 
-    def fit_limit(self, reference: float) -> float:
+    def fit_limit(self, reference: float, chance: float) -> float:
         if self.task == "classification":
             return reference + FIT_MARGIN[self.task]
-        return reference * (1 + FIT_MARGIN[self.task])
+        if reference > 0:
+            return reference * (1 + FIT_MARGIN[self.task])
+        return NOISELESS_MARGIN * chance  # noiseless data: a share of a constant guess's error
 
     def gap_limit(self, reference: float, train_error: float) -> float:
         if self.task == "classification":
@@ -149,10 +152,12 @@ class Rules:
 
     def text(self) -> str:
         c = self.task == "classification"
-        margin = f"{FIT_MARGIN[self.task]:.0%} (absolute)" if c else f"{FIT_MARGIN[self.task]:.0%} of the reference"
+        margin = f"{FIT_MARGIN[self.task]:.0%} (absolute)" if c else \
+            f"{FIT_MARGIN[self.task]:.0%} of the reference (with a reference of 0, {NOISELESS_MARGIN:.0%} of chance)"
         gap = f"{GAP_LIMIT[self.task]:.0%} (absolute)" if c else \
             f"{GAP_LIMIT[self.task]:.0%} of the reference (of the training error where there is none)"
-        interp = f"{INTERPOLATION[self.task]:.0%}" if c else f"{INTERPOLATION[self.task]:.0%} of the reference"
+        interp = f"{INTERPOLATION[self.task]:.0%}" if c else \
+            f"{INTERPOLATION[self.task]:.0%} of the reference (of chance where the reference is 0 or unknown)"
         return (
             "Every interval is 95%: over seeds (Student's t) with replicates, combined with the test set's sampling "
             "error; over the test set's examples alone with one replicate. "
@@ -179,7 +184,7 @@ def regimes(errs: pd.DataFrame, task: str) -> pd.DataFrame:
         reference, chance = r["reference"], r["chance"]
         low, high = _bounds(r, "train")
         if np.isfinite(reference):
-            limit = rules.fit_limit(reference)
+            limit = rules.fit_limit(reference, chance)
             fit = "underfit" if low > limit else "fits" if high <= limit else "borderline"
         elif np.isfinite(chance):
             limit = chance - FIT_MARGIN[task] if task == "classification" else chance * (1 - FIT_MARGIN[task])

@@ -163,11 +163,11 @@ class Groups:
     @classmethod
     def of(cls, means, population_stds, replicates) -> "Groups":
         means = np.asarray(means, dtype=float)
-        stds = np.nan_to_num(np.asarray(population_stds, dtype=float), nan=0.0)
+        stds = np.asarray(population_stds, dtype=float)
         r = np.asarray(replicates, dtype=float)
         observations = float(r.sum())
         mean = float((means * r).sum() / observations) if observations else float("nan")
-        several = r >= 2
+        several = (r >= 2) & np.isfinite(stds)  # a setting whose spread is unknown adds no degrees of freedom
         return cls(mean, int(observations), float((stds[several] ** 2 * r[several]).sum()), int((r[several] - 1).sum()))
 
 

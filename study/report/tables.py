@@ -133,7 +133,6 @@ def decomposition_rows(errs: pd.DataFrame, predictions: dict[str, dict]) -> pd.D
                 "bias": d.bias.value, "bias ±": d.bias.half_width, "net variance": d.net_variance,
                 "disagreement": d.variance, "measured held-out error": measured, "loss of the predictions": d.loss,
                 "identity": "holds" if agrees and abs(d.residual) < 1e-9 else "fails",
-                "bias corrected": d.corrected,
             })
     table = pd.DataFrame(rows)
     if table.empty:

@@ -6,8 +6,10 @@ the number of claims on the page. Pure functions of the tables (regimes.errors, 
   must lower held-out error, not merely close the gap by raising training error.
 - A remedy against underfitting is judged on training error (held-out error beside it).
 - Effects compare a knob's lowest and highest setting, averaged over the other knobs (a main
-  effect); their noise is the pooled spread over seeds within settings, so one seed per setting
-  leaves a claim inconclusive. Settings share the test set, whose noise cancels in a difference.
+  effect, when both settings meet the same values of the others, as in a grid; otherwise the
+  claim is inconclusive); their noise is the pooled spread over seeds within settings, so one
+  seed per setting leaves a claim inconclusive. Settings share the test set, whose noise cancels
+  in a difference.
 - Compression claims about one file (8-bit quantization) use the test set's sampling error;
   claims about a training method (distillation, sparse against dense) need several pairs.
 """
@@ -50,7 +52,8 @@ class Claim:
     se: float  # the effect's standard error (NaN: no noise estimate)
     test: str  # how the p-value was computed
     evidence: str  # the numbers, in words
-    replicates: int = 1  # per setting, where seeds are the noise
+    replicates: int = 1  # per setting, where seeds are the noise; pairs, where pairs are
+    noise: str = "seeds"  # 'seeds', 'test set' or 'pairs': what more of would decide an inconclusive claim
     verdict: str = "inconclusive"  # set by judge(): 'confirmed', 'contradicted' or 'inconclusive'
     decide: str = ""  # for an inconclusive verdict: what would decide it
 
@@ -74,26 +77,34 @@ def judge(claims: list[Claim], alpha: float = stats.ALPHA) -> list[Claim]:
 
 def _what_decides(claim: Claim, level: float) -> str:
     if not math.isfinite(claim.p_value):
-        return "no noise estimate: " + ("add replicates (seeds) to the sweep" if claim.replicates < 2 else "more pairs")
+        if claim.noise == "pairs":
+            return "no noise estimate from one pair: more pairs (settings or seeds)"
+        if "unbalanced" in claim.test:
+            return "a grid over the knobs, so that both settings meet the same values of the others"
+        return "no noise estimate: add replicates (seeds) to the sweep"
     diff = stats.Difference(claim.effect, claim.se, math.inf, "")
     needed = stats.replicates_to_decide(diff, claim.replicates, level)
+    what = {"seeds": "replicates per setting", "pairs": "pairs", "test set": "times the test examples"}[claim.noise]
     if needed is None:
-        return "no effect measured: no number of replicates is likely to decide it"
+        return f"no effect measured: no number of {what} is likely to decide it"
     if needed > 100 * claim.replicates:
-        return "the effect is far smaller than its noise: over 100× the replicates would be needed"
-    return f"about {needed} replicates per setting would decide it if the effect is as measured (now {claim.replicates})"
+        return f"the effect is far smaller than its noise: over 100× the {what} would be needed"
+    if claim.noise == "test set":
+        return f"about {needed / claim.replicates:.1f} {what} would decide it if the effect is as measured"
+    return f"about {needed} {what} would decide it if the effect is as measured (now {claim.replicates})"
 
 
 def rules_text() -> str:
     return (
         "Each claim is tested on the quantity it names: the effect is the mean at the knob's highest setting minus the "
-        "mean at its lowest (averaged over the other knobs); its 95% interval and two-sided p-value come from the "
+        "mean at its lowest (averaged over the other knobs, which must take the same values at both, as in a grid); "
+        "its 95% interval and two-sided p-value come from the "
         "spread over seeds within settings (Student's t, pooled). A claim is confirmed when the effect is significant "
         "in the claimed direction after Holm's correction for the number of claims on this page (family-wise 5%), "
         "contradicted when it is significant the other way, and inconclusive otherwise (one seed per setting gives no "
         "noise estimate). Claims about one compressed file use the test set's sampling error (the 8-bit claim, whose "
-        "'close to float' is a line at 2 points, one-sided either way); claims about a training method compare "
-        "several pairs (Student's t over pairs), and one pair is inconclusive."
+        "'close to float' is a line at 2 points, is two one-sided tests at 5% with a 90% interval); claims about a "
+        "training method compare several pairs (Student's t over pairs), and one pair is inconclusive."
     )
 
 
@@ -130,12 +141,31 @@ def main_effect(errs: pd.DataFrame, knob: str, quantity: str, low=None, high=Non
     low = value.min() if low is None else low
     high = value.max() if high is None else high
     at_low, at_high = errs[value == low], errs[value == high]
-    return stats.seed_difference(_groups(at_low, quantity), _groups(at_high, quantity)), at_low, at_high
+    diff = stats.seed_difference(_groups(at_low, quantity), _groups(at_high, quantity))
+    if not _balanced(errs, knob, at_low, at_high):
+        diff = stats.Difference(diff.effect, math.nan, math.nan,
+                                "unbalanced design: the other knobs differ between the two settings (not a grid)")
+    return diff, at_low, at_high
 
 
-def _claim(claim: str, quantity: str, diff: stats.Difference, expected: str, evidence: str, replicates: int) -> Claim:
-    low, high = diff.interval() if math.isfinite(diff.se) else (math.nan, math.nan)
-    return Claim(claim, quantity, diff.effect, low, high, expected, diff.p_value, diff.se, diff.source, evidence, replicates)
+def _balanced(errs: pd.DataFrame, knob: str, at_low: pd.DataFrame, at_high: pd.DataFrame) -> bool:
+    """Whether both settings meet the same values of every other varied setting (a grid does):
+    only then is the difference the knob's own effect, averaged over the others."""
+    others = [c for c in errs.columns if c.startswith("params.") and c != f"params.{knob}"
+              and c not in ("params.seed", "params.replicates") and errs[c].nunique(dropna=False) > 1]
+    if not others:
+        return True
+    combos = lambda rows: sorted(map(tuple, rows[others].astype(str).to_numpy()))  # noqa: E731
+    return combos(at_low) == combos(at_high)
+
+
+def _claim(claim: str, quantity: str, diff: stats.Difference, expected: str, evidence: str, replicates: int,
+           noise: str = "seeds") -> Claim:
+    # a one-sided test at 5% goes with a 90% interval: it is confirmed exactly when the interval clears the line
+    level = 1 - 2 * stats.ALPHA if diff.one_sided else stats.LEVEL
+    low, high = diff.interval(level) if math.isfinite(diff.se) else (math.nan, math.nan)
+    return Claim(claim, quantity, diff.effect, low, high, expected, diff.p_value, diff.se, diff.source, evidence,
+                 replicates, noise)
 
 
 def remedy_claims(errs: pd.DataFrame, searched: list[str], task: str) -> list[Claim]:
@@ -196,17 +226,20 @@ def effects_table(errs: pd.DataFrame, searched: list[str]) -> pd.DataFrame:
 
 def epochs_claim(errs: pd.DataFrame, units: _Units, replicates: int) -> Claim:
     """'Too many epochs overfit', judged on held-out error: from the epoch count with the lowest
-    mean held-out error to the most epochs (choosing the best on the same data favours a rise)."""
+    mean validation error (chosen on validation data, so the test is not biased by the choice) to
+    the most epochs."""
     epochs = _as_number(errs["params.train.epochs"])
-    means = errs.assign(epochs=epochs).groupby("epochs")["test_error"].mean()
-    best, last = float(means.idxmin()), float(means.index.max())
+    frame = errs.assign(epochs=epochs)
+    means = frame.groupby("epochs")["test_error"].mean()
+    chooser = frame.groupby("epochs")["val_error"].mean() if frame["val_error"].notna().all() else means
+    best, last = float(chooser.idxmin()), float(means.index.max())  # chosen on validation, tested on held-out
     test, _, at_last = main_effect(errs, "train.epochs", "test", low=best, high=last)
     gap, _, _ = main_effect(errs, "train.epochs", "gap", low=best, high=last)
-    evidence = (f"held-out error is lowest at {_fmt(best)} epochs ({units.value(means[best])}) and "
+    evidence = (f"validation error is lowest at {_fmt(best)} epochs (held-out error {units.value(means[best])}); held-out error is "
                 f"{units.value(means[last])} at {_fmt(last)}: change {units.diff(test)}; the gap changed by {units.diff(gap)} "
                 f"and is {units.value(at_last['gap'].mean())} at {_fmt(last)} epochs")
     if best == last:
-        evidence = f"held-out error is lowest at the most epochs ({_fmt(last)}): no rise to detect"
+        evidence = f"validation error is lowest at the most epochs ({_fmt(last)}): no rise to detect"
     return _claim("too many epochs overfit", "held-out error", test, "higher", evidence, replicates)
 
 
@@ -223,26 +256,29 @@ def quantization_claim(comp: pd.DataFrame, base_accuracy: float, test_size: floa
     ratio = float(smallest["metrics.artifact/compression_ratio"])
     drop = base_accuracy - float(smallest[accuracy])
     se = math.hypot(stats.binomial_se(base_accuracy, test_size), stats.binomial_se(float(smallest[accuracy]), test_size))
-    # Two one-sided tests (an equivalence claim): "the drop is under 2 points" against "it is over".
+    # Two one-sided tests (TOST, an equivalence claim), each at 5%: "the drop is under 2 points"
+    # (confirmed) against "it is over" (contradicted); with the 90% interval they agree with.
     diff = stats.Difference(drop - CLOSE_TO_FLOAT, se, math.inf,
                             "one-sided z-test against the 2-point line; test-set binomial errors of both files, "
                             "taken as independent (conservative: both run on the same examples)", one_sided=True)
     name = smallest.get("tags.study.artifact", "") or "8-bit file"
     evidence = (f"smallest 8-bit file ({name}): {ratio:.2f}× smaller than the float32 base (about 4× means ≥ {ABOUT_4X}×); "
                 f"accuracy {float(smallest[accuracy]):.3f} against {base_accuracy:.3f}, a drop of {100 * drop:.1f} points "
-                f"(close means ≤ {100 * CLOSE_TO_FLOAT:.0f}); drop − {100 * CLOSE_TO_FLOAT:.0f} points = {diff.text(1, 100, ' points')}")
+                f"(close means ≤ {100 * CLOSE_TO_FLOAT:.0f}); drop − {100 * CLOSE_TO_FLOAT:.0f} points = "
+                f"{100 * diff.effect:+.1f} points, 90% interval [{100 * diff.interval(0.90)[0]:+.1f}, "
+                f"{100 * diff.interval(0.90)[1]:+.1f}]")
     if ratio < ABOUT_4X:
         return Claim("8-bit quantization: about 4× smaller with accuracy close to float", "compression ratio", ratio - ABOUT_4X,
                      ratio - ABOUT_4X, ratio - ABOUT_4X, "higher", 0.0, 0.0, "exact (file sizes)", evidence)
     return _claim("8-bit quantization: about 4× smaller with accuracy close to float",
-                  "accuracy drop minus 2 points", diff, "lower", evidence, 1)
+                  "accuracy drop minus 2 points", diff, "lower", evidence, 1, noise="test set")
 
 
 def paired_claim(claim: str, quantity: str, gains: list[float], evidence: str) -> Claim:
     """A training method against its control over several pairs: mean gain with Student's t over
     pairs; one pair gives no estimate of the noise (seeds, settings) and stays inconclusive."""
     diff = stats.paired_differences(gains)
-    return _claim(claim, quantity, diff, "higher", evidence, max(1, len(gains)))
+    return _claim(claim, quantity, diff, "higher", evidence, max(1, len(gains)), noise="pairs")
 
 
 def distillation_claim(pairs: pd.DataFrame) -> Claim | None:
@@ -256,21 +292,25 @@ def distillation_claim(pairs: pd.DataFrame) -> Claim | None:
 
 
 def sparse_dense_claim(comp: pd.DataFrame, accuracy: str, gzip: str) -> Claim | None:
-    sparse = comp[comp["method"].isin(["prune", "prune_quantize"])]
-    dense = comp[comp["method"] == "architecture"]
-    gains = []
+    """Each small dense model against the largest pruned file of no more gzip bytes (chosen by
+    size, never by accuracy, and each pruned file used once, smallest budgets first)."""
+    sparse = comp[comp["method"].isin(["prune", "prune_quantize"])].sort_values(gzip, ascending=False)
+    dense = comp[comp["method"] == "architecture"].sort_values(gzip)
+    gains, used = [], set()
     for _, small in dense.iterrows():
-        rivals = sparse[sparse[gzip] <= small[gzip]]
+        rivals = sparse[(sparse[gzip] <= small[gzip]) & ~sparse.index.isin(used)]
         if not rivals.empty:
-            gains.append(float(rivals[accuracy].max() - small[accuracy]))
+            rival = rivals.index[0]
+            used.add(rival)
+            gains.append(float(sparse.loc[rival, accuracy] - small[accuracy]))
     if not gains:
         return None
     wins = int(sum(g > 0 for g in gains))
     diff = stats.paired_differences(gains)
     return paired_claim("a large sparse model beats a small dense one at equal memory (Zhu & Gupta 2017)",
-                        "test accuracy of the best pruned file of no more gzip bytes, minus the dense one's", gains,
-                        f"for {wins} of {len(gains)} small dense models a pruned model of no more gzip bytes was more "
-                        f"accurate; mean difference {diff.text(1, 100, ' points')}")
+                        "test accuracy of the largest pruned file of no more gzip bytes, minus the dense one's", gains,
+                        f"for {wins} of {len(gains)} small dense models that pruned file was more accurate; mean "
+                        f"difference {diff.text(1, 100, ' points')}")
 
 
 def table(claims: list[Claim]) -> pd.DataFrame:
