@@ -41,8 +41,10 @@ def _conv_layers(x, spec: ModelSpec, layout: str):
         kernel, strides = (spec.kernel_size, spec.kernel_size), (spec.stride, spec.stride)
     for i in range(spec.depth):
         if spec.conv == "separable" and i > 0:
+            # TensorFlow's depthwise kernels take equal strides only; on a sequence (width 1, "same"
+            # padding) a stride of s across the width changes nothing, so (s, s) is the same layer
             x = keras.layers.SeparableConv2D(
-                spec.units, kernel, strides=strides, padding="same", activation=spec.activation,
+                spec.units, kernel, strides=(strides[0], strides[0]), padding="same", activation=spec.activation,
                 depthwise_regularizer=_regularizer(spec), pointwise_regularizer=_regularizer(spec), name=f"sepconv_{i + 1}",
             )(x)
         else:
