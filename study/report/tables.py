@@ -100,10 +100,6 @@ def learning_curve_runs(errs: pd.DataFrame) -> list[Picked]:
     return [Picked(label, errs.loc[i, "run_id"], int(errs.loc[i, "trial"])) for label, i in picks]
 
 
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:.3g}"
-
-
 def decomposition_rows(errs: pd.DataFrame, predictions: dict[str, dict]) -> pd.DataFrame:
     """Bias–variance decomposition per trial with two or more replicates (see decompose.py), with
     95% half-widths, and the check against the held-out error the trial's metrics measured."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
-import numpy as np
 import pandas as pd
 
 from study.report import stats
@@ -311,12 +310,3 @@ def sparse_dense_claim(comp: pd.DataFrame, accuracy: str, gzip: str) -> Claim | 
                         "test accuracy of the largest pruned file of no more gzip bytes, minus the dense one's", gains,
                         f"for {wins} of {len(gains)} small dense models that pruned file was more accurate; mean "
                         f"difference {diff.text(1, 100, ' points')}")
-
-
-def table(claims: list[Claim]) -> pd.DataFrame:
-    """The claims as rows, for the page and verdicts.json."""
-    return pd.DataFrame([c.to_dict() for c in claims])
-
-
-def finite(x) -> float | None:
-    return float(x) if x is not None and np.isfinite(x) else None
