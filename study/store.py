@@ -99,8 +99,8 @@ class Store:
 
         return MlflowClient(tracking_uri=self.tracking_uri)
 
-    def optuna(self, stale_trial_callback=None):
-        """Optuna's RDB storage with heartbeats, so trials of a dead worker are noticed and retried."""
+    def optuna(self):
+        """Optuna's RDB storage with heartbeats, so trials of a dead worker are noticed (recovery.py)."""
         import optuna
 
         engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT}} if self.storage_url.startswith("sqlite") else {}
@@ -111,7 +111,6 @@ class Store:
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=GRACE_SECONDS,
-                heartbeat_stale_trial_callback=stale_trial_callback,
             )
         except ImportError as exc:
             raise StudyError(f"the Optuna storage {_redact(url)} needs a driver: {exc}; pip install 'study[postgres]'") from None

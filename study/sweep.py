@@ -188,8 +188,7 @@ class Heartbeat:
             except Exception:  # a missed beat is not worth failing the trial for
                 pass
 
-    def __enter__(self):
-        self.storage.record_heartbeat(self.trial_id)
+    def __enter__(self):  # the first beat was recorded as the trial was asked (_loop)
         self.thread.start()
         return self
 

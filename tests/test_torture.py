@@ -52,6 +52,13 @@ def assert_sound(store: Store, name: str, points: int) -> None:
     assert len([r for r in runs if r.data.tags.get("study.role") == "sweep"]) == 1
 
 
+def clean_run_is_sound(tmp_path, args, name: str, points: int) -> None:
+    """One uninterrupted run after the damage: it succeeds and leaves the stores sound."""
+    final = run(tmp_path, *args)
+    assert final.returncode == 0, final.stderr
+    assert_sound(Store.resolve(tmp_path / "store"), name, points)
+
+
 def kill_at_random(tmp_path, args, kills: int, seed: int, sig=signal.SIGKILL, longest=14.0) -> None:
     rng = random.Random(seed)
     for _ in range(kills):
@@ -68,9 +75,7 @@ def test_kill_9_at_random_moments_then_one_clean_run_completes_exactly(write_swe
     path = write_sweep("torture", TINY)
     args = ("run", str(path), "--store", "store", "--quiet")
     kill_at_random(tmp_path, args, kills=10, seed=9)
-    final = run(tmp_path, *args)
-    assert final.returncode == 0, final.stderr
-    assert_sound(Store.resolve(tmp_path / "store"), "torture", 6)
+    clean_run_is_sound(tmp_path, args, "torture", 6)
 
 
 @pytest.mark.slow
@@ -81,9 +86,7 @@ def test_kill_9_of_the_parent_of_two_workers_stops_them_and_loses_nothing(write_
     kill_at_random(tmp_path, args, kills=4, seed=2, longest=25.0)
     time.sleep(3)
     assert not _processes_in(tmp_path), "workers die with their parent"
-    final = run(tmp_path, *args)
-    assert final.returncode == 0, final.stderr
-    assert_sound(Store.resolve(tmp_path / "store"), "pair", 6)
+    clean_run_is_sound(tmp_path, args, "pair", 6)
 
 
 @pytest.mark.slow
@@ -92,9 +95,7 @@ def test_ctrl_c_during_store_creation_never_bricks_the_store(write_sweep, tmp_pa
     path = write_sweep("early", TINY)
     args = ("run", str(path), "--store", "store", "--quiet")
     kill_at_random(tmp_path, args, kills=5, seed=5, sig=signal.SIGINT, longest=8.0)
-    final = run(tmp_path, *args)
-    assert final.returncode == 0, final.stderr
-    assert_sound(Store.resolve(tmp_path / "store"), "early", 6)
+    clean_run_is_sound(tmp_path, args, "early", 6)
 
 
 @pytest.mark.slow

@@ -81,7 +81,7 @@ def _knob_views(errs: pd.DataFrame, knobs: list[str], categorical: list[str]) ->
     for knob in knobs:
         others = [k for k in [*categorical, *knobs] if k != knob]
         split = tables.knob_panels(errs, knob, others)
-        log_x = tables.log_scale(pd.to_numeric(tables.as_number(errs[f"params.{knob}"])))
+        log_x = tables.log_scale(tables.numeric(errs[f"params.{knob}"]))
         if len(split) > tables.MAX_PANELS or all(rows["value"].nunique() < 2 for _, rows in split):
             views.append((knob, [], log_x))
             continue
@@ -212,7 +212,7 @@ def decomposition_section(page: Page, data: SweepRuns, errs: pd.DataFrame, knobs
     if knob:
         others = [k for k in [*categorical, *knobs] if k != knob]
         split = tables.knob_panels(table.assign(**{f"params.{knob}": table[f"params.{knob}"]}), knob, others)
-        log_x = tables.log_scale(pd.to_numeric(tables.as_number(errs[f"params.{knob}"])))
+        log_x = tables.log_scale(tables.numeric(errs[f"params.{knob}"]))
         if len(split) <= tables.MAX_PANELS:
             page.figure(figures.decomposition(split, knob, kind, log_x), "bias-variance",
                         f"Held-out error and its {kind} decomposition against {knob}, one panel per setting of the other "

@@ -82,17 +82,19 @@ def errors(runs: pd.DataFrame) -> pd.DataFrame:
     done = done.dropna(subset=["train_error", "test_error"]).reset_index(drop=True)
     if done.empty:
         return done
-    train_n, test_n = _column(done, "metrics.data/train_size"), _column(done, "metrics.data/test_size")
-    for split, n, se in (("train", train_n, "metrics.train/loss_se"), ("test", test_n, "metrics.test/loss_se")):
-        estimates = [
-            _estimate(row[f"{split}_error"], row[f"{split}_std"], row["replicates"], count, _column(done, se)[i], classification)
-            for (i, row), count in zip(done.iterrows(), n)
-        ]
-        _put(done, split, estimates)
+    sizes = {split: _column(done, f"metrics.data/{split}_size") for split in ("train", "test")}
+    loss_se = {split: _column(done, f"metrics.{split}/loss_se") for split in ("train", "test")}
+    for split in ("train", "test"):
+        _put(done, split, [
+            _estimate(error, std, r, count, se, classification)
+            for error, std, r, count, se in zip(done[f"{split}_error"], done[f"{split}_std"], done["replicates"],
+                                                 sizes[split], loss_se[split])
+        ])
     gaps = []
-    for (i, row), count in zip(done.iterrows(), test_n):
-        test_se = stats.binomial_se(row["test_error"], count) if classification else _column(done, "metrics.test/loss_se")[i]
-        gaps.append(stats.estimate(row["gap"], row["gap_std"], row["replicates"], test_se))
+    for gap, gap_std, r, test_error, count, se in zip(done["gap"], done["gap_std"], done["replicates"], done["test_error"],
+                                                       sizes["test"], loss_se["test"]):
+        test_se = stats.binomial_se(test_error, count) if classification else se
+        gaps.append(stats.estimate(gap, gap_std, r, test_se))
     _put(done, "gap", gaps)
     done["reference"], done["reference_source"] = _references(done)
     done["chance"] = _column(done, "metrics.data/chance_error")

@@ -36,11 +36,6 @@ class Estimate:
     def half_width(self) -> float:
         return (self.high - self.low) / 2
 
-    def text(self, digits: int = 3) -> str:
-        if self.source == "none" or not np.isfinite(self.low):
-            return f"{self.value:.{digits}f}"
-        return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
-
 
 def t_quantile(df: int, level: float = LEVEL) -> float:
     return float(sps.t.ppf(0.5 + level / 2, df))
@@ -169,11 +164,6 @@ class Groups:
         mean = float((means * r).sum() / observations) if observations else float("nan")
         several = (r >= 2) & np.isfinite(stds)  # a setting whose spread is unknown adds no degrees of freedom
         return cls(mean, int(observations), float((stds[several] ** 2 * r[several]).sum()), int((r[several] - 1).sum()))
-
-
-def independent_difference(a: float, se_a: float, b: float, se_b: float) -> Difference:
-    """b − a for two values measured independently (normal approximation)."""
-    return Difference(b - a, math.hypot(se_a, se_b), math.inf, "test set")
 
 
 def paired_differences(values) -> Difference:

@@ -38,6 +38,11 @@ def as_number(values: pd.Series) -> pd.Series:
     return values
 
 
+def numeric(values: pd.Series) -> pd.Series:
+    """A knob's values as numbers (booleans as 1/0); NaN where a value is not a number."""
+    return pd.to_numeric(as_number(values), errors="coerce")
+
+
 def log_scale(values: pd.Series) -> bool:
     numbers = pd.to_numeric(values, errors="coerce").dropna()
     return bool(len(numbers) and numbers.min() > 0 and numbers.max() / numbers.min() >= 20)
@@ -56,7 +61,7 @@ class Panel:
 def knob_panels(errs: pd.DataFrame, knob: str, others: list[str]) -> list[tuple[str, pd.DataFrame]]:
     """The trials split by the values of the `other` varied knobs, so that no chart averages over
     them: (title, rows sorted by the knob's value) per combination."""
-    frame = errs.assign(value=pd.to_numeric(as_number(errs[f"params.{knob}"])))
+    frame = errs.assign(value=numeric(errs[f"params.{knob}"]))
     if not others:
         return [("all trials", frame.sort_values("value"))]
     panels = []

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 
 import pandas as pd
 
-from study.report import stats
+from study.report import stats, tables
 
 # The article's remedies, filed where they act (the article swaps its two lists).
 REMEDIES = {
@@ -107,12 +107,6 @@ def rules_text() -> str:
     )
 
 
-def _as_number(values: pd.Series) -> pd.Series:
-    if not pd.api.types.is_numeric_dtype(values) and set(values.dropna().astype(str).unique()) <= {"True", "False"}:
-        return values.map({"True": 1.0, "False": 0.0})
-    return pd.to_numeric(values, errors="coerce")
-
-
 def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:.3g}"
 
@@ -136,7 +130,7 @@ class _Units:
 def main_effect(errs: pd.DataFrame, knob: str, quantity: str, low=None, high=None) -> tuple[stats.Difference, pd.DataFrame, pd.DataFrame]:
     """Mean of `quantity` ('train', 'test' or 'gap') at the knob's `high` minus at its `low`
     setting (default: its extremes), with the seeds' noise; and the rows at each."""
-    value = _as_number(errs[f"params.{knob}"])
+    value = tables.numeric(errs[f"params.{knob}"])
     low = value.min() if low is None else low
     high = value.max() if high is None else high
     at_low, at_high = errs[value == low], errs[value == high]
@@ -180,7 +174,7 @@ def remedy_claims(errs: pd.DataFrame, searched: list[str], task: str) -> list[Cl
         test, at_low, at_high = main_effect(errs, knob, "test")
         train, _, _ = main_effect(errs, knob, "train")
         gap, _, _ = main_effect(errs, knob, "gap")
-        value = _as_number(errs[column])
+        value = tables.numeric(errs[column])
         span = f"{knob} {_fmt(value.min())} → {_fmt(value.max())} ({len(at_low)} and {len(at_high)} settings)"
         if against == "overfitting":
             claims.append(_claim(
@@ -213,7 +207,7 @@ def effects_table(errs: pd.DataFrame, searched: list[str]) -> pd.DataFrame:
         column = f"params.{knob}"
         if knob not in REMEDIES or column not in errs or errs[column].nunique() < 2:
             continue
-        value = _as_number(errs[column])
+        value = tables.numeric(errs[column])
         remedy = f"{REMEDIES[knob][0]} ({knob} {_fmt(value.min())} → {_fmt(value.max())})"
         for quantity, name in (("train", "training error"), ("test", "held-out error"), ("gap", "gap")):
             diff, at_low, at_high = main_effect(errs, knob, quantity)
@@ -227,7 +221,7 @@ def epochs_claim(errs: pd.DataFrame, units: _Units, replicates: int) -> Claim:
     """'Too many epochs overfit', judged on held-out error: from the epoch count with the lowest
     mean validation error (chosen on validation data, so the test is not biased by the choice) to
     the most epochs."""
-    epochs = _as_number(errs["params.train.epochs"])
+    epochs = tables.numeric(errs["params.train.epochs"])
     frame = errs.assign(epochs=epochs)
     means = frame.groupby("epochs")["test_error"].mean()
     chooser = frame.groupby("epochs")["val_error"].mean() if frame["val_error"].notna().all() else means
