@@ -309,8 +309,8 @@ class Sweep:
 
     @property
     def config_hash(self) -> str:
-        """sha256 of what the study means, budget excluded: a resumed study must match it."""
-        meaning = self.config.model_dump(mode="json", exclude={"budget", "description"})
+        """sha256 of what the study means, budget and packing excluded: a resumed study must match it."""
+        meaning = self.config.model_dump(mode="json", exclude={"budget", "description", "pack"})
         return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

@@ -354,6 +354,13 @@ def flip_labels(y: np.ndarray, fraction: float, n_classes: int, rng: np.random.G
     return y
 
 
+def train_rows(data: Data, spec) -> int:
+    """How many examples each replicate's training set holds (`training_set`'s length)."""
+    if spec.train_size is None:
+        return len(data.x_train)
+    return spec.train_size if isinstance(spec.train_size, int) else max(1, round(spec.train_size * len(data.x_train)))
+
+
 def training_set(data: Data, spec, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The (x, y) one replicate trains on: a fresh draw where the data can make one, then the
     first `train_size` rows of a `seed` permutation (so smaller sizes nest in larger ones), then
@@ -362,7 +369,7 @@ def training_set(data: Data, spec, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
     if spec.train_size is not None:
-        count = spec.train_size if isinstance(spec.train_size, int) else max(1, round(spec.train_size * len(x)))
+        count = train_rows(replace(data, x_train=x), spec)
         if count > len(x):
             raise BadInput(
                 f"dataset.train_size: {count} exceeds the {len(x)} training examples available; "

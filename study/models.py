@@ -53,7 +53,7 @@ def _conv_layers(x, spec: ModelSpec, layout: str):
                 kernel_regularizer=_regularizer(spec), name=f"conv_{i + 1}",
             )(x)
         if spec.dropout > 0:
-            x = keras.layers.Dropout(spec.dropout, name=f"dropout_{i + 1}")(x)
+            x = keras.layers.Dropout(spec.dropout, name=f"dropout_{i + 1}", force_generator=True)(x)
     return keras.layers.Flatten(name="flatten")(x)
 
 
@@ -65,7 +65,7 @@ def _dense_layers(x, spec: ModelSpec):
             spec.units, activation=spec.activation, kernel_regularizer=_regularizer(spec), name=f"dense_{i + 1}"
         )(x)
         if spec.dropout > 0:
-            x = keras.layers.Dropout(spec.dropout, name=f"dropout_{i + 1}")(x)
+            x = keras.layers.Dropout(spec.dropout, name=f"dropout_{i + 1}", force_generator=True)(x)
     return x
 
 

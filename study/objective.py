@@ -17,11 +17,12 @@ from typing import Protocol
 import numpy as np
 
 from study import measure
-from study.datasets import Data, expand_features, training_set
+from study.datasets import Data, expand_features, train_rows, training_set
 from study.keras_compat import keras
 from study.models import build_model, target_scale
 from study.schema import Setup
-from study.training import compile_model, fit, predict
+from study.multifit import Member, fit_together, pack_key
+from study.training import compile_model, predict
 
 
 class TrialObserver(Protocol):
@@ -91,15 +92,17 @@ def prepare_inputs(setup: Setup, data: Data, seed: int) -> Data:
     return replace(data, x_train=x_train, y_train=y_train)
 
 
-def build_for(setup: Setup, data: Data, inputs: Data, model_spec=None) -> keras.Model:
-    """The (compiled) model of `setup` (or of `model_spec`) for these inputs."""
+def build_for(setup: Setup, data: Data, inputs: Data, model_spec=None, compiled: bool = True) -> keras.Model:
+    """The model of `setup` (or of `model_spec`) for these inputs, compiled for Keras' `fit` unless
+    `compiled` is False (packed training needs no compiling)."""
     regression = data.task == "regression"
     model = build_model(
         model_spec or setup.model, inputs.x_train.shape[1:], inputs.layout,
         n_outputs=1 if regression else data.n_classes,
         target_scale=target_scale(inputs.y_train) if regression else None,
     )
-    compile_model(model, setup.train, data.task)
+    if compiled:
+        compile_model(model, setup.train, data.task)
     return model
 
 
@@ -135,13 +138,19 @@ def model_metrics(model: keras.Model, path: Path) -> dict[str, float]:
     return {"model/params": measure.count_params(model.get_weights()), "model/size_bytes": path.stat().st_size}
 
 
-def run_replicate(setup: Setup, data: Data, index: int, seed: int, workdir: Path, observer=None) -> ReplicateResult:
-    """Train and measure one model of the trial with `seed`."""
-    keras.backend.clear_session()
+def start_replicate(setup: Setup, data: Data, seed: int) -> tuple[Data, keras.Model]:
+    """The inputs and the (uncompiled) model of one replicate. The model is built right after
+    seeding, so a seed gives the same initial weights and dropout generators whatever else is
+    built in the process."""
     keras.utils.set_random_seed(seed)
     inputs = prepare_inputs(setup, data, seed)
-    model = build_for(setup, data, inputs)
-    fitted = fit(model, (inputs.x_train, inputs.y_train), (inputs.x_val, inputs.y_val), setup.train, epoch_hook(observer, index))
+    return inputs, build_for(setup, data, inputs, compiled=False)
+
+
+def end_replicate(
+    setup: Setup, data: Data, index: int, seed: int, inputs: Data, model: keras.Model, fitted, workdir: Path
+) -> ReplicateResult:
+    """Measure and save one trained replicate (unless it was pruned or diverged)."""
     status = fitted.stopped if fitted.stopped in ("pruned", "diverged") else "finished"
     result = ReplicateResult(index, seed, status, fitted.reason, fitted.history, {}, None, None)
     if status == "diverged":
@@ -150,7 +159,7 @@ def run_replicate(setup: Setup, data: Data, index: int, seed: int, workdir: Path
     if not measure.all_finite(metrics):
         result.status, result.reason = "diverged", "the trained model's predictions are not finite"
         return result
-    path = workdir / "models" / f"r{index}.keras"
+    path = Path(workdir) / "models" / f"r{index}.keras"
     save_model(model, path)
     metrics.update(model_metrics(model, path))
     metrics.update(fit_metrics(fitted))
@@ -170,21 +179,138 @@ def fit_metrics(fitted) -> dict[str, float]:
     }
 
 
+# ------------------------------------------------------------------------- trials in packs
+@dataclass
+class TrialJob:
+    """One trial to train: `replicates` models of `setup`, seeds seed, seed+1, ..."""
+
+    setup: Setup
+    data: Data
+    seed: int
+    replicates: int
+    workdir: Path
+    observer: TrialObserver | None = None
+
+
+class _Trial:
+    """A job while its replicates train: what has ended, and where the trial was cut.
+
+    A trial ends at its first replicate that is pruned or diverges, as it would trained one
+    replicate after another: later replicates are stopped and dropped, earlier ones finish.
+    Replicate 0 reports its epochs as they happen (the pruner watches it); a later replicate's
+    epochs reach the observer when it ends, after the replicates before it, as they would alone.
+    """
+
+    def __init__(self, job: TrialJob):
+        self.job = job
+        self.result = TrialResult(task=job.data.task)
+        self.cut: int | None = None  # the first replicate that was pruned or diverged
+        self.error: BaseException | None = None
+
+    def dropped(self, index: int) -> bool:
+        return self.error is not None or (self.cut is not None and index > self.cut)
+
+    def on_epoch(self, index: int):
+        observer = self.job.observer
+
+        def hook(epoch: int, metrics: dict[str, float]) -> str | None:
+            if self.dropped(index):
+                return f"replicate {self.cut} of this trial stopped it"
+            if index == 0 and observer is not None:
+                return observer.epoch(index, epoch, metrics)
+            return None
+
+        return hook
+
+    def on_stop(self, index: int, fitted) -> None:
+        if fitted.stopped in ("pruned", "diverged") and (self.cut is None or index < self.cut):
+            self.cut = index
+
+    def end(self, index: int, seed: int, inputs: Data, model, fitted) -> None:
+        if self.dropped(index):
+            return
+        replicate = end_replicate(self.job.setup, self.job.data, index, seed, inputs, model, fitted, self.job.workdir)
+        self.result.replicates.append(replicate)
+        if self.job.observer is not None:
+            self.job.observer.replicate_end(replicate)
+        if replicate.status != "finished":
+            self.cut = index
+
+
+def pack_key_of(job: TrialJob) -> tuple:
+    """Trials whose replicates can train in one pack share this key (see `multifit.pack_key`)."""
+    return pack_key(job.setup.train, job.data.task, train_rows(job.data, job.setup.dataset))
+
+
+def run_trials(jobs: list[TrialJob], pack: int = 1) -> list[TrialResult | BaseException]:
+    """Train the jobs' replicates in packs of at most `pack` models (1: one at a time), grouped by
+    `pack_key_of`, in trial then replicate order. Returns each job's result, or the exception that
+    stopped its pack (the other packs go on). KeyboardInterrupt is raised as is."""
+    trials = [_Trial(job) for job in jobs]
+    units: dict[tuple, list[tuple[_Trial, int]]] = {}
+    for trial in trials:
+        for index in range(trial.job.replicates):
+            units.setdefault(pack_key_of(trial.job), []).append((trial, index))
+    for group in units.values():
+        for start in range(0, len(group), pack):
+            chosen = [(trial, index) for trial, index in group[start : start + pack] if not trial.dropped(index)]
+            if chosen:
+                _train_pack(chosen)
+    return [trial.error if trial.error is not None else trial.result for trial in trials]
+
+
+def _train_pack(chosen: list[tuple[_Trial, int]]) -> None:
+    """Build the chosen replicates' models (a trial whose model cannot be built fails alone),
+    train them as one pack (an error there fails every trial in it), then measure each."""
+    keras.backend.clear_session()
+    built = []
+    for trial, index in chosen:
+        job = trial.job
+        seed = job.seed + index
+        try:
+            inputs, model = start_replicate(job.setup, job.data, seed)
+        except Exception as exc:
+            trial.error = trial.error or exc
+            continue
+        member = Member(
+            model, job.setup.train, job.data.task, (inputs.x_train, inputs.y_train), (inputs.x_val, inputs.y_val),
+            seed, on_epoch=trial.on_epoch(index), on_stop=lambda fitted, t=trial, i=index: t.on_stop(i, fitted),
+        )
+        built.append((trial, index, seed, inputs, member))
+    built = [entry for entry in built if entry[0].error is None]
+    if not built:
+        return
+    try:
+        fit_together([member for *_, member in built])
+    except Exception as exc:
+        for trial, *_ in built:
+            trial.error = trial.error or exc
+        return
+    for trial, index, seed, inputs, member in built:
+        try:
+            trial.end(index, seed, inputs, member.model, member.result)
+        except Exception as exc:
+            trial.error = exc
+
+
 def run_trial(
     setup: Setup, data: Data, seed: int, replicates: int, workdir: Path, observer: TrialObserver | None = None,
-    references=None,
+    references=None, pack: int = 1,
 ) -> TrialResult:
-    """Train `replicates` models of `setup` with seeds seed, seed+1, ...; stop early if one
-    diverges or the observer prunes the first. With `references` (a compression sweep's base and
-    controls) each replicate compresses the base instead of training from nothing."""
+    """Train `replicates` models of `setup` with seeds seed, seed+1, ... (`pack` at a time); the
+    trial ends at a replicate that diverges or at the first one's pruning. With `references` (a
+    compression sweep's base and controls) each replicate compresses the base instead of training
+    from nothing, one at a time."""
+    if references is None:
+        outcome = run_trials([TrialJob(setup, data, seed, replicates, Path(workdir), observer)], pack)[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+    from study.compression.pipeline import run_compression_replicate
+
     result = TrialResult(task=data.task)
     for index in range(replicates):
-        if references is None:
-            replicate = run_replicate(setup, data, index, seed + index, Path(workdir), observer)
-        else:
-            from study.compression.pipeline import run_compression_replicate
-
-            replicate = run_compression_replicate(setup, data, index, seed + index, Path(workdir), observer, references)
+        replicate = run_compression_replicate(setup, data, index, seed + index, Path(workdir), observer, references)
         result.replicates.append(replicate)
         if observer is not None:
             observer.replicate_end(replicate)

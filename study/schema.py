@@ -398,6 +398,9 @@ class SweepConfig(_Strict):
     description: str = ""
     seed: int = Field(0, ge=0, lt=2**31 - 200)  # fixes data splits; replicate r trains with seed + r
     replicates: int = Field(1, ge=1, le=100)  # seeds per configuration (for bias and variance)
+    # Models trained together in one TensorFlow graph (replicates first, then several trials
+    # asked at once); 1 trains them one at a time. Compression sweeps train one at a time.
+    pack: int = Field(8, ge=1, le=256)
     # The error a model should reach on this data (a published, human-level or Bayes error, as an
     # error rate or a mean squared error): the report judges underfitting against it. None: the
     # data's own noise floor where it is known (generated and shipped data), else chance.

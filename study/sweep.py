@@ -174,19 +174,20 @@ def _create_or_resume(sweep: Sweep, store: Store, data, allow_changed: bool) -> 
 
 # ------------------------------------------------------------------------------ one worker
 class Heartbeat:
-    """Records a trial's heartbeat in Optuna's storage from a thread while the trial trains."""
+    """Records the heartbeats of the trials in training in Optuna's storage, from a thread."""
 
-    def __init__(self, storage, trial_id: int):
-        self.storage, self.trial_id = storage, trial_id
+    def __init__(self, storage, trial_ids: list[int]):
+        self.storage, self.trial_ids = storage, trial_ids
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self):
         while not self.stop.wait(HEARTBEAT_SECONDS):
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception:  # a missed beat is not worth failing the trial for
-                pass
+            for trial_id in self.trial_ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception:  # a missed beat is not worth failing the trial for
+                    pass
 
     def __enter__(self):  # the first beat was recorded as the trial was asked (_loop)
         self.thread.start()
@@ -256,58 +257,124 @@ def _progress_metrics(study: optuna.Study, sweep: Sweep) -> dict[str, float]:
     return metrics
 
 
-def run_one(
-    trial: optuna.Trial, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, references=None
-) -> str:
-    """Train one asked trial and tell Optuna and MLflow how it ended: its state is returned."""
-    from study.objective import run_trial, write_outputs
+@dataclass
+class Started:
+    """A trial whose settings are sampled and whose MLflow run exists, ready to train."""
 
+    trial: optuna.Trial
+    setup: object  # Setup
+    data: object  # Data
+    run: object  # TrialRun
+    workdir: Path
+    told: bool = False
+
+
+def run_pack(
+    trials: list[optuna.Trial], study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, references=None
+) -> list[str]:
+    """Train asked trials together (`pack` models at a time; a compression sweep's one at a time)
+    and tell Optuna and MLflow how each ended: their states are returned ('finished', 'pruned',
+    'diverged', 'failed' or 'duplicate'). On Ctrl+C every trial not yet told is marked
+    interrupted and queued again, and KeyboardInterrupt is raised."""
+    from study.objective import TrialJob, run_trial, run_trials
+
+    states: dict[int, str] = {}
+    started: list[Started] = []
+    with tempfile.TemporaryDirectory(prefix="study-") as tmp:
+        try:
+            taken: dict[str, int] = {}
+            for trial in trials:
+                begun = _begin(trial, study, sweep, tracker, sweep_run_id, taken, Path(tmp))
+                if isinstance(begun, str):
+                    states[trial.number] = begun
+                else:
+                    started.append(begun)
+            with Heartbeat(study._storage, [s.trial._trial_id for s in started]):
+                observers = [Observer(s.trial, s.run, sweep) for s in started]
+                if references is None:
+                    jobs = [
+                        TrialJob(s.setup, s.data, sweep.config.seed, sweep.config.replicates, s.workdir, o)
+                        for s, o in zip(started, observers)
+                    ]
+                    outcomes = run_trials(jobs, sweep.config.pack)
+                else:
+                    outcomes = [_attempt(run_trial, s.setup, s.data, sweep.config.seed, sweep.config.replicates, s.workdir, o, references) for s, o in zip(started, observers)]
+                for begun, outcome in zip(started, outcomes):
+                    states[begun.trial.number] = _conclude(begun, outcome, study, sweep, tracker, sweep_run_id)
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not leave things half-written
+            try:
+                for begun in started:
+                    if not begun.told:
+                        _interrupted(begun, study)
+                begun_numbers = {b.trial.number for b in started} | set(states)
+                for trial in trials:
+                    if trial.number not in begun_numbers:  # asked, never started: nothing to log
+                        suggest(trial, sweep)  # its settings (a grid point) are queued again
+                        trial.set_user_attr("study_state", "interrupted")
+                        study.tell(trial, state=TrialState.FAIL)
+                        queue_again(study, study._storage.get_trial(trial._trial_id))
+            finally:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise
+    return [states[t.number] for t in trials]
+
+
+def _attempt(function, *args):
+    """function(*args), or the exception it raised (KeyboardInterrupt goes through)."""
+    try:
+        return function(*args)
+    except Exception as exc:
+        return exc
+
+
+def _begin(trial, study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, taken: dict[str, int], tmp: Path) -> Started | str:
+    """Sample the trial's settings and start its MLflow run; 'duplicate' or 'failed' if it cannot."""
     params = suggest(trial, sweep)
+    key = json.dumps(params, sort_keys=True, default=str)
     earlier = _finished_with(study, params, trial.number)
+    earlier = earlier if earlier is not None else taken.get(key)
     if earlier is not None:  # categorical spaces repeat: finished work is not done again
         trial.set_user_attr("study_skipped", "repeat")
         trial.set_user_attr("study_reason", f"same settings as trial {earlier}")
         study.tell(trial, state=TrialState.FAIL)
         return "duplicate"
+    taken[key] = trial.number
     run = None
     try:
         setup = sweep.resolve(params)
         data = load_dataset(setup.dataset, sweep.config.seed, sweep.path.parent)
         run = tracker.start_trial(sweep_run_id, trial.number, params, setting_params(sweep, setup), data)
         trial.set_user_attr("mlflow_run_id", run.run_id)
-        with Heartbeat(study._storage, trial._trial_id), tempfile.TemporaryDirectory(prefix="study-") as tmp:
-            result = run_trial(
-                setup, data, sweep.config.seed, sweep.config.replicates, Path(tmp), Observer(trial, run, sweep), references
-            )
-            missing = [m for m in sweep.metrics if m not in result.metrics]
-            if result.status == "finished" and missing:
-                raise StudyError(f"objective: this trial measured no {missing[0]} (method {setup.compress.method}); pick a metric it measures")
-            outputs = Path(tmp) / "outputs"
-            write_outputs(result, data, outputs)
-            state = result.status
-            trial.set_user_attr("study_state", state)
-            if result.reason:
-                trial.set_user_attr("study_reason", result.reason[:1000])
-            run.finish(result, outputs)
-    except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not leave things half-written
-        try:
-            trial.set_user_attr("study_state", "interrupted")
-            if run is not None:
-                run.end("interrupted", "interrupted by the user (Ctrl+C); the trial is queued again")
-            study.tell(trial, state=TrialState.FAIL)
-            queue_again(study, study._storage.get_trial(trial._trial_id))
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        raise
     except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StudyError) else str(exc)
-        trial.set_user_attr("study_state", "failed")
-        trial.set_user_attr("study_reason", message[:1000])
-        if run is not None:
-            run.end("failed", message[:1000], exc)
-        study.tell(trial, state=TrialState.FAIL)
-        return "failed"
+        return _failed(trial, study, run, exc)
+    return Started(trial, setup, data, run, tmp / f"trial-{trial.number}")
+
+
+def _conclude(begun: Started, outcome, study, sweep: Sweep, tracker: Tracker, sweep_run_id: str) -> str:
+    """Log a trained trial's outcome (a TrialResult, or the exception that stopped it) and tell
+    Optuna; returns its state."""
+    from study.objective import write_outputs
+
+    trial, run, setup = begun.trial, begun.run, begun.setup
+    try:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        result = outcome
+        missing = [m for m in sweep.metrics if m not in result.metrics]
+        if result.status == "finished" and missing:
+            raise StudyError(f"objective: this trial measured no {missing[0]} (method {setup.compress.method}); pick a metric it measures")
+        outputs = begun.workdir / "outputs"
+        write_outputs(result, begun.data, outputs)
+        state = result.status
+        trial.set_user_attr("study_state", state)
+        if result.reason:
+            trial.set_user_attr("study_reason", result.reason[:1000])
+        run.finish(result, outputs)
+    except Exception as exc:
+        begun.told = True
+        return _failed(trial, study, run, exc)
+    begun.told = True
     if state == "finished":
         values = [result.metrics[m] for m in sweep.metrics]
         frozen = study.tell(trial, values)
@@ -316,6 +383,24 @@ def run_one(
         study.tell(trial, state=TrialState.PRUNED)
     tracker.log_progress(sweep_run_id, trial.number, _progress_metrics(study, sweep))
     return state
+
+
+def _failed(trial, study, run, exc: BaseException) -> str:
+    message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StudyError) else str(exc)
+    trial.set_user_attr("study_state", "failed")
+    trial.set_user_attr("study_reason", message[:1000])
+    if run is not None:
+        run.end("failed", message[:1000], exc)
+    study.tell(trial, state=TrialState.FAIL)
+    return "failed"
+
+
+def _interrupted(begun: Started, study) -> None:
+    begun.trial.set_user_attr("study_state", "interrupted")
+    begun.run.end("interrupted", "interrupted by the user (Ctrl+C); the trial is queued again")
+    study.tell(begun.trial, state=TrialState.FAIL)
+    queue_again(study, study._storage.get_trial(begun.trial._trial_id))
+    begun.told = True
 
 
 def references(sweep: Sweep, tracker: Tracker, store: Store, sweep_run_id: str):
@@ -387,8 +472,36 @@ def work(job: Job, progress=None) -> str:
         return "interrupted"
 
 
+def trials_per_pack(sweep: Sweep) -> int:
+    """How many trials to ask at once: as many as fill a pack of `pack` models with their
+    replicates (at least one); a compression sweep trains one trial at a time."""
+    if sweep.config.base is not None:
+        return 1
+    return max(1, sweep.config.pack // sweep.config.replicates)
+
+
+def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None) -> list[optuna.Trial]:
+    """Ask up to `trials_per_pack` trials, fewer where the budget ends; those asked over it are
+    marked skipped."""
+    trials = []
+    while len(trials) < trials_per_pack(sweep):
+        if trials and target is not None:
+            counts = count_trials(study.get_trials(deepcopy=False))
+            if counts.done + counts.running >= target:
+                break
+        trial = study.ask()
+        study._storage.record_heartbeat(trial._trial_id)  # at once: a worker that dies now is found by its heartbeat
+        if _over_budget(study, trial, target):
+            trial.set_user_attr("study_skipped", "budget")
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        trials.append(trial)
+    return trials
+
+
 def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, progress, refs) -> str:
     failures = duplicates = 0
+    last_failed = None
     while True:
         recover(study, tracker.client, sweep.metrics)
         counts = count_trials(study.get_trials(deepcopy=False))
@@ -401,25 +514,24 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_r
         if job.target is not None and not counts.waiting and counts.done + counts.running >= job.target:
             time.sleep(WAIT_SECONDS)  # others are finishing the last trials; one may fail and be retried
             continue
-        trial = study.ask()
-        study._storage.record_heartbeat(trial._trial_id)  # at once: a worker that dies now is found by its heartbeat
-        if _over_budget(study, trial, job.target):
-            trial.set_user_attr("study_skipped", "budget")
-            study.tell(trial, state=TrialState.FAIL)
+        trials = _ask_pack(study, sweep, job.target)
+        if not trials:
             continue
         try:
-            state = run_one(trial, study, sweep, tracker, sweep_run_id, refs)
+            states = run_pack(trials, study, sweep, tracker, sweep_run_id, refs)
         except KeyboardInterrupt:
-            return "interrupted"  # run_one has marked the trial failed and queued it again
-        if state == "duplicate":
-            duplicates += 1
-            if duplicates >= MAX_DUPLICATES_IN_A_ROW:
-                return "exhausted"
-            continue
-        duplicates = 0
-        failures = failures + 1 if state == "failed" else 0
+            return "interrupted"  # run_pack has marked the trials failed and queued them again
+        for trial, state in zip(trials, states):
+            if state == "duplicate":
+                duplicates += 1
+                continue
+            duplicates = 0
+            failures = failures + 1 if state == "failed" else 0
+            last_failed = trial if state == "failed" else None
+        if duplicates >= MAX_DUPLICATES_IN_A_ROW:
+            return "exhausted"
         if failures >= MAX_FAILURES_IN_A_ROW:
-            last = study._storage.get_trial(trial._trial_id).user_attrs.get("study_reason", "")
+            last = study._storage.get_trial(last_failed._trial_id).user_attrs.get("study_reason", "")
             if "No space left" in last or "disk is full" in last:
                 raise StudyError(DISK_FULL)
             raise StudyError(f"{failures} trials in a row failed; the last: {last} (fix the sweep and run again)")

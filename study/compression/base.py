@@ -116,10 +116,10 @@ class References:
         return path
 
     def _train(self, role: str, key: str, setup: Setup, data, seed: int) -> Reference:
-        from study.objective import run_replicate
+        from study.objective import run_trial
 
         with tempfile.TemporaryDirectory(prefix="study-ref-") as folder:
-            result = run_replicate(setup, data, 0, seed, Path(folder))
+            result = run_trial(setup, data, seed, 1, Path(folder)).replicates[0]
             if result.status != "finished":
                 raise StudyError(f"the {role} model could not be trained: {result.reason}; change its settings")
             params = {**flatten(setup.model_dump(mode="python", exclude={"compress"})), "seed": seed}

@@ -1,0 +1,130 @@
+"""Trials per hour, one at a time and packed, on the same fixed list of trial settings.
+
+Two workloads, each trained in one process by three engines, interleaved `--repeats` times:
+
+- `search`: 20 settings drawn once (fixed seed) from a naive Optuna + Keras sweep's space: an MLP on
+  MNIST-1D, depth 1-3, width 32-512 (log), dropout 0-0.5, L2 1e-6-1e-2 (log), learning rate
+  1e-4-1e-2 (log), 10-50 epochs, batch 128, Adam.
+- `replicates`: 10 replicates (seeds 0-9) of one setting (2 x 64, dropout 0.1, 30 epochs, batch 128).
+
+Engines: `keras` trains each model with Keras' `fit` (the engine before packing; compression still
+uses it), `alone` with the packed engine one model at a time (`pack: 1`), `packed` with `--pack`
+models at once. Every engine measures and saves each model as a trial does (final metrics in
+inference mode, the .keras file); MLflow and Optuna bookkeeping is left out, being the same for
+all (see benchmarks/trial_overhead.py). The time includes building models and tracing graphs.
+
+Printed: seconds, trials per hour, the ratio to `keras`, and the held-out accuracy: the largest
+difference between a model trained alone and packed at the same seed (the same computation, so 0
+is expected), and the mean difference from `keras` (another batch order and other dropout masks:
+seed noise) with a 95% interval over the paired settings.
+
+    .venv/bin/python benchmarks/packed_trials.py [--pack 8] [--repeats 1] [--workload search replicates]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from study.datasets import load_dataset
+from study.keras_compat import keras
+from study.objective import TrialJob, build_for, end_replicate, prepare_inputs, run_trials
+from study.schema import Setup
+from study.training import compile_model, fit
+
+
+def search_settings(count: int = 20) -> list[Setup]:
+    rng = np.random.default_rng(2026)
+    log = lambda low, high: float(np.exp(rng.uniform(np.log(low), np.log(high))))  # noqa: E731
+    setups = []
+    for _ in range(count):
+        setups.append(Setup.model_validate({
+            "dataset": {"name": "mnist1d"},
+            "model": {"kind": "mlp", "depth": int(rng.integers(1, 4)), "width": round(log(32, 512)),
+                      "dropout": float(rng.uniform(0, 0.5)), "l2": log(1e-6, 1e-2)},
+            "train": {"optimizer": "adam", "learning_rate": log(1e-4, 1e-2), "batch_size": 128,
+                      "epochs": int(rng.integers(10, 51))},
+        }))
+    return setups
+
+
+def replicate_setting() -> Setup:
+    return Setup.model_validate({
+        "dataset": {"name": "mnist1d"},
+        "model": {"kind": "mlp", "depth": 2, "width": 64, "dropout": 0.1},
+        "train": {"learning_rate": 3e-3, "batch_size": 128, "epochs": 30},
+    })
+
+
+def workloads() -> dict[str, list[tuple[Setup, int]]]:
+    """(setting, seed) pairs: the trials of each workload."""
+    return {
+        "search": [(setup, 0) for setup in search_settings()],
+        "replicates": [(replicate_setting(), seed) for seed in range(10)],
+    }
+
+
+def run_keras(trials, data, folder: Path) -> list[float]:
+    accuracies = []
+    for number, (setup, seed) in enumerate(trials):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+        inputs = prepare_inputs(setup, data, seed)
+        model = build_for(setup, data, inputs)
+        fitted = fit(model, (inputs.x_train, inputs.y_train), (inputs.x_val, inputs.y_val), setup.train)
+        result = end_replicate(setup, data, 0, seed, inputs, model, fitted, folder / f"k{number}")
+        accuracies.append(result.metrics["test/accuracy"])
+    return accuracies
+
+
+def run_packed(trials, data, folder: Path, pack: int) -> list[float]:
+    jobs = [TrialJob(setup, data, seed, 1, folder / f"p{pack}-{n}") for n, (setup, seed) in enumerate(trials)]
+    results = run_trials(jobs, pack)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [r.replicates[0].metrics["test/accuracy"] for r in results]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pack", type=int, default=8, help="models per pack for the packed engine")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds; medians are printed")
+    parser.add_argument("--workload", nargs="+", default=["search", "replicates"], choices=["search", "replicates"])
+    args = parser.parse_args()
+    data = load_dataset(Setup.model_validate({"dataset": {"name": "mnist1d"}}).dataset, 0, ".")
+    engines = {"keras": lambda t, f: run_keras(t, data, f), "alone": lambda t, f: run_packed(t, data, f, 1),
+               f"packed({args.pack})": lambda t, f: run_packed(t, data, f, args.pack)}
+    print(f"packed_trials: pack {args.pack}, {args.repeats} round(s), engines interleaved")
+    for name in args.workload:
+        trials = workloads()[name]
+        seconds = {engine: [] for engine in engines}
+        accuracy = {}
+        for _ in range(args.repeats):
+            for engine, run in engines.items():
+                with tempfile.TemporaryDirectory() as folder:
+                    start = time.perf_counter()
+                    accuracy[engine] = run(trials, Path(folder))
+                    seconds[engine].append(time.perf_counter() - start)
+        base = statistics.median(seconds["keras"])
+        print(f"\n{name}: {len(trials)} trials")
+        print(f"  {'engine':<12} {'seconds':>8} {'trials/hour':>12} {'vs keras':>9} {'mean test acc':>14}")
+        for engine in engines:
+            s = statistics.median(seconds[engine])
+            print(f"  {engine:<12} {s:8.1f} {len(trials) * 3600 / s:12.0f} {base / s:8.2f}x {np.mean(accuracy[engine]):14.4f}")
+        packed = f"packed({args.pack})"
+        gap = np.max(np.abs(np.array(accuracy["alone"]) - np.array(accuracy[packed])))
+        print(f"  largest |test accuracy alone - packed| at the same seed: {gap:.4f}")
+        diff = np.array(accuracy[packed]) - np.array(accuracy["keras"])
+        half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+        print(f"  packed - keras test accuracy, mean over settings: {diff.mean():+.4f} (95% CI {diff.mean() - half:+.4f} to {diff.mean() + half:+.4f})")
+
+
+if __name__ == "__main__":
+    main()
