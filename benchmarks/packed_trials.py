@@ -13,7 +13,8 @@ models at once. Every engine measures and saves each model as a trial does (fina
 inference mode, the .keras file); MLflow and Optuna bookkeeping is left out, being the same for
 all (see benchmarks/trial_overhead.py). The time includes building models and tracing graphs.
 
-Printed: seconds, trials per hour, the ratio to `keras`, and the held-out accuracy: the largest
+Printed: seconds, trials per hour, the ratio to `keras`, the arithmetic the training does against
+what this machine's matrix multiply reaches (where the time goes), and the held-out accuracy: the largest
 difference between a model trained alone and packed at the same seed (the same computation, so 0
 is expected), and the mean difference from `keras` (another batch order and other dropout masks:
 seed noise) with a 95% interval over the paired settings.
@@ -24,6 +25,7 @@ seed noise) with a 95% interval over the paired settings.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -83,13 +85,33 @@ def run_keras(trials, data, folder: Path) -> list[float]:
     return accuracies
 
 
-def run_packed(trials, data, folder: Path, pack: int) -> list[float]:
+ARITHMETIC: dict[str, float] = {}  # workload -> floating-point operations of its training
+
+
+def run_packed(trials, data, folder: Path, pack: int, workload: str = "") -> list[float]:
     jobs = [TrialJob(setup, data, seed, 1, folder / f"p{pack}-{n}") for n, (setup, seed) in enumerate(trials)]
     results = run_trials(jobs, pack)
     for result in results:
         if isinstance(result, BaseException):
             raise result
+    # about 6 operations per parameter per training example: 2 forward, 4 backward
+    ARITHMETIC[workload] = sum(
+        6 * r.metrics["model/params"] * r.metrics["data/train_size"] * r.metrics["fit/epochs"] for r in results
+    )
     return [r.replicates[0].metrics["test/accuracy"] for r in results]
+
+
+def matmul_rate() -> float:
+    """Operations per second of a 128 x 512 by 512 x 512 float32 product, called from a graph
+    in a loop: roughly the best this machine does on the arithmetic of these models."""
+    from study.keras_compat import tf
+
+    a, b = tf.random.normal((128, 512)), tf.random.normal((512, 512))
+    repeat = tf.function(lambda a, b: tf.foldl(lambda acc, _: acc + tf.matmul(a, b)[0, 0], tf.range(500), 0.0))
+    repeat(a, b)
+    start = time.perf_counter()
+    repeat(a, b)
+    return 500 * 2 * 128 * 512 * 512 / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -100,10 +122,13 @@ def main() -> None:
     args = parser.parse_args()
     data = load_dataset(Setup.model_validate({"dataset": {"name": "mnist1d"}}).dataset, 0, ".")
     engines = {"keras": lambda t, f: run_keras(t, data, f), "alone": lambda t, f: run_packed(t, data, f, 1),
-               f"packed({args.pack})": lambda t, f: run_packed(t, data, f, args.pack)}
-    print(f"packed_trials: pack {args.pack}, {args.repeats} round(s), engines interleaved")
+               f"packed({args.pack})": lambda t, f: run_packed(t, data, f, args.pack, current[0])}
+    current = [""]
+    peak = matmul_rate()
+    print(f"packed_trials: pack {args.pack}, {args.repeats} round(s), engines interleaved; {os.cpu_count()} cores")
     for name in args.workload:
         trials = workloads()[name]
+        current[0] = name
         seconds = {engine: [] for engine in engines}
         accuracy = {}
         for _ in range(args.repeats):
@@ -124,6 +149,9 @@ def main() -> None:
         diff = np.array(accuracy[packed]) - np.array(accuracy["keras"])
         half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
         print(f"  packed - keras test accuracy, mean over settings: {diff.mean():+.4f} (95% CI {diff.mean() - half:+.4f} to {diff.mean() + half:+.4f})")
+        rate = ARITHMETIC[name] / statistics.median(seconds[packed])
+        print(f"  arithmetic: {ARITHMETIC[name] / 1e9:.0f} GFLOP of training; packed runs it at {rate / 1e9:.1f} GFLOP/s, "
+              f"{100 * rate / peak:.0f}% of a 128x512x512 matmul's {peak / 1e9:.1f} GFLOP/s here")
 
 
 if __name__ == "__main__":

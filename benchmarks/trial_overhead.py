@@ -1,7 +1,8 @@
 """Where a trial's time goes: training, measuring, saving, and MLflow/Optuna bookkeeping.
 
 Runs a small sweep in this process into a temporary store, with timers around the real
-functions, and prints a breakdown per trial. Tracking should cost a few percent of a trial.
+functions, and prints a breakdown per trial (trials train in packs, as the sweep's `pack` says;
+the times of a pack are shared out over its trials). Tracking should cost a few percent of a trial.
 
     .venv/bin/python benchmarks/trial_overhead.py [--trials 12] [--epochs 20]
 """
@@ -60,7 +61,7 @@ def main() -> None:
     from study.config import load_sweep
     from study.store import Store
 
-    timed(objective, "fit", "keras fit")
+    timed(objective, "fit_together", "training (packs)")
     timed(objective, "predict", "predict (3 splits)")
     timed(objective, "save_model", "save model")
     timed(tracking.Tracker, "start_trial", "mlflow: start run")
@@ -71,7 +72,7 @@ def main() -> None:
     timed(sweep.optuna.Study, "ask", "optuna: ask")
     timed(sweep, "_best_runs", "optuna: best set")
     timed(sweep, "_progress_metrics", "sweep progress")
-    timed(sweep, "run_one", "trial total")
+    timed(sweep, "run_pack", "trial total")
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "overhead.yaml"

@@ -106,7 +106,8 @@ def cmd_validate(args) -> int:
         try:
             sweep = load_sweep(path)
         except StudyError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            for problem in getattr(exc, "problems", [str(exc)]):
+                print(f"error: {problem}", file=sys.stderr)
             bad += 1
             continue
         config = sweep.config
@@ -169,6 +170,19 @@ def cmd_ui(args) -> int:
 
 
 # --------------------------------------------------------------------------------- parser
+def _duration_argument(text: str) -> float:
+    """--timeout's value, written as the sweep file's budget.timeout is."""
+    from pydantic import ValidationError
+
+    from study.schema import Budget
+
+    try:
+        seconds = Budget(timeout=text).timeout
+    except ValidationError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write seconds (600) or 90s, 10m, 1.5h") from None
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="study", description="Sweep studies of overfitting, underfitting and compression, tracked in MLflow."
@@ -178,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="create or resume a sweep and run it to its budget")
     run.add_argument("sweep", metavar="SWEEP.yaml")
     run.add_argument("--trials", type=int, metavar="N", help="complete the sweep to N done trials (default: its budget)")
-    run.add_argument("--timeout", type=float, metavar="SECONDS", help="start no trial after this many seconds")
+    run.add_argument("--timeout", type=_duration_argument, metavar="DURATION",
+                     help="start no trial after this long: seconds (600) or 90s, 10m, 1.5h")
     run.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes on this machine (default 1)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. train.epochs=5 (repeatable)")
     run.add_argument("--allow-changed", action="store_true", help="continue a study although its sweep file changed")

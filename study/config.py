@@ -470,7 +470,8 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
         config = SweepConfig.model_validate(raw)
         _check_setups(config)
     except ValidationError as exc:
-        raise BadInput(f"{path}: {_first_problem(exc, raw)}") from None
+        problems = [f"{path}: {format_error(error, raw, SweepConfig)}" for error in exc.errors()]
+        raise BadInput(f"{path}: {_first_problem(exc, raw)}", list(dict.fromkeys(problems))) from None
     except (ValueError, OverflowError) as exc:
         raise BadInput(f"{path}: {exc}") from None
     return Sweep(config=config, path=path, text=text, overrides=dict(overrides or {}))

@@ -12,7 +12,15 @@ class StudyError(Exception):
 
 
 class BadInput(StudyError):
-    """A sweep file, a --set value or a data file the command cannot use: the CLI exits 2."""
+    """A sweep file, a --set value or a data file the command cannot use: the CLI exits 2.
+
+    `problems` lists every problem found, one line each (`study validate` prints them all); the
+    message names the first and counts the rest.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 def did_you_mean(word, options) -> str:

@@ -8,7 +8,9 @@
 - `conv: separable` makes every conv layer after the first depthwise-separable (MobileNet: a
   depthwise filter over one input channel would learn little); `width_multiplier` scales every
   layer's width.
-- Dropout, when asked, follows every hidden layer; L1/L2 penalties apply to every kernel.
+- Dropout, when asked, follows every hidden layer; L1/L2 penalties apply to every kernel. Each
+  Dropout layer draws its masks from a generator of its own, seeded as the model is built, so a
+  model's masks depend on its seed alone, not on what else trains in the process (`multifit`).
 - `depth: 0` leaves only the output layer: logistic regression (classification) or linear
   regression (regression), the article's `y = a·x + b`.
 

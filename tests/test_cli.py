@@ -44,6 +44,30 @@ def test_validate_checks_every_file_given(write_sweep, tmp_path):
     assert result.returncode == 2 and result.stderr.count("error:") == 2 and result.stdout.startswith(f"ok: {good}")
 
 
+def test_validate_lists_every_problem_of_a_file_one_line_each(write_sweep, tmp_path):
+    path = write_sweep("bad", TINY.replace("width: 8", "widht: 8").replace("epochs: 2", "epochs: 0"))
+    result = study(tmp_path, "validate", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: {path}: model.widht: unknown key; did you mean 'width'?",
+        f"error: {path}: train.epochs: should be greater than or equal to 1, got 0 (int)",
+    ]
+    run = study(tmp_path, "run", str(path), "--store", "store")
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "(and 1 more problem)" in run.stderr
+
+
+def test_timeout_takes_the_durations_a_sweep_file_takes():
+    from study.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["run", "x.yaml", "--timeout", "10m"]).timeout == 600
+    assert parser.parse_args(["run", "x.yaml", "--timeout", "1.5h"]).timeout == 5400
+    assert parser.parse_args(["run", "x.yaml", "--timeout", "90"]).timeout == 90
+    with pytest.raises(SystemExit) as stopped:
+        parser.parse_args(["run", "x.yaml", "--timeout", "soon"])
+    assert stopped.value.code == 2
+
+
 def test_run_with_a_bad_file_writes_nothing(write_sweep, tmp_path):
     path = write_sweep("bad", TINY.replace("[4, 8, 16]", "[4, -8]"))
     result = study(tmp_path, "run", str(path), "--store", "store")
