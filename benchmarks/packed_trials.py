@@ -119,11 +119,14 @@ def main() -> None:
     parser.add_argument("--pack", type=int, default=8, help="models per pack for the packed engine")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds; medians are printed")
     parser.add_argument("--workload", nargs="+", default=["search", "replicates"], choices=["search", "replicates"])
+    parser.add_argument("--packed-only", action="store_true", help="time the packed engine alone (to compare pack sizes)")
     args = parser.parse_args()
     data = load_dataset(Setup.model_validate({"dataset": {"name": "mnist1d"}}).dataset, 0, ".")
     engines = {"keras": lambda t, f: run_keras(t, data, f), "alone": lambda t, f: run_packed(t, data, f, 1),
                f"packed({args.pack})": lambda t, f: run_packed(t, data, f, args.pack, current[0])}
     current = [""]
+    if args.packed_only:
+        engines = {name: run for name, run in engines.items() if name.startswith("packed")}
     peak = matmul_rate()
     print(f"packed_trials: pack {args.pack}, {args.repeats} round(s), engines interleaved; {os.cpu_count()} cores")
     for name in args.workload:
@@ -137,8 +140,12 @@ def main() -> None:
                     start = time.perf_counter()
                     accuracy[engine] = run(trials, Path(folder))
                     seconds[engine].append(time.perf_counter() - start)
-        base = statistics.median(seconds["keras"])
         print(f"\n{name}: {len(trials)} trials")
+        if args.packed_only:
+            s = statistics.median(next(iter(seconds.values())))
+            print(f"  packed({args.pack}): {s:.1f} s, {len(trials) * 3600 / s:.0f} trials/hour")
+            continue
+        base = statistics.median(seconds["keras"])
         print(f"  {'engine':<12} {'seconds':>8} {'trials/hour':>12} {'vs keras':>9} {'mean test acc':>14}")
         for engine in engines:
             s = statistics.median(seconds[engine])

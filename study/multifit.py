@@ -34,7 +34,7 @@ import numpy as np
 
 from study.keras_compat import keras, tf
 from study.schema import TrainSpec
-from study.training import EPOCH_NAMES, MONITORS, FitResult, OnEpoch, best_epoch, build_optimizer
+from study.training import EPOCH_NAMES, MONITORS, FitResult, OnEpoch, best_epoch
 
 VAL_BATCH = 4096  # validation examples per graph op: large, as no gradients are kept
 
@@ -114,6 +114,47 @@ def _losses(task: str):
     return loss, second
 
 
+class _Optimizer:
+    """Keras' Adam, SGD and RMSprop update rules (their defaults: Adam's betas 0.9 and 0.999,
+    RMSprop's rho 0.9, epsilon 1e-7), written as plain graph ops: Keras' own `apply_gradients`
+    costs more to trace than a small model's whole epoch."""
+
+    def __init__(self, spec: TrainSpec, variables):
+        self.kind, self.variables = spec.optimizer, list(variables)
+        self.rate = tf.constant(spec.learning_rate, tf.float32)
+        self.momentum = spec.momentum
+        self.step = tf.Variable(0.0, trainable=False, name="step")
+        slots = {"adam": 2, "sgd": 1 if spec.momentum > 0 else 0, "rmsprop": 2 if spec.momentum > 0 else 1}[self.kind]
+        self.slots = [[tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables] for _ in range(slots)]
+
+    def apply(self, grads) -> None:
+        step = self.step.assign_add(1.0)
+        rate = self.rate
+        if self.kind == "adam":
+            beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7
+            alpha = rate * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
+            for var, g, m, v in zip(self.variables, grads, *self.slots):
+                m.assign_add((g - m) * (1 - beta_1))
+                v.assign_add((tf.square(g) - v) * (1 - beta_2))
+                var.assign_sub((m * alpha) / (tf.sqrt(v) + epsilon))
+        elif self.kind == "sgd":
+            if not self.slots:
+                for var, g in zip(self.variables, grads):
+                    var.assign_add(-g * rate)
+                return
+            for var, g, m in zip(self.variables, grads, self.slots[0]):
+                var.assign_add(m.assign(-g * rate + m * self.momentum))
+        else:
+            rho, epsilon = 0.9, 1e-7
+            for i, (var, g) in enumerate(zip(self.variables, grads)):
+                velocity = self.slots[0][i].assign(rho * self.slots[0][i] + (1 - rho) * tf.square(g))
+                increment = rate * g * tf.math.rsqrt(velocity + epsilon)
+                if self.momentum > 0:
+                    var.assign_add(-self.slots[1][i].assign(self.momentum * self.slots[1][i] + increment))
+                else:
+                    var.assign_add(-increment)
+
+
 class Pack:
     """Members trained together; `run()` trains them all and fills each member's `result`."""
 
@@ -127,14 +168,12 @@ class Pack:
         self.n = len(members[0].train[0])
         self.batch = members[0].spec.batch_size
         self.steps = max(1, math.ceil(self.n / self.batch))
-        self.optimizers = [build_optimizer(m.spec) for m in members]
-        for opt, m in zip(self.optimizers, members):
-            opt.build(m.model.trainable_variables)  # slots now: none may be made inside the graph's loop
+        self.optimizers = [_Optimizer(m.spec, m.model.trainable_variables) for m in members]
         self.data = [
             (tf.constant(m.train[0]), tf.constant(m.train[1]), tf.constant(m.val[0]), tf.constant(m.val[1]))
             for m in members
         ]
-        self.epoch_fn = tf.function(self._epoch, reduce_retracing=True)
+        self.epoch_fn = tf.function(self._epoch, autograph=False)  # loops and conds are written as graph ops
 
     # -- the graph: one epoch of every active member -----------------------------------------
     def _member_epoch(self, k: int, order):
@@ -158,7 +197,7 @@ class Pack:
 
             def update():
                 grads = tape.gradient(total, model.trainable_variables)
-                opt.apply_gradients(zip(grads, model.trainable_variables))
+                opt.apply(grads)
                 return tf.constant(0)
 
             bad = tf.cond(finite, update, lambda: i + 1)

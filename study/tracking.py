@@ -74,6 +74,11 @@ def _param_value(value) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
+# MLflow 3's UI opens an experiment without this tag as a GenAI one (traces, no runs); ours are
+# model training, and open on their runs.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
 class Tracker:
     """MLflow runs of one sweep."""
 
@@ -98,9 +103,11 @@ class Tracker:
                 f"--experiment-id {experiment.experiment_id}) or copy the sweep file to a new name"
             )
         if experiment is not None:
+            if experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:  # made by an older version
+                self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
             return experiment.experiment_id
         location = f"{self.artifact_root.rstrip('/')}/{name}" if self.artifact_root else None
-        tags = {"mlflow.note.content": self.sweep.config.description, "study.name": name}
+        tags = {"mlflow.note.content": self.sweep.config.description, "study.name": name, EXPERIMENT_KIND: MODEL_TRAINING}
         try:
             return self.client.create_experiment(name, artifact_location=location, tags=tags)
         except Exception:  # another worker or machine created it first
