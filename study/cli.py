@@ -4,12 +4,14 @@ message names, 2 bad command-line usage, 130 interrupted (the message says how t
 from __future__ import annotations
 
 import argparse
+import shutil
 import shlex
 import sys
 from pathlib import Path
 
 from study.config import load_sweep, parse_override
 from study.errors import BadInput, StudyError
+from study.serve import ui_link
 from study.store import Store
 
 
@@ -51,13 +53,31 @@ def cmd_run(args) -> int:
         summary = exc.args[0]
         resume = shlex.join(["study", *args.argv])
         print(
-            f"interrupted: {summary.name} stopped; a trial that was running was marked failed and queued to run again; "
+            f"interrupted: {summary.name} stopped; the trials that were running were marked failed and queued to run again; "
             f"{summary.counts.done} of {summary.target or '?'} trials are done. Resume with:\n  {resume}",
             file=sys.stderr,
         )
         return 130
     print(render_summary(summary, sweep, store))
     return 0
+
+
+LOCAL_UI = "http://127.0.0.1:5000"  # where `study ui` serves by default
+
+
+def _self_command() -> str:
+    """How to run `study` again from this shell: `study` when that is on the PATH and is this
+    program, else the path this one was started by (e.g. `.venv/bin/study`)."""
+    program = Path(sys.argv[0])
+    on_path = shutil.which("study")
+    if program.name == "study" and on_path and Path(on_path).resolve() == program.resolve():
+        return "study"
+    if program.name == "study":
+        try:
+            return str(program.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return str(program.resolve())
+    return f"{sys.executable} -m study"
 
 
 def render_summary(summary, sweep, store: Store) -> str:
@@ -76,7 +96,7 @@ def render_summary(summary, sweep, store: Store) -> str:
     if summary.state == "partial":
         lines.append(f"the time budget ran out; run the same command again to continue to {summary.target} trials")
     where = "" if store.root == Path("mlruns").resolve() else f" --store {store.root}"
-    lines.append(f"browse:  study ui{where}   (experiment '{summary.name}' in MLflow)")
+    lines.append(f"browse:  {_self_command()} ui{where}   then open {ui_link(LOCAL_UI, summary.experiment_id)}")
     return "\n".join(lines)
 
 
@@ -222,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write the HTML report of one or more sweeps")
     report.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep names (the sweep files' stems)")
     report.add_argument("--out", default="reports", metavar="DIR", help="folder for the reports (default reports)")
-    report.add_argument("--mlflow-url", metavar="URL", help="MLflow UI address, to link runs (e.g. http://127.0.0.1:5000)")
+    report.add_argument("--mlflow-url", metavar="URL", default=LOCAL_UI,
+                        help=f"the MLflow UI that run links open (default {LOCAL_UI}, where `study ui` serves)")
     _store_options(report)
     report.set_defaults(func=cmd_report)
 

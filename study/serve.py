@@ -17,6 +17,15 @@ from study.store import Store
 START_SECONDS = 180  # a cold MLflow server takes a while to import and migrate
 
 
+def ui_link(base_url: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """The MLflow UI's page of an experiment's runs (or of one run, or of every experiment),
+    opened in the Model training view."""
+    path = "/#/experiments"
+    if experiment_id is not None:
+        path += f"/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+    return f"{base_url.rstrip('/')}{path}?workflowType=machine_learning"
+
+
 def port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -48,7 +57,7 @@ def serve_ui(store: Store, host: str, port: int) -> int:
             if time.monotonic() > deadline:
                 raise StudyError(f"the MLflow server did not answer at {url} within {START_SECONDS}s")
             time.sleep(0.5)
-        print(f"MLflow UI at {url}  (Ctrl+C to stop)", flush=True)
+        print(f"MLflow UI at {ui_link(url)}  (Ctrl+C to stop)", flush=True)
         code = server.wait()
         return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else 1
     except KeyboardInterrupt:

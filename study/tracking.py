@@ -75,8 +75,10 @@ def _param_value(value) -> str:
 
 
 # MLflow 3's UI opens an experiment without this tag as a GenAI one (traces, no runs); ours are
-# model training, and open on their runs.
+# model training, and open on their runs. Its GenAI/Model-training switch overrides the tag, so
+# our links also name the view (`serve.ui_link`).
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+SWEEP_RUN = "study.sweep_run"  # a trial run's tag: the id of its sweep's run
 
 
 class Tracker:
@@ -162,9 +164,9 @@ class Tracker:
     # ------------------------------------------------------------------------------ trial run
     def start_trial(self, parent_id: str, number: int, params: dict, setup_params: dict, data) -> "TrialRun":
         """Create the trial's run with every resolved setting as a param, and the dataset as an input."""
-        tags = {
+        tags = {  # top-level runs (the UI shows nested runs folded): linked to the sweep by a tag
             **self.base_tags,
-            MLFLOW_PARENT_RUN_ID: parent_id,
+            SWEEP_RUN: parent_id,
             "study.role": "trial",
             "study.trial": str(number),
             "study.state": "running",

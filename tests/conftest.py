@@ -7,6 +7,7 @@ or two epochs, so that a trial takes about a second.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -111,3 +112,21 @@ def pytest_sessionfinish(session, exitstatus):
     if left:
         print(f"\nerror: the tests left {len(left)} process(es) running: {left}", file=sys.stderr)
         session.exitstatus = 1
+
+
+def chromium_driver(tmp_path):
+    """A headless Chromium from Debian's packages, driven by Selenium; skips (saying why) when absent."""
+    browser, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not browser or not driver_path:
+        unavailable("headless Chromium is not installed (apt-get install chromium chromium-driver; .ci/run does)")
+    from selenium import webdriver  # a declared test dependency
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,2000", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)

@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -13,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import STUDY, TINY, run_env
+from conftest import STUDY, TINY, chromium_driver, run_env
 from study import serve
 from study.store import Store
 
@@ -95,7 +96,10 @@ def test_run_prints_the_summary_and_where_to_look(write_sweep, tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0].startswith("cli: complete — 2 trials done (2 finished, 0 pruned, 0 failed) in ")
     assert lines[1].startswith("best: trial ")
-    assert any(line.startswith("browse:  study ui --store") for line in lines)
+    browse = next(line for line in lines if line.startswith("browse:  "))
+    assert f"{sys.executable} -m study ui --store" in browse, "a command that works from this shell"
+    assert browse.endswith("/runs?workflowType=machine_learning"), "a link to the runs, in the Model training view"
+
     assert "cli: 2/2 trials" in result.stderr, "the progress bar counts trials"
 
     listed = study(tmp_path, "list", "--store", "store", "--sweeps", str(tmp_path))
@@ -124,12 +128,14 @@ def test_ctrl_c_fails_the_running_trial_exits_130_and_resume_completes(write_swe
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "interrupted: sigint stopped; a trial that was running was marked failed and queued to run again" in err
+    assert "interrupted: sigint stopped; the trials that were running were marked failed and queued to run again" in err
     assert "Resume with:\n  study run" in err and "--trials 3" in err
     trials = optuna.load_study(study_name="sigint", storage=store.optuna()).trials
     failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert len(failed) == 1 and failed[0].user_attrs["study_state"] == "interrupted"
-    assert store.mlflow().get_run(failed[0].user_attrs["mlflow_run_id"]).info.status == "FAILED"
+    assert len(failed) == 3, "the three trials trained as one pack"
+    for trial in failed:
+        assert trial.user_attrs["study_state"] == "interrupted"
+        assert store.mlflow().get_run(trial.user_attrs["mlflow_run_id"]).info.status == "FAILED"
 
     resumed = study(tmp_path, "run", str(path), "--store", "store", "--trials", "3", "--quiet", "--set", "train.epochs=1", "--allow-changed")
     assert resumed.returncode == 0, resumed.stderr
@@ -151,6 +157,21 @@ def test_two_workers_share_the_budget_exactly(write_sweep, tmp_path):
     experiment = store.mlflow().get_experiment_by_name("pair")
     runs = store.mlflow().search_runs([experiment.experiment_id], filter_string="tags.`study.role` = 'trial'")
     assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_the_command_to_run_again_works_without_activating_the_venv(tmp_path, monkeypatch):
+    from study.cli import _self_command
+
+    script = tmp_path / ".venv" / "bin" / "study"
+    script.parent.mkdir(parents=True)
+    script.write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(script)])
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert _self_command() == ".venv/bin/study"
+    monkeypatch.setenv("PATH", str(script.parent))
+    script.chmod(0o755)
+    assert _self_command() == "study"
 
 
 def free_port() -> int:
@@ -187,6 +208,49 @@ def test_ui_serves_the_store_on_localhost_and_stops_with_sigterm(write_sweep, tm
     while not serve.port_free("127.0.0.1", port) and time.time() < deadline:
         time.sleep(0.5)
     assert serve.port_free("127.0.0.1", port), "no server is left listening"
+
+
+@pytest.mark.slow
+def test_the_mlflow_ui_opens_a_sweep_on_its_trial_runs(write_sweep, tmp_path):
+    path = write_sweep("seen", TINY)
+    done = study(tmp_path, "run", str(path), "--store", "store", "--trials", "2", "--quiet")
+    assert done.returncode == 0, done.stderr
+    browse = next(line for line in done.stdout.splitlines() if line.startswith("browse:  "))
+    port = free_port()
+    proc = subprocess.Popen(
+        [*STUDY, "ui", "--store", "store", "--port", str(port)], cwd=tmp_path, env=run_env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    driver = None
+    try:
+        line = proc.stdout.readline()
+        while "MLflow UI at" not in line:
+            assert line, "the address was printed"
+            line = proc.stdout.readline()
+        printed = line.split("MLflow UI at ")[1].split()[0]
+        driver = chromium_driver(tmp_path)
+
+        def shows(url: str, *texts: str) -> str:
+            driver.get(url)
+            deadline = time.time() + 90
+            text = ""
+            while time.time() < deadline:
+                text = driver.execute_script("return document.body.innerText")
+                if all(t in text for t in texts):
+                    return text
+                time.sleep(1)
+            driver.save_screenshot(str(tmp_path / "ui.png"))
+            raise AssertionError(f"{url} does not show {texts}: {text[:500]!r}")
+
+        shows(printed, "seen")  # `study ui`'s address lists the experiments
+        runs = browse.split("then open ")[1].replace("127.0.0.1:5000", f"127.0.0.1:{port}")
+        text = shows(runs, "trial-0000", "trial-0001")  # the link `study run` printed opens on the trials
+        assert "Token Usage" not in text and "Traces\n0" not in text, "not the GenAI view"
+    finally:
+        if driver is not None:
+            driver.quit()
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 def test_ui_on_a_busy_port_says_so_and_fails(write_sweep, tmp_path):

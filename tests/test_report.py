@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import TINY, unavailable
+from conftest import TINY, chromium_driver
 from study.config import load_sweep
 from study.errors import StudyError
 from study.report import load
@@ -162,24 +162,6 @@ def test_hostile_names_descriptions_and_params_are_escaped(write_sweep, store, t
 
 
 # ---------------------------------------------------------------------------------- browser
-def chromium_driver(tmp_path):
-    """A headless Chromium from Debian's packages, driven by Selenium; skips (saying why) when absent."""
-    browser, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not browser or not driver_path:
-        unavailable("headless Chromium is not installed (apt-get install chromium chromium-driver; .ci/run does)")
-    from selenium import webdriver  # a declared test dependency
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,2000", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-
-
 def assert_page_shows_everything(driver, path: Path, screenshot: Path) -> None:
     driver.get(path.as_uri())
     deadline = time.time() + 30

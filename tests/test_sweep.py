@@ -63,7 +63,8 @@ def test_every_trial_has_its_run_with_params_metrics_state_and_artifacts(write_s
 
     parent = runs_of(store, "tiny", role="sweep")
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
-    assert all(r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for r in runs.values())
+    assert all(r.data.tags["study.sweep_run"] == parent[0].info.run_id for r in runs.values())
+    assert not any("mlflow.parentRunId" in r.data.tags for r in runs.values()), "trials are top-level runs: the UI shows them unfolded"
     assert parent[0].data.metrics["trials/finished"] == 3
     best = [r for r in runs.values() if r.data.tags.get("study.best") == "true"]
     assert [b.data.tags["study.trial"] for b in best] == [str(study.best_trial.number)]

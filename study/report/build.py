@@ -20,6 +20,7 @@ from study.report import figures, regimes, stats, tables, verdicts
 from study.report.html import Page, esc
 from study.report.load import SweepRuns, load_sweep_runs
 from study.store import Store
+from study.serve import ui_link
 
 MAX_DECOMPOSED = 300  # trials whose predictions are downloaded for the bias–variance decomposition
 MAX_TABLE_ROWS = 60  # rows shown in the page's runs table; runs.csv has them all
@@ -36,8 +37,7 @@ class Built:
 def _links(data: SweepRuns, mlflow_url: str | None, run_ids) -> dict[str, str]:
     if not mlflow_url:
         return {}
-    base = mlflow_url.rstrip("/")
-    return {rid: f"{base}/#/experiments/{data.experiment_id}/runs/{rid}" for rid in run_ids}
+    return {rid: ui_link(mlflow_url, data.experiment_id, rid) for rid in run_ids}
 
 
 def _counts_line(data: SweepRuns) -> str:
@@ -409,7 +409,7 @@ def build_report(store: Store, name: str, out: Path, mlflow_url: str | None = No
         page.p(data.description)
     page.p(f"Trials: {_counts_line(data)}. Store: {store.describe()}.")
     if mlflow_url:
-        page.p(f"MLflow: {mlflow_url.rstrip('/')}/#/experiments/{data.experiment_id}")
+        page.p(f"MLflow: {ui_link(mlflow_url, data.experiment_id)}")
     compression = tables.compression_runs(data.runs)
     is_compression = not compression.empty or (data.runs.get("tags.study.method") is not None and not data.references.empty)
     conclusions = Conclusions()
