@@ -154,11 +154,11 @@ def cmd_list(args) -> int:
     if not rows:
         print(f"no sweeps: no sweep files in {args.sweeps}/ and no studies in the store")
         return 0
-    header = ("sweep", "file", "finished", "pruned", "failed", "running", "best")
+    header = ("sweep", "file", "finished", "pruned", "failed", "interrupted", "running", "best")
     table = [header] + [tuple(str(v) for v in row) for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for row in table:
-        print("  ".join(cell.ljust(w) if i in (0, 1, 6) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        print("  ".join(cell.ljust(w) if i in (0, 1, 7) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
     return 0
 
 

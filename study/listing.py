@@ -21,7 +21,9 @@ def _best(study) -> str:
 
 
 def list_sweeps(store: Store, folder: Path) -> list[tuple]:
-    """Rows (sweep, file, finished, pruned, failed, running, best), sweeps with files first."""
+    """Rows (sweep, file, finished, pruned, failed, interrupted, running, best), sweeps with files
+    first. Interrupted trials were queued again and are not done; with the failed ones they make
+    the sweep's FAILED runs in MLflow."""
     import optuna
 
     from study.store import quiet_libraries
@@ -44,9 +46,9 @@ def list_sweeps(store: Store, folder: Path) -> list[tuple]:
     for name in [*files, *sorted(set(studies) - set(files))]:
         file = str(files[name]) if name in files else "(no file)"
         if name not in studies:
-            rows.append((name, file, "-", "-", "-", "-", "not started"))
+            rows.append((name, file, "-", "-", "-", "-", "-", "not started"))
             continue
         study = studies[name]
         c = count_trials(study.get_trials(deepcopy=False))
-        rows.append((name, file, c.finished, c.pruned, c.failed, c.running, _best(study)))
+        rows.append((name, file, c.finished, c.pruned, c.failed, c.interrupted, c.running, _best(study)))
     return rows

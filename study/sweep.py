@@ -56,6 +56,7 @@ class Counts:
     failed: int = 0
     running: int = 0
     waiting: int = 0
+    interrupted: int = 0  # failed runs whose settings were queued again (Ctrl+C, a dead worker): not done
 
     @property
     def done(self) -> int:
@@ -74,9 +75,15 @@ def counted(trials: list) -> list:
 
 
 def count_trials(trials: list) -> Counts:
-    """Trials per state, of those that count."""
+    """Trials per state, of those that count; and the interrupted ones that were queued again.
+    MLflow's FAILED runs of a sweep are its `failed` plus its `interrupted` trials."""
     counts = Counts()
-    for t in counted(trials):
+    kept = counted(trials)
+    numbers = {t.number for t in kept}
+    counts.interrupted = sum(
+        1 for t in trials if t.state == TrialState.FAIL and t.number not in numbers and not t.user_attrs.get("study_skipped")
+    )
+    for t in kept:
         if t.state == TrialState.COMPLETE:
             counts.finished += 1
         elif t.state == TrialState.PRUNED:
@@ -346,8 +353,16 @@ def _begin(trial, study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, take
         data = load_dataset(setup.dataset, sweep.config.seed, sweep.path.parent)
         run = tracker.start_trial(sweep_run_id, trial.number, params, setting_params(sweep, setup), data)
         trial.set_user_attr("mlflow_run_id", run.run_id)
-    except Exception as exc:
-        return _failed(trial, study, run, exc)
+    except BaseException as exc:
+        if not interruption(exc):
+            return _failed(trial, study, run, exc)
+        if run is not None:  # the caller queues the trial again; its run is closed here
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                run.end("interrupted", "interrupted by the user (Ctrl+C); the trial is queued again")
+            finally:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from exc
     return Started(trial, setup, data, run, tmp / f"trial-{trial.number}")
 
 
@@ -372,6 +387,8 @@ def _conclude(begun: Started, outcome, study, sweep: Sweep, tracker: Tracker, sw
             trial.set_user_attr("study_reason", result.reason[:1000])
         run.finish(result, outputs)
     except Exception as exc:
+        if interruption(exc):
+            raise KeyboardInterrupt from exc
         begun.told = True
         return _failed(trial, study, run, exc)
     begun.told = True
@@ -383,6 +400,18 @@ def _conclude(begun: Started, outcome, study, sweep: Sweep, tracker: Tracker, sw
         study.tell(trial, state=TrialState.PRUNED)
     tracker.log_progress(sweep_run_id, trial.number, _progress_metrics(study, sweep))
     return state
+
+
+def interruption(exc: BaseException) -> bool:
+    """True for Ctrl+C, also where a library turned it into an error of its own (SQLite answers
+    a signal during a query with "interrupted"): the trial is queued again, not failed."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt) or (type(exc).__name__ == "OperationalError" and "interrupted" in str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _failed(trial, study, run, exc: BaseException) -> str:

@@ -105,7 +105,7 @@ def test_run_prints_the_summary_and_where_to_look(write_sweep, tmp_path):
     listed = study(tmp_path, "list", "--store", "store", "--sweeps", str(tmp_path))
     assert listed.returncode == 0
     row = next(line for line in listed.stdout.splitlines() if line.startswith("cli "))
-    assert row.split()[2:6] == ["2", "0", "0", "0"] and "val/accuracy" in row
+    assert row.split()[2:7] == ["2", "0", "0", "0", "0"] and "val/accuracy" in row
 
 
 @pytest.mark.slow
@@ -141,6 +141,13 @@ def test_ctrl_c_fails_the_running_trial_exits_130_and_resume_completes(write_swe
     assert resumed.returncode == 0, resumed.stderr
     trials = optuna.load_study(study_name="sigint", storage=store.optuna()).trials
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    listed = study(tmp_path, "list", "--store", "store", "--sweeps", str(tmp_path))
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("sigint "))
+    assert row.split()[2:7] == ["3", "0", "0", "3", "0"], "finished, pruned, failed, interrupted, running"
+    client = store.mlflow()
+    experiment = client.get_experiment_by_name("sigint")
+    failed_runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FAILED'")
+    assert len(failed_runs) == 0 + 3, "MLflow's FAILED runs are the failed plus the interrupted trials"
 
 
 @pytest.mark.slow

@@ -198,6 +198,7 @@ def records(store, name):
                      for k in run.data.metrics if k.startswith("epoch/")}
         tags = {k: v for k, v in run.data.tags.items() if k.startswith("study.") and k not in ("study.error",)}
         tags.pop("study.host", None)
+        tags.pop("study.sweep_run", None)  # a run id: differs between stores
         artifacts = sorted(a.path for a in client.list_artifacts(run.info.run_id))
         out[run.info.run_name] = (run.info.status, run.data.params, metrics, histories, tags, artifacts)
     return out

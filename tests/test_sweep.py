@@ -263,7 +263,9 @@ def test_in_packs_the_pruner_judges_against_the_trials_of_earlier_packs(write_sw
     run = store.mlflow().get_run(pruned.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED" and run.data.tags["study.state"] == "pruned"
     assert [m.step for m in store.mlflow().get_metric_history(run.info.run_id, "epoch/val_accuracy")] == [1]
-write_sweep, store):
+
+
+def test_several_objectives_mark_the_pareto_set(write_sweep, store):
     text = TINY.replace("objective: {val/accuracy: maximize}", "objective: {val/accuracy: maximize, model/params: minimize}")
     run_sweep(load_sweep(write_sweep("pareto", text)), store, trials=4)
     study = study_of(store, "pareto")
@@ -302,3 +304,21 @@ def test_settings_that_already_ran_are_not_trained_again(write_sweep, store):
 
     counts = tables.state_counts(pd.DataFrame(), study).set_index("state")["Optuna trials"]
     assert counts["skipped (repeat)"] == len(skipped) and counts["finished"] == 2, "the report says why trials were skipped"
+
+
+def test_an_error_that_ctrl_c_caused_counts_as_an_interruption_not_a_failure():
+    import sqlite3
+
+    from study.sweep import interruption
+
+    assert interruption(KeyboardInterrupt())
+    assert interruption(sqlite3.OperationalError("interrupted")), "SQLite's answer to a signal during a query"
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("while logging")
+    except RuntimeError as wrapped:
+        assert interruption(wrapped), "a library's error raised while handling Ctrl+C"
+    assert not interruption(ValueError("bad value"))
+    assert not interruption(sqlite3.OperationalError("database is locked"))

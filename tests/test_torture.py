@@ -39,7 +39,7 @@ def assert_sound(store: Store, name: str, points: int) -> None:
     assert not [t.number for t in trials if t.state == TrialState.RUNNING], "no Optuna trial left running"
     done = counted(trials)
     complete = [t for t in done if t.state == TrialState.COMPLETE]
-    assert len(done) == len(complete) == points, [(t.number, t.state.name) for t in done]
+    assert len(done) == len(complete) == points, [(t.number, t.state.name, t.user_attrs, t.system_attrs) for t in done]
     settings = [tuple(sorted(t.params.items())) for t in complete]
     assert len(set(settings)) == points, "every setting finished exactly once"
     client = store.mlflow()
