@@ -35,7 +35,7 @@ import numpy as np
 from scipy import stats
 
 from study.datasets import load_dataset
-from study.keras_compat import keras
+from study.keras_compat import keras, tf
 from study.objective import TrialJob, build_for, end_replicate, prepare_inputs, run_trials
 from study.schema import Setup
 from study.training import compile_model, fit
@@ -104,7 +104,6 @@ def run_packed(trials, data, folder: Path, pack: int, workload: str = "") -> lis
 def matmul_rate() -> float:
     """Operations per second of a 128 x 512 by 512 x 512 float32 product, called from a graph
     in a loop: roughly the best this machine does on the arithmetic of these models."""
-    from study.keras_compat import tf
 
     a, b = tf.random.normal((128, 512)), tf.random.normal((512, 512))
     repeat = tf.function(lambda a, b: tf.foldl(lambda acc, _: acc + tf.matmul(a, b)[0, 0], tf.range(500), 0.0))
@@ -112,6 +111,29 @@ def matmul_rate() -> float:
     start = time.perf_counter()
     repeat(a, b)
     return 500 * 2 * 128 * 512 * 512 / (time.perf_counter() - start)
+
+
+def setup_cost(data, pack: int) -> tuple[float, float, float]:
+    """Seconds to trace one pack of the search workload's first `pack` settings, to run its first
+    epoch (TensorFlow optimizes the graph then), and to run a later epoch."""
+    from study.multifit import Member, Pack
+    from study.objective import start_replicate
+
+    keras.backend.clear_session()
+    members = []
+    for setup in search_settings()[:pack]:
+        inputs, model = start_replicate(setup, data, 0)
+        members.append(Member(model, setup.train, data.task, (inputs.x_train, inputs.y_train), (inputs.x_val, inputs.y_val), 0))
+    built = Pack(members)
+    orders = tf.constant(np.stack([np.random.default_rng(0).permutation(built.n) for _ in members]), dtype=tf.int32)
+    active = tf.constant(np.ones(len(members), dtype=bool))
+    start = time.perf_counter()
+    built.epoch_fn.get_concrete_function(orders, active)
+    traced = time.perf_counter()
+    built.epoch_fn(orders, active)
+    first = time.perf_counter()
+    built.epoch_fn(orders, active)
+    return traced - start, first - traced, time.perf_counter() - first
 
 
 def main() -> None:
@@ -156,6 +178,10 @@ def main() -> None:
         diff = np.array(accuracy[packed]) - np.array(accuracy["keras"])
         half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
         print(f"  packed - keras test accuracy, mean over settings: {diff.mean():+.4f} (95% CI {diff.mean() - half:+.4f} to {diff.mean() + half:+.4f})")
+        if name == "search":
+            trace, first, later = setup_cost(data, args.pack)
+            print(f"  one pack of {args.pack}: tracing {trace:.2f} s, first epoch {first:.2f} s (graph optimization), "
+                  f"a later epoch {later:.2f} s")
         rate = ARITHMETIC[name] / statistics.median(seconds[packed])
         print(f"  arithmetic: {ARITHMETIC[name] / 1e9:.0f} GFLOP of training; packed runs it at {rate / 1e9:.1f} GFLOP/s, "
               f"{100 * rate / peak:.0f}% of a 128x512x512 matmul's {peak / 1e9:.1f} GFLOP/s here")

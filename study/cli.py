@@ -131,6 +131,15 @@ def cmd_validate(args) -> int:
             bad += 1
             continue
         config = sweep.config
+        if config.dataset.name == "csv":  # a user's file: it must exist and hold the target
+            from study.datasets import load_for_objective
+
+            try:
+                load_for_objective(config.dataset, config.seed, sweep.path.parent, sweep.metrics)
+            except StudyError as exc:
+                print(f"error: {path}: {exc}", file=sys.stderr)
+                bad += 1
+                continue
         searched = ", ".join(sweep.searched) or "nothing"
         size = grid_size(sweep)
         sampler = f"{config.sampler.name}" + (f" ({size} points)" if size else "")

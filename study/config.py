@@ -425,6 +425,15 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise BadInput(f"--set {text!r}: the value is not valid YAML ({exc})") from None
 
 
+def _blamed(error: dict, raw: dict, path: Path, overrides: dict[str, Any]) -> str:
+    """One problem, on the `--set` that caused it or else on the file."""
+    dotted = ".".join(str(part) for part in error["loc"])
+    line = format_error(error, raw, SweepConfig)
+    if any(dotted == key or dotted.startswith(key + ".") for key in overrides):
+        return f"--set {line}"
+    return f"{path}: {line}"
+
+
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:
     """Read, check and return the sweep file at `path`, with optional dotted-key `overrides`.
 
@@ -470,8 +479,9 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
         config = SweepConfig.model_validate(raw)
         _check_setups(config)
     except ValidationError as exc:
-        problems = [f"{path}: {format_error(error, raw, SweepConfig)}" for error in exc.errors()]
-        raise BadInput(f"{path}: {_first_problem(exc, raw)}", list(dict.fromkeys(problems))) from None
+        problems = list(dict.fromkeys(_blamed(error, raw, path, overrides or {}) for error in exc.errors()))
+        more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+        raise BadInput(problems[0] + more, problems) from None
     except (ValueError, OverflowError) as exc:
         raise BadInput(f"{path}: {exc}") from None
     return Sweep(config=config, path=path, text=text, overrides=dict(overrides or {}))

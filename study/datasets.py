@@ -407,3 +407,16 @@ def expand_features(degree: int, x_train: np.ndarray, *others: np.ndarray) -> li
     poly = PolynomialFeatures(degree, include_bias=False).fit(flat[0])
     scaler = StandardScaler().fit(poly.transform(flat[0]))
     return [scaler.transform(poly.transform(a)).astype(np.float32) for a in flat]
+
+
+def load_for_objective(spec, seed: int, folder: Path, metrics: list[str]) -> Data:
+    """`load_dataset`, then a check that every objective metric is measured for the data's task
+    (a csv's task is known only once it is read)."""
+    from study.measure import TASK_OF_METRIC
+
+    data = load_dataset(spec, seed, folder)
+    for metric in metrics:
+        needs = TASK_OF_METRIC.get(metric.split("/")[1])
+        if needs and needs != data.task:
+            raise BadInput(f"objective: {metric} is not measured for {data.task} data ({data.name}); use val/loss")
+    return data

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from study import measure
 from study.config import Sweep, flatten, load_sweep
-from study.datasets import load_dataset
+from study.datasets import load_dataset, load_for_objective
 from study.errors import StudyError
 from study.search import build_pruner, build_sampler, grid_points, grid_size, relevant, suggest
 from study.store import DISK_FULL, HEARTBEAT_SECONDS, Store, quiet_libraries
@@ -305,7 +305,10 @@ def run_pack(
                     ]
                     outcomes = run_trials(jobs, sweep.config.pack)
                 else:
-                    outcomes = [_attempt(run_trial, s.setup, s.data, sweep.config.seed, sweep.config.replicates, s.workdir, o, references) for s, o in zip(started, observers)]
+                    outcomes = [
+                        _attempt(run_trial, s.setup, s.data, sweep.config.seed, sweep.config.replicates, s.workdir, o, references)
+                        for s, o in zip(started, observers)
+                    ]
                 for begun, outcome in zip(started, outcomes):
                     states[begun.trial.number] = _conclude(begun, outcome, study, sweep, tracker, sweep_run_id)
         except KeyboardInterrupt:
@@ -569,12 +572,7 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_r
 def check_data(sweep: Sweep):
     """Read the sweep's dataset (kept for the trials) and check that its objective fits the task:
     a csv's task is known only once it is read. Returns the data."""
-    data = load_dataset(sweep.config.dataset, sweep.config.seed, sweep.path.parent)
-    for metric in sweep.metrics:
-        needs = measure.TASK_OF_METRIC.get(metric.split("/")[1])
-        if needs and needs != data.task:
-            raise StudyError(f"objective: {metric} is not measured for {data.task} data ({data.name}); use val/loss")
-    return data
+    return load_for_objective(sweep.config.dataset, sweep.config.seed, sweep.path.parent, sweep.metrics)
 
 
 def _worker_main(job: Job, parent: int) -> None:

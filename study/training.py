@@ -1,4 +1,7 @@
-"""Compile, fit and predict: the Keras side of a trial.
+"""Compile, fit and predict with Keras: how compression trains (its fine-tunes, distillation and
+quantization-aware training use the Model Optimization Toolkit's callbacks and wrapped layers,
+which expect `fit`). Plain trials train with the packed engine (`multifit`), which shares this
+module's metric names, monitors and `FitResult`.
 
 `fit` trains with the sweep's optimizer, batch size, epochs and early stopping, and calls
 `on_epoch(epoch, metrics)` after every epoch so the caller can log and prune (it returns a

@@ -57,6 +57,16 @@ def test_validate_lists_every_problem_of_a_file_one_line_each(write_sweep, tmp_p
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "(and 1 more problem)" in run.stderr
 
 
+def test_a_typo_in_set_is_blamed_on_set_not_on_the_file(write_sweep, tmp_path):
+    path = write_sweep("typo", TINY)
+    result = study(tmp_path, "run", str(path), "--store", "store", "--set", "model.widht=3")
+    assert result.returncode == 2
+    assert result.stderr == "error: --set model.widht: unknown key; did you mean 'width'?\n"
+    result = study(tmp_path, "run", str(path), "--store", "store", "--set", "train.epochs=0")
+    assert result.returncode == 2 and result.stderr.startswith("error: --set train.epochs: should be greater than")
+    assert not (tmp_path / "store").exists()
+
+
 def test_timeout_takes_the_durations_a_sweep_file_takes():
     from study.cli import build_parser
 
@@ -82,6 +92,16 @@ def test_run_with_unreadable_data_writes_nothing(write_sweep, tmp_path):
     result = study(tmp_path, "run", str(path), "--store", "store")
     assert result.returncode == 2 and "dataset.path: no such file 'missing.csv'" in result.stderr
     assert not (tmp_path / "store").exists()
+
+
+def test_validate_reads_a_csv_dataset_and_checks_its_target(write_sweep, tmp_path):
+    missing = write_sweep("csvmissing", "dataset: {name: csv, path: missing.csv, target: y}\nbudget: {trials: 1}\n")
+    result = study(tmp_path, "validate", str(missing))
+    assert result.returncode == 2 and "dataset.path: no such file 'missing.csv'" in result.stderr
+    (missing.parent / "table.csv").write_text("a,b\n1,2\n3,4\n5,6\n7,8\n")
+    no_target = write_sweep("csvtarget", "dataset: {name: csv, path: table.csv, target: y}\nbudget: {trials: 1}\n")
+    result = study(tmp_path, "validate", str(no_target))
+    assert result.returncode == 2 and "y" in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
 
 def test_bad_command_line_values_exit_2(tmp_path):
@@ -253,6 +273,12 @@ def test_the_mlflow_ui_opens_a_sweep_on_its_trial_runs(write_sweep, tmp_path):
         runs = browse.split("then open ")[1].replace("127.0.0.1:5000", f"127.0.0.1:{port}")
         text = shows(runs, "trial-0000", "trial-0001")  # the link `study run` printed opens on the trials
         assert "Token Usage" not in text and "Traces\n0" not in text, "not the GenAI view"
+        report = study(tmp_path, "report", "seen", "--store", "store", "--out", "reports", "--mlflow-url", f"http://127.0.0.1:{port}")
+        assert report.returncode == 0, report.stderr
+        driver.get((tmp_path / "reports" / "seen" / "index.html").as_uri())
+        link = driver.execute_script("return Array.from(document.querySelectorAll('td a')).map(a => a.href)[0]")
+        assert "/runs/" in link
+        shows(link, "trial-000", "Parameters")  # the report's run link opens that run's page
     finally:
         if driver is not None:
             driver.quit()

@@ -4,6 +4,7 @@ and the page as a real browser (Debian's headless Chromium) shows it."""
 from __future__ import annotations
 
 import html
+import re
 import shutil
 import textwrap
 import time
@@ -42,8 +43,11 @@ def test_report_of_a_finished_sweep_has_every_section_and_file(demo_like, tmp_pa
     for heading in ("Overfitting and underfitting", "Bias and variance", "Regimes, remedies and the article", "The study"):
         assert heading in page, heading
     assert "0-1 loss (Domingos 2000)" in page, "the classification decomposition is named"
-    assert page.count("<img ") == len(list((folder / "figures").glob("*.png"))) >= 5
-    assert "data:image/png;base64," in page and "http" not in page.split("<body>")[1].split("MLflow")[0], "self-contained"
+    assert page.count("<img ") == len(list((folder / "figures").glob("*.svg"))) >= 5
+    assert "data:image/svg+xml;base64," in page and "http" not in page.split("<body>")[1].split("MLflow")[0], "self-contained"
+    contents = page.split('<nav class="toc">')[1].split("</nav>")[0]
+    anchors = re.findall(r'href="#([^"]+)"', contents)
+    assert len(anchors) >= 5 and all(f'id="{a}"' in page for a in anchors), "a contents list of the page's sections"
     assert (folder / "runs.csv").read_text().count("\n") == 7, "header + 6 trial runs"
     assert "swapped headings" in page
     client = demo_like.mlflow()
@@ -55,6 +59,7 @@ def test_report_of_a_finished_sweep_has_every_section_and_file(demo_like, tmp_pa
 def test_links_to_mlflow_runs_when_the_server_is_known(demo_like, tmp_path):
     page = build_report(demo_like, "minidemo", tmp_path, mlflow_url="http://127.0.0.1:5000/").path.read_text()
     assert 'href="http://127.0.0.1:5000/#/experiments/' in page and "/runs/" in page
+    assert "?workflowType=machine_learning" in page, "links open the UI's Model training view"
 
 
 def test_regression_sweep_reports_the_exact_squared_error_decomposition(write_sweep, store, tmp_path):
@@ -192,8 +197,14 @@ def test_reports_open_in_a_real_browser_with_every_figure_and_no_errors(demo_lik
         assert_page_shows_everything(driver, hostile, tmp_path / "hostile.png")
         assert driver.execute_script("return document.querySelectorAll('[onerror], [onload], [onclick]').length") == 0
         assert "evil<img src=x onerror=alert(2)>" in driver.title, "the hostile name shows as text"
+        driver.get(built.path.as_uri())
+        broken = driver.execute_script(
+            "return Array.from(document.querySelectorAll('nav.toc a')).map(a => a.getAttribute('href'))"
+            ".filter(h => !document.getElementById(h.slice(1)));")
+        assert broken == [], "every contents link has its section"
         driver.get(index.as_uri())
-        assert "minidemo" in driver.execute_script("return document.body.innerText")
+        text = driver.execute_script("return document.body.innerText")
+        assert "minidemo" in text and "val/accuracy" in text, "the index says what each sweep found"
     finally:
         driver.quit()
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from study.report import figures, regimes, stats, tables, verdicts
-from study.report.html import Page, esc
+from study.report.html import STYLE, Page, esc
 from study.report.load import SweepRuns, load_sweep_runs
 from study.store import Store
 from study.serve import ui_link
@@ -32,6 +32,10 @@ class Built:
     path: Path
     seconds: float
     summary: str
+    description: str = ""
+    trials: str = ""  # trials by state
+    best: str = ""  # the objective's best value, or the Pareto set's size
+    claims: dict = field(default_factory=dict)  # verdict -> count
 
 
 def _links(data: SweepRuns, mlflow_url: str | None, run_ids) -> dict[str, str]:
@@ -402,7 +406,7 @@ def build_report(store: Store, name: str, out: Path, mlflow_url: str | None = No
     data = load_sweep_runs(store, name)
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
-    for old in (folder / "figures").glob("*.png"):
+    for old in [*(folder / "figures").glob("*.png"), *(folder / "figures").glob("*.svg")]:
         old.unlink()
     page = Page(folder)
     if data.description:
@@ -434,7 +438,23 @@ def build_report(store: Store, name: str, out: Path, mlflow_url: str | None = No
     verdict_counts = pd.Series([c.verdict for c in conclusions.claims], dtype=object).value_counts()
     claims = ", ".join(f"{n} {v}" for v, n in verdict_counts.items())
     return Built(name, index, time.perf_counter() - start,
-                 _counts_line(data) + (f"; claims: {claims}" if claims else ""))
+                 _counts_line(data) + (f"; claims: {claims}" if claims else ""),
+                 data.description, _counts_line(data), _best_line(data), {v: int(n) for v, n in verdict_counts.items()})
+
+
+def _best_line(data: SweepRuns) -> str:
+    """'val/accuracy 0.877 (maximize)', or the size of a multi-objective sweep's Pareto set."""
+    study = data.study
+    if study is None:
+        return ""
+    metrics = study.user_attrs.get("metrics") or ["value"]
+    try:
+        if len(study.directions) > 1:
+            return f"Pareto set of {len(study.best_trials)} ({', '.join(metrics)})"
+        direction = study.directions[0].name.lower()
+        return f"{metrics[0]} {study.best_value:.4g} ({direction}, trial {study.best_trial.number})"
+    except ValueError:
+        return "no finished trial"
 
 
 def _clean(value):
@@ -476,14 +496,21 @@ def verdicts_json(name: str, data: SweepRuns, conclusions: Conclusions) -> dict:
 
 
 def build_index(out: Path, built: list[Built]) -> Path:
-    """reports/index.html linking each sweep's report."""
-    rows = "".join(
-        f'<li><a href="{esc(b.path.parent.name)}/index.html">{esc(b.name)}</a>: {esc(b.summary)}</li>' for b in built
-    )
+    """reports/index.html: one row per sweep, linking its report, with what it found."""
+    rows = []
+    for b in built:
+        claims = " ".join(f'<span class="verdict {esc(v.replace(" ", "-"))}">{n} {esc(v)}</span>' for v, n in b.claims.items())
+        about = b.description.split(". ")[0].rstrip(".") + "." if b.description else ""
+        rows.append(
+            f'<tr><td><a href="{esc(b.path.parent.name)}/index.html">{esc(b.name)}</a></td><td>{esc(about)}</td>'
+            f"<td>{esc(b.trials)}</td><td>{esc(b.best)}</td><td>{claims or 'none'}</td></tr>"
+        )
+    head = "<tr><th>sweep</th><th>what it studies</th><th>trials</th><th>best</th><th>claims</th></tr>"
     path = out / "index.html"
     path.write_text(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sweep reports</title></head>"
-        f"<body><h1>Sweep reports</h1><ul>{rows}</ul></body></html>\n",
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sweep reports</title>"
+        f"<style>{STYLE}</style></head><body><h1>Sweep reports</h1>"
+        f'<div class="wide"><table><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div></body></html>\n',
         encoding="utf-8",
     )
     return path

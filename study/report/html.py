@@ -1,4 +1,5 @@
-"""A self-contained HTML page: figures embedded as PNG data, no scripts, no network.
+"""A self-contained HTML page: a contents list, figures embedded as SVG (vector) data, no
+scripts, no network.
 
 Every piece of text that could come from a user (sweep names, descriptions, params, tags, error
 messages) goes through `esc`; markup is only ever written by this module.
@@ -10,6 +11,7 @@ import base64
 import html
 import io
 import math
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,8 +26,15 @@ h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;marg
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.9rem}
 table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}pre{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.85rem}
+.toc{background:#f7f7f7;border:1px solid #e4e4e4;padding:.4rem 1.2rem;margin:1rem 0;font-size:.92rem}.toc ul{margin:.2rem 0;padding-left:1.2rem}
 .wide{overflow-x:auto}.regime-underfit{color:#4c72b0}.regime-overfit{color:#c44e52}.regime-good{color:#3a7d4b}.regime-inconclusive{color:#777}
 """
+
+
+def _slug(text: str) -> str:
+    """An anchor for a heading: lower-case letters, digits and dashes."""
+    slug = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+    return slug or "section"
 
 
 def esc(value) -> str:
@@ -51,12 +60,39 @@ class Page:
         self.folder = folder
         self.parts: list[str] = []
         self.figures: list[Path] = []
+        self.headings: list[tuple[int, str, str]] = []  # (level, text, anchor): the contents list
+
+    def _heading(self, level: int, text: str, anchor: str) -> None:
+        anchor = _slug(anchor or text)
+        taken = {a for _, _, a in self.headings}
+        base, n = anchor, 2
+        while anchor in taken:
+            anchor, n = f"{base}-{n}", n + 1
+        self.headings.append((level, text, anchor))
+        self.parts.append(f'<h{level} id="{esc(anchor)}">{esc(text)}</h{level}>')
 
     def h2(self, text: str, anchor: str = "") -> None:
-        self.parts.append(f'<h2 id="{esc(anchor)}">{esc(text)}</h2>' if anchor else f"<h2>{esc(text)}</h2>")
+        self._heading(2, text, anchor)
 
     def h3(self, text: str, anchor: str = "") -> None:
-        self.parts.append(f'<h3 id="{esc(anchor)}">{esc(text)}</h3>' if anchor else f"<h3>{esc(text)}</h3>")
+        self._heading(3, text, anchor)
+
+    def contents(self) -> str:
+        """The contents list: every section and subsection, linked to its anchor."""
+        if not self.headings:
+            return ""
+        html_parts, level = ['<nav class="toc"><strong>Contents</strong><ul>'], 2
+        for i, (depth, text, anchor) in enumerate(self.headings):
+            if depth > level:
+                html_parts.append("<ul>")
+            elif depth < level:
+                html_parts.append("</li></ul></li>")
+            elif i:
+                html_parts.append("</li>")
+            level = depth
+            html_parts.append(f'<li><a href="#{esc(anchor)}">{esc(text)}</a>')
+        html_parts.append("</li>" + ("</ul></li>" if level == 3 else "") + "</ul></nav>")
+        return "".join(html_parts)
 
     def items(self, texts: list[str]) -> None:
         self.parts.append("<ul>" + "".join(f"<li>{esc(t)}</li>" for t in texts) + "</ul>")
@@ -71,19 +107,21 @@ class Page:
         self.parts.append(f"<pre>{esc(text)}</pre>")
 
     def figure(self, fig, name: str, caption: str) -> None:
+        """Embed `fig` as SVG (sharp at any zoom), also saved under figures/."""
         import matplotlib.pyplot as plt
 
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110)
+        with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "study"}):  # text stays text; stable ids
+            fig.savefig(buffer, format="svg", metadata={"Date": None})
         plt.close(fig)
         data = buffer.getvalue()
-        path = self.folder / "figures" / f"{len(self.figures) + 1:02d}-{name}.png"
+        path = self.folder / "figures" / f"{len(self.figures) + 1:02d}-{name}.svg"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         self.figures.append(path)
         encoded = base64.b64encode(data).decode()
         self.parts.append(
-            f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{encoded}">'
+            f'<figure><img alt="{esc(caption)}" src="data:image/svg+xml;base64,{encoded}">'
             f"<figcaption>{esc(caption)}</figcaption></figure>"
         )
 
@@ -102,8 +140,8 @@ class Page:
                 css = ' class="num"' if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
                 if classes and column in classes:
                     css = f' class="{esc(classes[column])}-{esc(str(value).split()[0])}"'
-                if links and text in links:
-                    cells.append(f'<td{css}><a href="{esc(links[text])}">{esc(text)}</a></td>')
+                if links and text in links:  # a run id: its first 8 characters, the whole id on hover
+                    cells.append(f'<td{css}><a href="{esc(links[text])}" title="{esc(text)}">{esc(text[:8])}</a></td>')
                 else:
                     cells.append(f"<td{css}>{esc(text)}</td>")
             rows.append("<tr>" + "".join(cells) + "</tr>")
@@ -131,6 +169,7 @@ class Page:
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
             f"<h1>{esc(title)}</h1><p class=\"meta\">{esc(subtitle)} · generated {esc(stamp)}</p>"
+            + self.contents()
             + "\n".join(self.parts)
             + "</body></html>\n"
         )
