@@ -213,19 +213,22 @@ def test_a_trial_whose_worker_died_is_failed_and_retried(write_sweep, store, mon
     assert closed.info.status == "FAILED" and "no heartbeat" in closed.data.tags["study.reason"]
 
 
+PRUNED = """
+    dataset: {{name: mnist1d, num_samples: 400}}
+    model: {{width: 16, depth: 1}}
+    train: {{epochs: 4}}
+    search:
+      train.learning_rate: {{type: float, low: 1.0e-9, high: 0.01, log: true}}
+    objective: {{val/accuracy: maximize}}
+    pruner: {{name: median, n_startup_trials: 1, n_warmup_steps: 0}}
+    sampler: random
+    budget: {{trials: {trials}}}
+    pack: {pack}
+"""
+
+
 def test_the_pruner_stops_poor_trials_and_records_why(write_sweep, store):
-    text = """
-        dataset: {name: mnist1d, num_samples: 400}
-        model: {width: 16, depth: 1}
-        train: {epochs: 4}
-        search:
-          train.learning_rate: {type: float, low: 1.0e-9, high: 0.01, log: true}
-        objective: {val/accuracy: maximize}
-        pruner: {name: median, n_startup_trials: 1, n_warmup_steps: 0}
-        sampler: random
-        budget: {trials: 2}
-        pack: 1
-    """
+    text = PRUNED.format(trials=2, pack=1)
     sweep = load_sweep(write_sweep("prune", text))
     study, _, _ = prepare(sweep, store)
     study.enqueue_trial({"train.learning_rate": 0.01})  # a good first trial sets the median,
@@ -239,18 +242,7 @@ def test_the_pruner_stops_poor_trials_and_records_why(write_sweep, store):
 
 
 def test_in_packs_the_pruner_judges_against_the_trials_of_earlier_packs(write_sweep, store):
-    text = """
-        dataset: {name: mnist1d, num_samples: 400}
-        model: {width: 16, depth: 1}
-        train: {epochs: 4}
-        search:
-          train.learning_rate: {type: float, low: 1.0e-9, high: 0.01, log: true}
-        objective: {val/accuracy: maximize}
-        pruner: {name: median, n_startup_trials: 1, n_warmup_steps: 0}
-        sampler: random
-        budget: {trials: 4}
-        pack: 2
-    """
+    text = PRUNED.format(trials=4, pack=2)
     sweep = load_sweep(write_sweep("prunepack", text))
     study, _, _ = prepare(sweep, store)
     for rate in (1e-9, 0.01, 1e-9 * 1.5, 0.005):  # packs: (bad, good) then (bad, good)
