@@ -57,6 +57,12 @@ COMPRESSION_METRICS = tuple(
 TASK_OF_METRIC = {"accuracy": "classification", "mae": "regression"}
 
 
+def task_of_metric(metric: str) -> str | None:
+    """The task a metric is measured for ('classification' for any accuracy, 'regression' for any
+    mean absolute error, `artifact/val_accuracy` and `control/test/accuracy` included), else None."""
+    return TASK_OF_METRIC.get(metric.rsplit("/", 1)[-1].rsplit("_", 1)[-1])
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, stable for large logits."""
     z = logits - logits.max(axis=-1, keepdims=True)

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from study.errors import did_you_mean
-from study.measure import COMPRESSION_METRICS, FINAL_METRICS, TASK_OF_METRIC
+from study.measure import COMPRESSION_METRICS, FINAL_METRICS, task_of_metric
 
 Scalar = Union[bool, int, float, str, None]
 
@@ -228,7 +228,7 @@ class Setup(_Strict):
             )
         task = self.task
         monitor = self.train.early_stopping.monitor
-        needs = TASK_OF_METRIC.get(monitor.split("/")[1])
+        needs = task_of_metric(monitor)
         if task and needs and needs != task:
             raise ValueError(f"train.early_stopping.monitor: {monitor} is not measured for {task}; use val/loss")
         if task == "regression" and self.dataset.label_noise > 0:
@@ -463,7 +463,7 @@ class SweepConfig(_Strict):
                 )
         task = task_of(self.dataset)
         for metric in self.objective:
-            needs = TASK_OF_METRIC.get(metric.split("/")[1])
+            needs = task_of_metric(metric)
             if task and needs and needs != task:
                 raise ValueError(f"objective: {metric} is not measured for {task} data; use loss-based metrics")
         compressing = self.compress.method != "none" or any(k.startswith("compress.") for k in self.search)

@@ -180,6 +180,19 @@ def test_accuracy_objective_on_regression_data_is_an_error(write_sweep):
     assert "val/accuracy is not measured for regression" in message
 
 
+@pytest.mark.parametrize("metric", ["artifact/val_accuracy", "control/test/accuracy", "gap/accuracy"])
+def test_any_accuracy_objective_on_regression_data_is_an_error(write_sweep, metric):
+    text = f"dataset: {{name: polynomial}}\nobjective: {{{metric}: maximize}}\nbudget: {{trials: 1}}\n"
+    assert f"{metric} is not measured for regression" in error_of(write_sweep, text)
+
+
+def test_every_metric_knows_its_task():
+    from study.measure import task_of_metric
+
+    assert task_of_metric("artifact/test_mae") == "regression" and task_of_metric("val/accuracy") == "classification"
+    assert task_of_metric("test/loss") is None and task_of_metric("train/loss_se") is None
+
+
 def test_pruner_needs_a_single_objective(write_sweep):
     text = BASE + "objective: {val/loss: minimize, model/params: minimize}\npruner: median\n"
     assert "pruner: median needs a single objective" in error_of(write_sweep, text)
