@@ -199,8 +199,10 @@ class Tracker:
             time.sleep(0.2)
             self.client.log_inputs(run_id, datasets=[dataset_input(data)])
 
-    def log_reference(self, parent_id: str, role: str, key: str, params: dict, metrics: dict, model_path: Path) -> str:
-        """Log a trained reference model (a compression sweep's base, a distillation control)."""
+    def log_reference(self, parent_id: str, role: str, key: str, params: dict, metrics: dict, model_path: Path,
+                      started_ms: int | None = None) -> str:
+        """Log a trained reference model (a compression sweep's base, a distillation control); the
+        run starts when its training started (`started_ms`), so its duration is the training's."""
         tags = {
             **self.base_tags,
             MLFLOW_PARENT_RUN_ID: parent_id,
@@ -208,7 +210,7 @@ class Tracker:
             "study.state": "finished",
             "study.model_key": key,
         }
-        run = self.client.create_run(self.experiment_id, run_name=f"{role}-{key[:8]}", tags=tags)
+        run = self.client.create_run(self.experiment_id, run_name=f"{role}-{key[:8]}", tags=tags, start_time=started_ms)
         self._log(run.info.run_id, metrics=metrics, params={k: _param_value(v) for k, v in params.items()})
         with tempfile.TemporaryDirectory() as folder:
             named = Path(folder) / "model.keras"

@@ -272,6 +272,9 @@ def test_a_compression_sweep_trains_its_base_once_and_measures_every_file(write_
     assert len(roles["base"]) == 1, "the base is trained once for every trial"
     assert len(roles["control"]) == 1, "the distilled student's hard-label control"
     base_id = roles["base"][0].info.run_id
+    for reference in roles["base"] + roles["control"]:
+        took = (reference.info.end_time - reference.info.start_time) / 1000
+        assert took >= reference.data.metrics["fit/seconds"], "a reference run lasts as long as its training did"
     client = store.mlflow()
     by_method = {}
     for run in roles["trial"]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,12 +119,14 @@ class References:
     def _train(self, role: str, key: str, setup: Setup, data, seed: int) -> Reference:
         from study.objective import run_trial
 
+        started_ms = int(time.time() * 1000)
         with tempfile.TemporaryDirectory(prefix="study-ref-") as folder:
             result = run_trial(setup, data, seed, 1, Path(folder)).replicates[0]
             if result.status != "finished":
                 raise StudyError(f"the {role} model could not be trained: {result.reason}; change its settings")
             params = {**flatten(setup.model_dump(mode="python", exclude={"compress"})), "seed": seed}
-            run_id = self.tracker.log_reference(self.sweep_run_id, role, key, params, result.metrics, result.model_path)
+            run_id = self.tracker.log_reference(self.sweep_run_id, role, key, params, result.metrics, result.model_path,
+                                                started_ms)
         return Reference(role, self._download(run_id, key), run_id, result.metrics)
 
     # ------------------------------------------------------------------------------ earlier runs
