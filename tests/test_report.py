@@ -44,6 +44,7 @@ def test_report_of_a_finished_sweep_has_every_section_and_file(demo_like, tmp_pa
         assert heading in page, heading
     assert "0-1 loss (Domingos 2000)" in page, "the classification decomposition is named"
     assert page.count("<img ") == len(list((folder / "figures").glob("*.svg"))) >= 5
+    assert list((folder / "figures").glob("*-accuracy-size.svg")), "every sweep of several sizes gets the accuracy–size chart"
     assert "data:image/svg+xml;base64," in page and "http" not in page.split("<body>")[1].split("MLflow")[0], "self-contained"
     contents = page.split('<nav class="toc">')[1].split("</nav>")[0]
     anchors = re.findall(r'href="#([^"]+)"', contents)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from study import measure
 from study.report import figures, regimes, stats, tables, verdicts
 from study.report.html import STYLE, Page, esc
 from study.report.load import SweepRuns, load_sweep_runs
@@ -150,6 +151,14 @@ def bias_variance_section(page: Page, data: SweepRuns, mlflow_url: str | None, c
         facet = categorical[0] if categorical else None
         page.figure(figures.error_vs_params(errs, name, f"params.{facet}" if facet else None), "capacity",
                     "Every finished trial's training and held-out error against its parameter count.")
+    if "metrics.model/size_bytes" in errs and errs["metrics.model/size_bytes"].nunique() > 2:
+        sized = errs.dropna(subset=["metrics.model/size_bytes", "test_error"])
+        front = pd.Series(measure.pareto_mask(sized[["test_error", "metrics.model/size_bytes"]].to_numpy(float),
+                                              ["minimize", "minimize"]), index=sized.index)
+        facet = categorical[0] if categorical else None
+        page.figure(figures.error_vs_size(sized, front, name, f"params.{facet}" if facet else None), "accuracy-size",
+                    f"Every finished trial's held-out {name} (95% interval) against the bytes of its saved Keras model; "
+                    f"the line joins the {int(front.sum())} trials that no other trial beats on both.")
     learning_curves(page, data, errs)
     decomposition_section(page, data, errs, knobs, categorical, conclusions)
     regimes_and_remedies(page, data, errs, task, mlflow_url, conclusions)

@@ -163,6 +163,23 @@ def error_vs_params(errs: pd.DataFrame, error_name: str, hue: str | None) -> plt
     return _finish(fig, ax, "Capacity: error against the number of parameters")
 
 
+def error_vs_size(errs: pd.DataFrame, front: pd.Series, error_name: str, hue: str | None) -> plt.Figure:
+    """Every finished trial's held-out error (with its interval) against its saved model's bytes,
+    and the Pareto frontier: the trials no other beats on both."""
+    fig, ax = plt.subplots(figsize=WIDE)
+    size = "metrics.model/size_bytes"
+    ax.errorbar(errs[size], errs["test_error"], yerr=[errs["test_error"] - errs["test_low"], errs["test_high"] - errs["test_error"]],
+                fmt="none", ecolor="#999", elinewidth=1, capsize=2, zorder=1)
+    sns.scatterplot(data=errs, x=size, y="test_error", hue=hue, style=hue, s=60, ax=ax, zorder=2)
+    best = errs[front].sort_values(size)
+    ax.step(best[size], best["test_error"], where="post", color="black", lw=1.2, label="Pareto frontier", zorder=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("saved model bytes (log scale)")
+    ax.set_ylabel(f"held-out {error_name}")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _finish(fig, ax, "Accuracy against size: held-out error against the model's bytes")
+
+
 def learning_curves(curves: dict[str, pd.DataFrame], best: dict[str, int], stopped: dict[str, int]) -> plt.Figure:
     """Per-epoch training and validation loss of the picked runs; the best epoch marked (the one
     early stopping restores when it is on), and the epoch where early stopping stopped, if it did."""
