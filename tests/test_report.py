@@ -92,9 +92,14 @@ def test_a_compression_sweep_gets_the_pareto_section(write_sweep, store, tmp_pat
         sampler: grid
     """)
     run_sweep(load_sweep(write_sweep("squeeze", text)), store)
-    page = build_report(store, "squeeze", tmp_path).path.read_text()
+    built = build_report(store, "squeeze", tmp_path)
+    page = built.path.read_text()
     assert "Accuracy against size" in page and "Pareto frontier" in page and "The frontier" in page
     assert "Test accuracy of the file against its bit-width" in page
+    figures = {path.name.split("-", 1)[1]: path.read_text() for path in (built.path.parent / "figures").glob("*.svg")}
+    assert "float32 base" in figures["accuracy-vs-bits.svg"], "bit-widths are read against the float32 base"
+    for metric in ("artifact/val_accuracy", "artifact/size_bytes"):
+        assert f"Optimization history: {metric}" in figures["history.svg"], "every objective's history"
     assert "Overfitting and underfitting" not in page
 
 

@@ -325,7 +325,7 @@ def compression_section(page: Page, data: SweepRuns, comp: pd.DataFrame, mlflow_
                 "Test accuracy of every compressed file against its size, coloured by method; black steps: the Pareto "
                 "frontier (no other file is both smaller and more accurate); star: the uncompressed float32 base.")
     pruned = comp[comp["method"].isin(["prune", "prune_quantize"]) & comp.get("metrics.model/sparsity", pd.Series(dtype=float)).notna()]
-    if len(pruned) > 1 and "metrics.model/sparsity" in comp:
+    if len(pruned) > 1 and "metrics.model/sparsity" in comp and pruned["metrics.model/sparsity"].round(3).nunique() > 1:
         hue = "method" if pruned["method"].nunique() > 1 else None
         if "params.compress.schedule" in pruned and pruned["params.compress.schedule"].nunique() > 1:
             pruned = pruned.assign(variant=pruned["method"] + ", " + pruned["params.compress.schedule"].fillna("") + ", " + pruned.get("params.compress.structure", "").fillna(""))
@@ -335,8 +335,10 @@ def compression_section(page: Page, data: SweepRuns, comp: pd.DataFrame, mlflow_
     quantized = comp[(comp["method"] == "quantize") & comp.get("metrics.artifact/bits", pd.Series(dtype=float)).notna()]
     if quantized["metrics.artifact/bits"].nunique() > 1 if not quantized.empty else False:
         quantized = quantized.assign(kind=quantized.get("tags.study.artifact", "").str.split(" \\(").str[0])
-        page.figure(figures.accuracy_against(quantized, "metrics.artifact/bits", "bits per weight", tables.ACCURACY, None, log_x=True),
-                    "accuracy-vs-bits", "Test accuracy of the file against its bit-width (several 8-bit schemes share x = 8).")
+        page.figure(figures.accuracy_against(quantized, "metrics.artifact/bits", "bits per weight", tables.ACCURACY, None, log_x=True,
+                                             reference=("float32 base", base.get("accuracy"))),
+                    "accuracy-vs-bits", "Test accuracy of the file against its bit-width (several 8-bit schemes share x = 8); "
+                    "dashed: the uncompressed float32 base.")
     pairs = tables.distillation_pairs(comp)
     if not pairs.empty:
         page.figure(figures.distillation(pairs), "distillation",
@@ -367,15 +369,15 @@ def study_section(page: Page, data: SweepRuns) -> None:
     if data.study is None:
         page.note("The Optuna study was not found in this store; counts come from MLflow alone.")
     page.table(counts)
-    if objective:
-        metric, direction = next(iter(objective.items()))
-        hist = tables.optimization_history(data.runs, metric, direction)
-        if len(hist) >= 2:
-            page.figure(figures.history(hist, metric), "history", f"{metric} of every finished trial, and the best so far.")
-    importances = _importances(data, objective)
+    histories = {metric: tables.optimization_history(data.runs, metric, direction) for metric, direction in objective.items()}
+    histories = {metric: hist for metric, hist in histories.items() if len(hist) >= 2}
+    if histories:
+        page.figure(figures.history(histories), "history",
+                    "Each objective of every finished trial, and the best so far (each objective on its own).")
+    importances = {metric: values for metric in objective if (values := _importances(data, objective, metric))}
     if importances:
         page.figure(figures.importances(importances), "importances",
-                    "How much of the first objective's variation each searched parameter explains (Optuna's fANOVA).")
+                    "How much of each objective's variation each searched parameter explains (Optuna's fANOVA).")
     elif data.study is not None:
         page.p("Parameter importances need at least two finished trials that differ in their settings.")
     durations = tables.durations(data.runs)
@@ -391,7 +393,8 @@ def study_section(page: Page, data: SweepRuns) -> None:
         page.pre(data.sweep_text)
 
 
-def _importances(data: SweepRuns, objective: dict) -> dict[str, float]:
+def _importances(data: SweepRuns, objective: dict, metric: str) -> dict[str, float]:
+    """fANOVA importances for one objective `metric`; {} where they cannot be computed."""
     study = data.study
     if study is None:
         return {}
@@ -400,7 +403,8 @@ def _importances(data: SweepRuns, objective: dict) -> dict[str, float]:
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2 or not any(t.distributions for t in complete):
         return {}
-    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+    index = list(objective).index(metric)
+    target = (lambda t: t.values[index]) if len(study.directions) > 1 else None
     try:
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # variance explained, either direction
         return optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)

@@ -240,8 +240,8 @@ def pareto(comp: pd.DataFrame, fronts: dict[str, pd.Series], sizes: dict[str, st
         front = comp[fronts[which]].sort_values(column)
         ax.step(front[column], front[accuracy], where="post", color="black", lw=1.2, label="Pareto frontier")
         if pd.notna(base.get(which)) and pd.notna(base.get("accuracy")):
-            ax.scatter([base[which]], [base["accuracy"]], marker="*", s=300, color="gold", edgecolor="black", zorder=5,
-                       label="uncompressed base")
+            ax.scatter([base[which]], [base["accuracy"]], marker="*", s=420, facecolor="none", edgecolor="#b8860b",
+                       linewidth=1.6, zorder=1, label="uncompressed base")  # hollow and behind: a file on it stays visible
         ax.set_xscale("log")
         ax.set_xlabel(f"{'file bytes' if which == 'raw' else 'gzip-compressed bytes'} (log scale)")
         ax.set_ylabel("test accuracy of the file")
@@ -251,13 +251,24 @@ def pareto(comp: pd.DataFrame, fronts: dict[str, pd.Series], sizes: dict[str, st
     return fig
 
 
-def accuracy_against(comp: pd.DataFrame, x: str, xlabel: str, accuracy: str, hue: str | None, log_x=False) -> plt.Figure:
+def accuracy_against(comp: pd.DataFrame, x: str, xlabel: str, accuracy: str, hue: str | None, log_x=False,
+                     reference: tuple[str, float] | None = None) -> plt.Figure:
+    """Accuracy of each file against `x`, every point marked; `reference` (label, accuracy) draws
+    a horizontal line, e.g. the float32 base's accuracy."""
     fig, ax = plt.subplots(figsize=(11, 4.4) if hue else WIDE)
-    sns.lineplot(data=comp.sort_values(x), x=x, y=accuracy, hue=hue, style=hue, markers=True, dashes=False, ax=ax, errorbar=None)
-    if hue:
+    sns.lineplot(data=comp.sort_values(x), x=x, y=accuracy, hue=hue, style=hue, markers=True, dashes=False, ax=ax,
+                 errorbar=None, marker=None if hue else "o", markersize=8)
+    if reference is not None and pd.notna(reference[1]):
+        ax.axhline(reference[1], color="#555", ls="--", lw=1, label=reference[0])
+        values = [*comp[accuracy].dropna(), reference[1]]
+        pad = 0.08 * (max(values) - min(values) or 0.05)
+        ax.set_ylim(min(values) - pad, max(values) + pad)
+    if hue or reference is not None:
         ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8, title=hue)
     if log_x:
         ax.set_xscale("log", base=2)
+        ticks = sorted(comp[x].dropna().unique())
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy of the file")
     return _finish(fig, ax, f"Accuracy against {xlabel}")
@@ -267,29 +278,40 @@ def distillation(pairs: pd.DataFrame) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(pairs) + 1.8))
     long = pairs.melt(id_vars=["student"], value_vars=["distilled", "hard labels only"], var_name="training", value_name="accuracy")
     sns.barplot(data=long, y="student", x="accuracy", hue="training", ax=ax, orient="h")
-    low = max(0.0, long["accuracy"].min() - 0.05)
-    ax.set_xlim(low, min(1.0, long["accuracy"].max() + 0.02))
+    ax.set_xlim(0.0, 1.0)  # bars start at zero: their lengths are the accuracies
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.3f", fontsize=8, padding=2)
     ax.set_xlabel("test accuracy")
     ax.set_ylabel("")
     return _finish(fig, ax, "Distilled students against the same students on hard labels")
 
 
-def history(table: pd.DataFrame, metric: str) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=WIDE)
-    ax.scatter(table["trial"], table["value"], s=25, color="#4c72b0", label=metric)
-    ax.step(table["trial"], table["best so far"], where="post", color="#c44e52", label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(metric)
-    ax.legend(fontsize=9)
-    return _finish(fig, ax, "Optimization history")
+def history(tables: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Each objective's value per finished trial and its best so far, a panel per objective."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(WIDE[0], WIDE[1]) if len(tables) == 1 else (12, 4.4), squeeze=False)
+    for ax, (metric, table) in zip(axes[0], tables.items()):
+        ax.scatter(table["trial"], table["value"], s=25, color="#4c72b0", label=metric)
+        ax.step(table["trial"], table["best so far"], where="post", color="#c44e52", label="best so far")
+        ax.set_xlabel("trial")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=9)
+        ax.set_title(f"Optimization history: {metric}", fontsize=11, loc="left")
+    fig.tight_layout()
+    return fig
 
 
-def importances(values: dict[str, float]) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(values) + 1.6))
-    items = sorted(values.items(), key=lambda kv: kv[1])
-    ax.barh([k for k, _ in items], [v for _, v in items], color="#4c72b0")
-    ax.set_xlabel("importance (fANOVA, share of the objective's variance)")
-    return _finish(fig, ax, "Parameter importances")
+def importances(by_objective: dict[str, dict[str, float]]) -> plt.Figure:
+    """fANOVA importances of the searched parameters, a panel per objective."""
+    longest = max(len(v) for v in by_objective.values())
+    fig, axes = plt.subplots(1, len(by_objective), figsize=(9 if len(by_objective) == 1 else 12, 0.45 * longest + 1.6),
+                             squeeze=False)
+    for ax, (metric, values) in zip(axes[0], by_objective.items()):
+        items = sorted(values.items(), key=lambda kv: kv[1])
+        ax.barh([k for k, _ in items], [v for _, v in items], color="#4c72b0")
+        ax.set_xlabel("share of the objective's variance (fANOVA)")
+        ax.set_title(f"Parameter importances: {metric}", fontsize=11, loc="left")
+    fig.tight_layout()
+    return fig
 
 
 def durations(table: pd.DataFrame) -> plt.Figure:
