@@ -15,6 +15,9 @@ finds the trial and settles it:
 - otherwise the run is closed as failed and the settings are queued again, at most MAX_RETRIES
   times (a trial that kills its worker, e.g. out of memory, must not loop forever).
 
+Last, trial runs still RUNNING in MLflow whose Optuna trial has ended (a run created a moment
+before a Ctrl+C or kill, whose id never reached the trial) are closed as interrupted.
+
 Queued retries and recorded outcomes carry `failed_trial` and `retry_history` as Optuna's
 RetryHeartbeatStaleTrialCallback writes them, so `sweep.counted` counts each trial once.
 """
@@ -52,7 +55,35 @@ def recover(study: optuna.Study, client, metrics: list[str]) -> list[int]:
         trial = storage.get_trial(trial_id)
         settle(study, trial)
         settled.append(trial.number)
+    close_orphan_runs(study, client)
     return settled
+
+
+def close_orphan_runs(study: optuna.Study, client) -> list[str]:
+    """Close trial runs left RUNNING although their Optuna trial has ended: a run created a moment
+    before Ctrl+C or a kill, whose id never reached the trial. Returns the ids closed."""
+    experiment = study.user_attrs.get("mlflow_experiment_id")
+    if experiment is None:
+        return []
+    try:
+        running = client.search_runs(
+            [experiment], filter_string="attributes.status = 'RUNNING' and tags.`study.role` = 'trial'", max_results=1000
+        )
+    except Exception as exc:  # the store hiccuped: the next look closes them
+        log.warning("could not look for orphaned runs: %s", exc)
+        return []
+    if not running:
+        return []
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    closed = []
+    for run in running:
+        number = run.data.tags.get("study.trial")
+        state = states.get(int(number)) if number is not None and number.isdigit() else None
+        if state is not None and state.is_finished():
+            end_orphan_run(client, run.info.run_id, f"trial {number} ended without closing its run (interrupted); "
+                           "its settings were queued again")
+            closed.append(run.info.run_id)
+    return closed
 
 
 def _never_beat(study: optuna.Study) -> list[int]:

@@ -59,6 +59,20 @@ def test_a_run_whose_id_was_never_recorded_is_found_by_its_trial_number_and_clos
     assert closed.info.status == "FAILED" and "no heartbeat" in closed.data.tags["study.reason"]
 
 
+def test_a_run_left_running_by_an_ended_trial_is_closed(staged):
+    sweep, study, tracker = staged
+    trial = asked(study)  # Ctrl+C just after its run was made: the trial was failed and queued, the run not closed
+    orphan = tracker.client.create_run(tracker.experiment_id, tags={"study.role": "trial", "study.trial": str(trial.number)})
+    study.tell(trial, state=TrialState.FAIL)
+    live = asked(study)  # a trial still training: its run is left alone
+    running = tracker.client.create_run(tracker.experiment_id, tags={"study.role": "trial", "study.trial": str(live.number)})
+    study._storage.record_heartbeat(live._trial_id)
+    assert recovery.recover(study, tracker.client, sweep.metrics) == []
+    closed = tracker.client.get_run(orphan.info.run_id)
+    assert closed.info.status == "FAILED" and closed.data.tags["study.state"] == "interrupted"
+    assert tracker.client.get_run(running.info.run_id).info.status == "RUNNING"
+
+
 def test_a_trial_that_finished_in_mlflow_is_recorded_not_trained_again(staged):
     sweep, study, tracker = staged
     trial = asked(study)
