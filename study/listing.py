@@ -8,16 +8,17 @@ from study.errors import StudyError
 from study.store import Store
 
 
-def _best(study) -> str:
-    metrics = study.user_attrs.get("metrics") or []
+def best_summary(study) -> str:
+    """'val/accuracy 0.877 (maximize, trial 10)', or the size of a multi-objective study's Pareto
+    set; `study list` and the report index both say it this way."""
+    metrics = study.user_attrs.get("metrics") or ["value"]
     try:
         if len(study.directions) > 1:
-            return f"Pareto set of {len(study.best_trials)}"
-        value = study.best_value
+            return f"Pareto set of {len(study.best_trials)} ({', '.join(metrics)})"
+        direction = study.directions[0].name.lower()
+        return f"{metrics[0]} {study.best_value:.4g} ({direction}, trial {study.best_trial.number})"
     except ValueError:
-        return "-"
-    name = metrics[0] if metrics else "value"
-    return f"{name} {value:.4g}"
+        return "no finished trial"
 
 
 def list_sweeps(store: Store, folder: Path) -> list[tuple]:
@@ -50,5 +51,5 @@ def list_sweeps(store: Store, folder: Path) -> list[tuple]:
             continue
         study = studies[name]
         c = count_trials(study.get_trials(deepcopy=False))
-        rows.append((name, file, c.finished, c.pruned, c.failed, c.interrupted, c.running, _best(study)))
+        rows.append((name, file, c.finished, c.pruned, c.failed, c.interrupted, c.running, best_summary(study)))
     return rows

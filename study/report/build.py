@@ -21,6 +21,7 @@ from study.report import figures, regimes, stats, tables, verdicts
 from study.report.html import STYLE, Page, esc
 from study.report.load import SweepRuns, load_sweep_runs
 from study.store import Store
+from study.listing import best_summary
 from study.serve import ui_link
 
 MAX_DECOMPOSED = 300  # trials whose predictions are downloaded for the bias–variance decomposition
@@ -452,22 +453,7 @@ def build_report(store: Store, name: str, out: Path, mlflow_url: str | None = No
     claims = ", ".join(f"{n} {v}" for v, n in verdict_counts.items())
     return Built(name, index, time.perf_counter() - start,
                  _counts_line(data) + (f"; claims: {claims}" if claims else ""),
-                 data.description, _counts_line(data), _best_line(data), {v: int(n) for v, n in verdict_counts.items()})
-
-
-def _best_line(data: SweepRuns) -> str:
-    """'val/accuracy 0.877 (maximize)', or the size of a multi-objective sweep's Pareto set."""
-    study = data.study
-    if study is None:
-        return ""
-    metrics = study.user_attrs.get("metrics") or ["value"]
-    try:
-        if len(study.directions) > 1:
-            return f"Pareto set of {len(study.best_trials)} ({', '.join(metrics)})"
-        direction = study.directions[0].name.lower()
-        return f"{metrics[0]} {study.best_value:.4g} ({direction}, trial {study.best_trial.number})"
-    except ValueError:
-        return "no finished trial"
+                 data.description, _counts_line(data), best_summary(data.study) if data.study is not None else "", {v: int(n) for v, n in verdict_counts.items()})
 
 
 def _clean(value):
