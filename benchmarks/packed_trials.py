@@ -36,9 +36,10 @@ from scipy import stats
 
 from study.datasets import load_dataset
 from study.keras_compat import keras, tf
-from study.objective import TrialJob, build_for, end_replicate, prepare_inputs, run_trials
+from study.objective import TrialJob, end_replicate, run_trials
+from study.replicate import build_for, prepare_inputs
 from study.schema import Setup
-from study.training import compile_model, fit
+from study.training import fit
 
 
 def search_settings(count: int = 20) -> list[Setup]:

@@ -57,22 +57,22 @@ def main() -> None:
     from study import keras_compat  # noqa: F401
     import_seconds = time.perf_counter() - start
 
-    from study import objective, sweep, tracking
+    from study import objective, replicate, runner, sweep, tracking
     from study.config import load_sweep
     from study.store import Store
 
     timed(objective, "fit_together", "training (packs)")
-    timed(objective, "predict", "predict (3 splits)")
-    timed(objective, "save_model", "save model")
+    timed(replicate, "predict", "predict (3 splits)")
+    timed(replicate, "save_model", "save model")
     timed(tracking.Tracker, "start_trial", "mlflow: start run")
     timed(tracking.TrialRun, "flush", "mlflow: epoch metrics")
     timed(tracking.TrialRun, "finish", "mlflow: finish + artifacts")
-    timed(objective, "write_outputs", "write artifacts")
-    timed(sweep.optuna.Study, "tell", "optuna: tell")
-    timed(sweep.optuna.Study, "ask", "optuna: ask")
-    timed(sweep, "_best_runs", "optuna: best set")
-    timed(sweep, "_progress_metrics", "sweep progress")
-    timed(sweep, "run_pack", "trial total")
+    timed(replicate, "write_outputs", "write artifacts")
+    timed(runner.optuna.Study, "tell", "optuna: tell")
+    timed(runner.optuna.Study, "ask", "optuna: ask")
+    timed(runner, "best_runs", "optuna: best set")
+    timed(runner, "progress_metrics", "sweep progress")
+    timed(runner, "run_pack", "trial total")
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "overhead.yaml"

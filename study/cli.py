@@ -102,7 +102,8 @@ def render_summary(summary, sweep, store: Store) -> str:
 
 # ----------------------------------------------------------------------------------- init
 def cmd_init(args) -> int:
-    from study.sweep import prepare, target_trials
+    from study.budget import target_trials
+    from study.sweep import prepare
 
     sweep = load_sweep(args.sweep, dict(parse_override(item) for item in args.set or []))
     store = _store(args)
@@ -119,7 +120,7 @@ def cmd_init(args) -> int:
 def cmd_validate(args) -> int:
     """Check every file given, one line each; exit 2 if any is not a valid sweep."""
     from study.search import grid_size
-    from study.sweep import target_trials
+    from study.budget import target_trials
 
     bad = 0
     for path in args.files:

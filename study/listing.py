@@ -28,7 +28,7 @@ def list_sweeps(store: Store, folder: Path) -> list[tuple]:
     import optuna
 
     from study.store import quiet_libraries
-    from study.sweep import count_trials
+    from study.budget import count_trials
 
     files = {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
     studies = {}

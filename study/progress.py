@@ -41,7 +41,7 @@ class Progress:
     def update(self, study, final: bool = False) -> None:
         if self.bar is None:
             return
-        from study.sweep import count_trials
+        from study.budget import count_trials
 
         trials = study.get_trials(deepcopy=False)
         counts = count_trials(trials)

@@ -19,7 +19,7 @@ Last, trial runs still RUNNING in MLflow whose Optuna trial has ended (a run cre
 before a Ctrl+C or kill, whose id never reached the trial) are closed as interrupted.
 
 Queued retries and recorded outcomes carry `failed_trial` and `retry_history` as Optuna's
-RetryHeartbeatStaleTrialCallback writes them, so `sweep.counted` counts each trial once.
+RetryHeartbeatStaleTrialCallback writes them, so `budget.counted` counts each trial once.
 """
 
 from __future__ import annotations

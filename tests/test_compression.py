@@ -11,7 +11,7 @@ import pytest
 
 from conftest import TINY
 from study import measure
-from study.compression import cluster, packing, prune, quantize
+from study.compression import cluster, packing, prune, qpack, quantize
 from study.compression.distill import Distiller, teacher_targets
 from study.compression.export import TfliteRunner, open_artifact, to_tflite
 from study.compression.pipeline import layer_table
@@ -78,7 +78,7 @@ def test_packed_file_has_the_expected_bytes_and_reloads_to_the_simulated_predict
     finetune(qat, x, y)
     simulated = predict(qat, x[500:])
     trained = quantize.float_weights_of(qat, base)
-    artifact = quantize.write_packed(trained, bits, tmp_path / "m.qpack")
+    artifact = qpack.write_packed(trained, bits, tmp_path / "m.qpack")
     assert not artifact.deployable and artifact.bits == 4
 
     blob = artifact.path.read_bytes()

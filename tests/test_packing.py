@@ -20,7 +20,8 @@ from study.models import build_model
 from study.multifit import Member, fit_together
 from study.objective import TrialJob, run_trials
 from study.schema import ModelSpec, Setup, TrainSpec
-from study.sweep import run_sweep, trials_per_pack
+from study.sweep import run_sweep
+from study.worker import trials_per_pack
 
 
 def toy(n=256, seed=0):

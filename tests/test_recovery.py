@@ -14,7 +14,8 @@ from optuna.trial import TrialState
 from conftest import TINY
 from study import recovery, store as store_module
 from study.config import load_sweep
-from study.sweep import count_trials, prepare, run_sweep
+from study.budget import count_trials
+from study.sweep import prepare, run_sweep
 
 
 @pytest.fixture

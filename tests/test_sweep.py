@@ -301,7 +301,7 @@ def test_settings_that_already_ran_are_not_trained_again(write_sweep, store):
 def test_an_error_that_ctrl_c_caused_counts_as_an_interruption_not_a_failure():
     import sqlite3
 
-    from study.sweep import interruption
+    from study.runner import interruption
 
     assert interruption(KeyboardInterrupt())
     assert interruption(sqlite3.OperationalError("interrupted")), "SQLite's answer to a signal during a query"

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from conftest import STUDY, TINY, run_env
 from study.store import Store
-from study.sweep import counted
+from study.budget import counted
 
 FAST_BEATS = {"STUDY_HEARTBEAT_SECONDS": "1", "STUDY_GRACE_SECONDS": "3"}
 

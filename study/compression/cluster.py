@@ -5,7 +5,7 @@ shrinks is the compressed size, since few distinct values compress well (see art
 
 from __future__ import annotations
 
-from study.compression.quantize import KERNELS, fresh_copy
+from study.compression.layers import KERNELS, fresh_copy
 from study.keras_compat import keras, tfmot
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from study.compression.artifact import Artifact
+from study.compression.qpack import load_qpack
 from study.keras_compat import keras, quiet_stderr, tf
 
 # The converter warns that int8 input statistics are missing: our models keep float inputs.
@@ -27,14 +28,6 @@ TFLITE_MODES = {
     "qat": "tflite int8 (quantization-aware training)",
 }
 LATENCY_REPEATS = 50
-
-
-@dataclass
-class Artifact:
-    path: Path
-    kind: str  # what it is, in words
-    deployable: bool  # True: runs on the TFLite interpreter; False: our own loader only
-    bits: int
 
 
 def to_tflite(model: keras.Model, mode: str, path: Path, representative: np.ndarray | None = None) -> Artifact:
@@ -104,8 +97,6 @@ class QpackRunner:
     """Runs a .qpack file: our loader rebuilds the model with the file's dequantized weights."""
 
     def __init__(self, path: Path):
-        from study.compression.quantize import load_qpack
-
         self.model = load_qpack(path)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

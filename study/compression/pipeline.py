@@ -15,13 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from study import measure
-from study.compression import cluster, prune, quantize
+from study.compression import cluster, prune, qpack, quantize
 from study.compression.distill import Distiller, teacher_targets
-from study.compression.export import Artifact, open_artifact, to_tflite
+from study.compression.artifact import Artifact
+from study.compression.export import open_artifact, to_tflite
 from study.keras_compat import keras
 from study.datasets import Data
-from study.objective import (
-    ReplicateResult, build_for, epoch_hook, fit_metrics, measure_model, model_metrics, prepare_inputs, save_model,
+from study.names import SPLITS, STOPPED, Tag, TrialState
+from study.replicate import (
+    ReplicateResult, TrialObserver, TrialResult, build_for, epoch_hook, fit_metrics, measure_model, model_metrics,
+    prepare_inputs, save_model,
 )
 from study.training import FitResult, compile_model, fit
 
@@ -86,7 +89,7 @@ def apply_pruning(base, ctx: Context) -> Compressed:
 def apply_prune_then_quantize(base, ctx: Context) -> Compressed:
     """Deep compression: prune, then 8-bit quantization-aware training that keeps the zeros."""
     pruned = apply_pruning(base, ctx)
-    if pruned.fitted.stopped == "diverged":
+    if pruned.fitted.stopped == TrialState.DIVERGED:
         return pruned
     qat = quantize.qat8_model(pruned.plain, preserve_sparsity=True)
     fitted = ctx.fine_tune(qat, ctx.setup.compress.finetune_epochs)
@@ -108,7 +111,7 @@ def apply_quantization(base, ctx: Context) -> Compressed:
     qat = quantize.nbit_qat_model(base, spec.bits)
     fitted = ctx.fine_tune(qat, spec.finetune_epochs)
     trained = quantize.float_weights_of(qat, base)
-    artifact = quantize.write_packed(trained, spec.bits, ctx.path("model.qpack"))
+    artifact = qpack.write_packed(trained, spec.bits, ctx.path("model.qpack"))
     return Compressed(qat, quantize.simulate_nbit(trained, spec.bits), artifact, fitted)
 
 
@@ -135,10 +138,10 @@ def apply_distillation(teacher, ctx: Context) -> Compressed:
     targets = teacher_targets(teacher, ctx.inputs.x_train, ctx.inputs.y_train)
     fitted = ctx.fine_tune(distiller, ctx.setup.train.epochs, targets=targets)
     control = ctx.references.control(ctx.setup, ctx.data, ctx.seed)
-    metrics = {f"control/{k}": v for k, v in control.metrics.items() if k.split("/")[0] in measure.SPLITS}
+    metrics = {f"control/{k}": v for k, v in control.metrics.items() if k.split("/")[0] in SPLITS}
     return Compressed(
         student, student, to_tflite(student, "float32", ctx.path("model.tflite")), fitted, metrics,
-        {"study.control_run_id": control.run_id or ""},
+        {Tag.CONTROL_RUN_ID: control.run_id or ""},
     )
 
 
@@ -204,15 +207,15 @@ def run_compression_replicate(setup, data, index: int, seed: int, workdir: Path,
     ctx = Context(setup, data, prepare_inputs(setup, data, seed), folder, index, seed, observer, references)
     compressed = METHODS[setup.compress.method](base, ctx)
     fitted = compressed.fitted
-    result = ReplicateResult(index, seed, "finished", "", ctx.history, {}, None, None)
-    if fitted is not None and fitted.stopped in ("pruned", "diverged"):
-        result.status, result.reason = fitted.stopped, fitted.reason
-        if fitted.stopped == "diverged":
+    result = ReplicateResult(index, seed, TrialState.FINISHED, "", ctx.history, {}, None, None)
+    if fitted is not None and fitted.stopped in STOPPED:
+        result.status, result.reason = TrialState(fitted.stopped), fitted.reason
+        if fitted.stopped == TrialState.DIVERGED:
             return result
     metrics, _ = measure_model(compressed.evaluated, data.task, ctx.inputs)
     file_metrics, test_outputs = artifact_metrics(compressed.artifact, data.task, ctx.inputs, base_ref)
     if not measure.all_finite({**metrics, **{k: v for k, v in file_metrics.items() if k != "artifact/latency_ms"}}):
-        result.status, result.reason = "diverged", "the compressed model's outputs are not finite"
+        result.status, result.reason = TrialState.DIVERGED, "the compressed model's outputs are not finite"
         return result
     table = layer_table(compressed.plain)
     metrics.update(file_metrics)
@@ -237,10 +240,26 @@ def run_compression_replicate(setup, data, index: int, seed: int, workdir: Path,
     result.metrics, result.test_outputs, result.model_path = metrics, test_outputs.astype(np.float32), model_path
     result.files = {"artifact": compressed.artifact.path, "layers": layers_csv}
     result.tags = {
-        "study.method": setup.compress.method,
-        "study.artifact": compressed.artifact.kind,
-        "study.deployable": "true" if compressed.artifact.deployable else "false",
-        "study.base_run_id": base_ref.run_id or "",
+        Tag.METHOD: setup.compress.method,
+        Tag.ARTIFACT: compressed.artifact.kind,
+        Tag.DEPLOYABLE: "true" if compressed.artifact.deployable else "false",
+        Tag.BASE_RUN_ID: base_ref.run_id or "",
         **compressed.tags,
     }
+    return result
+
+
+def run_compression_trial(
+    setup, data, seed: int, replicates: int, workdir: Path, observer: TrialObserver | None, references,
+) -> TrialResult:
+    """Compress the base `replicates` times (seeds seed, seed+1, ...), one after another; the trial
+    ends at a replicate that is pruned or diverges."""
+    result = TrialResult(task=data.task)
+    for index in range(replicates):
+        replicate = run_compression_replicate(setup, data, index, seed + index, Path(workdir), observer, references)
+        result.replicates.append(replicate)
+        if observer is not None:
+            observer.replicate_end(replicate)
+        if replicate.status != TrialState.FINISHED:
+            break
     return result

@@ -9,7 +9,7 @@ the structure sparse tensor cores accelerate), on the layers whose shapes allow 
 
 from __future__ import annotations
 
-from study.compression.quantize import KERNELS, fresh_copy
+from study.compression.layers import KERNELS, fresh_copy
 from study.keras_compat import keras, tfmot
 
 

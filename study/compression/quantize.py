@@ -18,17 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from study.compression import packing
-from study.compression.export import Artifact, to_tflite
+from study.compression.artifact import Artifact
+from study.compression.export import to_tflite
+from study.compression.layers import KERNELS, fresh_copy, weight_names
 from study.keras_compat import keras, tf, tfmot
-
-# The layers every method compresses (pruned, clustered, quantized), and the names of their kernels.
-KERNELS = {
-    "Dense": ("kernel",),
-    "Conv2D": ("kernel",),
-    "DepthwiseConv2D": ("depthwise_kernel",),
-    "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel"),
-}
-
 
 def fake_quantize(w, bits: int):
     """The quantized value of every weight, computed exactly as `packing.quantize_kernel` does."""
@@ -86,21 +79,6 @@ def _quantizer_classes():
     return SymmetricWeights, WeightsOnly
 
 
-def fresh_copy(model: keras.Model, wrap=None) -> keras.Model:
-    """A copy with new layer objects and the same weights; `wrap(layer)` may wrap each new layer.
-
-    The toolkit's wrappers reuse the layer objects they are given, so wrapping the original would
-    let fine-tuning change it: we always wrap a copy.
-    """
-    def clone(layer):
-        copy = layer.__class__.from_config(layer.get_config())
-        return wrap(copy) if wrap else copy
-
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def nbit_qat_model(model: keras.Model, bits: int) -> keras.Model:
     """A copy of `model` whose kernels are fake-quantized to `bits` bits (for fine-tuning)."""
     quantization = tfmot().quantization.keras
@@ -121,11 +99,8 @@ def qat8_model(model: keras.Model, preserve_sparsity: bool = False) -> keras.Mod
     quantization = tfmot().quantization.keras
     annotated = quantization.quantize_annotate_model(fresh_copy(model))
     if preserve_sparsity:
-        from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
-            default_8bit_prune_preserve_quantize_scheme as prune_preserve,
-        )
-
-        return quantization.quantize_apply(annotated, prune_preserve.Default8BitPrunePreserveQuantizeScheme())
+        scheme = tfmot().experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+        return quantization.quantize_apply(annotated, scheme)
     return quantization.quantize_apply(annotated)
 
 
@@ -139,46 +114,8 @@ def float_weights_of(qat: keras.Model, architecture: keras.Model) -> keras.Model
     model = keras.models.clone_model(architecture)
     for layer in model.layers:
         if layer.weights:
-            layer.set_weights([trained[f"{layer.name}/{name}:0"] for name in _weight_names(layer)])
+            layer.set_weights([trained[f"{layer.name}/{name}:0"] for name in weight_names(layer)])
     return model
-
-
-def write_packed(model: keras.Model, bits: int, path: Path) -> Artifact:
-    """Store `model`'s kernels at `bits` bits (biases in float32) in a .qpack file."""
-    layers, floats = [], {}
-    for layer in model.layers:
-        names = KERNELS.get(type(layer).__name__)
-        if not layer.weights:
-            continue
-        if names:
-            for name in names:
-                codes, scales = packing.quantize_kernel(getattr(layer, name).numpy(), bits)
-                layers.append(packing.PackedLayer(layer.name, name, codes, scales))
-        quantized = {getattr(layer, n).name for n in (names or ())}
-        floats[layer.name] = [w.numpy() for w in layer.weights if w.name not in quantized]
-    packing.write_qpack(path, bits, model.to_json(), layers, floats)
-    return Artifact(path=path, kind=f"packed {bits}-bit weights, float activations (our .qpack loader)", deployable=False, bits=bits)
-
-
-def load_qpack(path: Path) -> keras.Model:
-    """Rebuild the model a .qpack file stores, with its dequantized weights."""
-    header, kernels, floats = packing.read_qpack(path)
-    import json
-
-    model = keras.models.model_from_json(json.dumps(header["architecture"]))
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        names = KERNELS.get(type(layer).__name__, ())
-        own_floats = iter(floats.get(layer.name, []))
-        values = [kernels[layer.name][n] if n in names else next(own_floats) for n in _weight_names(layer)]
-        layer.set_weights(values)
-    return model
-
-
-def _weight_names(layer) -> list[str]:
-    """Short names of a layer's weights in order: kernel, bias, depthwise_kernel, ..."""
-    return [w.name.split("/")[-1].split(":")[0] for w in layer.weights]
 
 
 def simulate_nbit(model: keras.Model, bits: int) -> keras.Model:

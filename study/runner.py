@@ -1,0 +1,302 @@
+"""A pack of asked trials: begun (settings sampled, MLflow run created), trained together, told.
+
+`run_pack` is the only place where a trial's outcome reaches both stores: Optuna is told how the
+trial ended and MLflow gets its run's metrics, artifacts and final status, whatever happened
+(an error fails the trial alone; Ctrl+C marks every trial not yet told as interrupted and queues
+its settings again). Plain trials train with `objective.run_trials`, compression trials with
+`compression.pipeline.run_compression_trial`: the runner chooses.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from study import measure
+from study.budget import count_trials, finished_with
+from study.config import Sweep, flatten
+from study.datasets import load_dataset
+from study.errors import StudyError
+from study.recovery import queue_again
+from study.search import relevant, suggest
+from study.store import HEARTBEAT_SECONDS
+from study.tracking import Tracker
+
+# Optuna warns that heartbeats are meant for Study.optimize; with ask/tell we beat ourselves (Heartbeat).
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+class Heartbeat:
+    """Records the heartbeats of the trials in training in Optuna's storage, from a thread."""
+
+    def __init__(self, storage, trial_ids: list[int]):
+        self.storage, self.trial_ids = storage, trial_ids
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self):
+        while not self.stop.wait(HEARTBEAT_SECONDS):
+            for trial_id in self.trial_ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception:  # a missed beat is not worth failing the trial for
+                    pass
+
+    def __enter__(self):  # the first beat was recorded as the trial was asked (_loop)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+class Observer:
+    """Receives each epoch of a trial: logs it and, for replicate 0, reports it to the pruner."""
+
+    def __init__(self, trial: optuna.Trial, run, sweep: Sweep):
+        self.trial, self.run = trial, run
+        metric = sweep.metrics[0]
+        single = len(sweep.metrics) == 1 and sweep.config.pruner.name != "none"
+        # the per-epoch counterpart of a val/ objective: val/accuracy -> val_accuracy
+        self.key = metric.replace("/", "_") if single and metric.startswith("val/") else None
+        self.metric, self.pruner = metric, sweep.config.pruner.name
+
+    def epoch(self, replicate: int, epoch: int, metrics: dict[str, float]) -> str | None:
+        self.run.log_epoch(replicate, epoch, metrics)
+        if self.key is None or replicate != 0 or self.key not in metrics:
+            return None
+        self.trial.report(metrics[self.key], epoch)
+        if self.trial.should_prune():
+            return f"pruned by the {self.pruner} pruner after epoch {epoch} ({self.metric} {metrics[self.key]:.4g})"
+        return None
+
+    def replicate_end(self, replicate) -> None:
+        self.run.end_replicate(replicate)
+
+
+def best_runs(study: optuna.Study, sweep: Sweep, current) -> dict[str, bool]:
+    """Runs whose `study.best` tag changes now that `current` has finished.
+
+    The best set (Pareto set with several objectives) with and without `current` differ only
+    by what `current` changes, so this needs no memory of earlier marks and suits many workers.
+    """
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not complete:
+        return {}
+    values = np.array([t.values for t in complete], dtype=float)
+    after = measure.pareto_mask(values, sweep.directions)
+    others = np.array([t.number != current.number for t in complete])
+    before = np.zeros(len(complete), dtype=bool)
+    before[others] = measure.pareto_mask(values[others], sweep.directions) if others.any() else []
+    changes = {}
+    for t, was, now in zip(complete, before, after):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id and was != now:
+            changes[run_id] = bool(now)
+    return changes
+
+
+def progress_metrics(study: optuna.Study, sweep: Sweep) -> dict[str, float]:
+    counts = count_trials(study.get_trials(deepcopy=False))
+    metrics = {"trials/finished": counts.finished, "trials/pruned": counts.pruned, "trials/failed": counts.failed}
+    if len(sweep.metrics) == 1:
+        try:
+            metrics[f"best/{sweep.metrics[0]}"] = study.best_value
+        except ValueError:
+            pass
+    else:
+        metrics["trials/pareto"] = len(study.best_trials)
+    return metrics
+
+
+@dataclass
+class Started:
+    """A trial whose settings are sampled and whose MLflow run exists, ready to train."""
+
+    trial: optuna.Trial
+    setup: object  # Setup
+    data: object  # Data
+    run: object  # TrialRun
+    workdir: Path
+    told: bool = False
+
+
+def run_pack(
+    trials: list[optuna.Trial], study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, references=None
+) -> list[str]:
+    """Train asked trials together (`pack` models at a time; a compression sweep's one at a time)
+    and tell Optuna and MLflow how each ended: their states are returned ('finished', 'pruned',
+    'diverged', 'failed' or 'duplicate'). On Ctrl+C every trial not yet told is marked
+    interrupted and queued again, and KeyboardInterrupt is raised."""
+    from study.objective import TrialJob, run_trials  # TensorFlow: imported once a worker trains
+
+    states: dict[int, str] = {}
+    started: list[Started] = []
+    with tempfile.TemporaryDirectory(prefix="study-") as tmp:
+        try:
+            taken: dict[str, int] = {}
+            for trial in trials:
+                begun = _begin(trial, study, sweep, tracker, sweep_run_id, taken, Path(tmp))
+                if isinstance(begun, str):
+                    states[trial.number] = begun
+                else:
+                    started.append(begun)
+            with Heartbeat(study._storage, [s.trial._trial_id for s in started]):
+                observers = [Observer(s.trial, s.run, sweep) for s in started]
+                if references is None:
+                    jobs = [
+                        TrialJob(s.setup, s.data, sweep.config.seed, sweep.config.replicates, s.workdir, o)
+                        for s, o in zip(started, observers)
+                    ]
+                    outcomes = run_trials(jobs, sweep.config.pack)
+                else:
+                    from study.compression.pipeline import run_compression_trial
+
+                    outcomes = [
+                        _attempt(run_compression_trial, s.setup, s.data, sweep.config.seed, sweep.config.replicates,
+                                 s.workdir, o, references)
+                        for s, o in zip(started, observers)
+                    ]
+                for begun, outcome in zip(started, outcomes):
+                    states[begun.trial.number] = _conclude(begun, outcome, study, sweep, tracker, sweep_run_id)
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not leave things half-written
+            try:
+                for begun in started:
+                    if not begun.told:
+                        _interrupted(begun, study)
+                begun_numbers = {b.trial.number for b in started} | set(states)
+                for trial in trials:
+                    if trial.number not in begun_numbers:  # asked, never started: nothing to log
+                        suggest(trial, sweep)  # its settings (a grid point) are queued again
+                        trial.set_user_attr("study_state", "interrupted")
+                        study.tell(trial, state=TrialState.FAIL)
+                        queue_again(study, study._storage.get_trial(trial._trial_id))
+            finally:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise
+    return [states[t.number] for t in trials]
+
+
+def _attempt(function, *args):
+    """function(*args), or the exception it raised (KeyboardInterrupt goes through)."""
+    try:
+        return function(*args)
+    except Exception as exc:
+        return exc
+
+
+def _begin(trial, study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, taken: dict[str, int], tmp: Path) -> Started | str:
+    """Sample the trial's settings and start its MLflow run; 'duplicate' or 'failed' if it cannot."""
+    params = suggest(trial, sweep)
+    key = json.dumps(params, sort_keys=True, default=str)
+    earlier = finished_with(study, params, trial.number)
+    earlier = earlier if earlier is not None else taken.get(key)
+    if earlier is not None:  # categorical spaces repeat: finished work is not done again
+        trial.set_user_attr("study_skipped", "repeat")
+        trial.set_user_attr("study_reason", f"same settings as trial {earlier}")
+        study.tell(trial, state=TrialState.FAIL)
+        return "duplicate"
+    taken[key] = trial.number
+    run = None
+    try:
+        setup = sweep.resolve(params)
+        data = load_dataset(setup.dataset, sweep.config.seed, sweep.path.parent)
+        run = tracker.start_trial(sweep_run_id, trial.number, params, setting_params(sweep, setup), data)
+        trial.set_user_attr("mlflow_run_id", run.run_id)
+    except BaseException as exc:
+        if not interruption(exc):
+            return _failed(trial, study, run, exc)
+        if run is not None:  # the caller queues the trial again; its run is closed here
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                run.end("interrupted", "interrupted by the user (Ctrl+C); the trial is queued again")
+            finally:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from exc
+    return Started(trial, setup, data, run, tmp / f"trial-{trial.number}")
+
+
+def _conclude(begun: Started, outcome, study, sweep: Sweep, tracker: Tracker, sweep_run_id: str) -> str:
+    """Log a trained trial's outcome (a TrialResult, or the exception that stopped it) and tell
+    Optuna; returns its state."""
+    from study.replicate import write_outputs
+
+    trial, run, setup = begun.trial, begun.run, begun.setup
+    try:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        result = outcome
+        missing = [m for m in sweep.metrics if m not in result.metrics]
+        if result.status == "finished" and missing:
+            raise StudyError(f"objective: this trial measured no {missing[0]} (method {setup.compress.method}); pick a metric it measures")
+        outputs = begun.workdir / "outputs"
+        write_outputs(result, begun.data, outputs)
+        state = result.status
+        trial.set_user_attr("study_state", state)
+        if result.reason:
+            trial.set_user_attr("study_reason", result.reason[:1000])
+        run.finish(result, outputs)
+    except Exception as exc:
+        if interruption(exc):
+            raise KeyboardInterrupt from exc
+        begun.told = True
+        return _failed(trial, study, run, exc)
+    begun.told = True
+    if state == "finished":
+        values = [result.metrics[m] for m in sweep.metrics]
+        frozen = study.tell(trial, values)
+        tracker.mark_best(best_runs(study, sweep, frozen))
+    else:  # pruned or diverged: never a best trial
+        study.tell(trial, state=TrialState.PRUNED)
+    tracker.log_progress(sweep_run_id, trial.number, progress_metrics(study, sweep))
+    return state
+
+
+def interruption(exc: BaseException) -> bool:
+    """True for Ctrl+C, also where a library turned it into an error of its own (SQLite answers
+    a signal during a query with "interrupted"): the trial is queued again, not failed."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt) or (type(exc).__name__ == "OperationalError" and "interrupted" in str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _failed(trial, study, run, exc: BaseException) -> str:
+    message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StudyError) else str(exc)
+    trial.set_user_attr("study_state", "failed")
+    trial.set_user_attr("study_reason", message[:1000])
+    if run is not None:
+        run.end("failed", message[:1000], exc)
+    study.tell(trial, state=TrialState.FAIL)
+    return "failed"
+
+
+def _interrupted(begun: Started, study) -> None:
+    begun.trial.set_user_attr("study_state", "interrupted")
+    begun.run.end("interrupted", "interrupted by the user (Ctrl+C); the trial is queued again")
+    study.tell(begun.trial, state=TrialState.FAIL)
+    queue_again(study, study._storage.get_trial(begun.trial._trial_id))
+    begun.told = True
+
+
+def setting_params(sweep: Sweep, setup) -> dict:
+    """The resolved settings a trial logs: all of them, except in a compression sweep the ones its
+    method does not read (the compress.* knobs of other methods, and model.* unless it trains)."""
+    flat = flatten(setup.model_dump(mode="python"))
+    if sweep.config.base is None:
+        return {k: v for k, v in flat.items() if not k.startswith("compress.")}
+    return {k: v for k, v in flat.items() if relevant(k, setup.compress.model_dump())}

@@ -1,0 +1,160 @@
+"""One worker: load TensorFlow and the data once, then ask, train and tell until the budget or
+the deadline. `study run` runs one in its own process or starts several (`sweep._run_workers`);
+on many machines each `study worker` is one."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from study.budget import count_trials, over_budget
+from study.config import Sweep, load_sweep
+from study.datasets import load_for_objective
+from study.errors import StudyError
+from study.processes import die_with_parent, terminate_as_interrupt
+from study.recovery import recover
+from study import runner
+from study.search import build_pruner, build_sampler
+from study.store import DISK_FULL, Store, quiet_libraries
+from study.tracking import Tracker
+
+MAX_FAILURES_IN_A_ROW = 5  # a sweep whose every trial fails is broken: stop and say why
+MAX_DUPLICATES_IN_A_ROW = 100  # samples that only repeat finished settings: the space is used up
+WAIT_SECONDS = 2.0  # how often an idle worker looks again while others finish the last trials
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs, picklable so that it can start in a fresh process."""
+
+    sweep_path: str
+    overrides: dict
+    store: Store
+    target: int | None
+    deadline: float | None  # time.time() after which no trial starts
+    worker: int = 0
+    threads: int = 0  # TensorFlow threads; 0 leaves TensorFlow's default
+
+
+def references(sweep: Sweep, tracker: Tracker, store: Store, sweep_run_id: str):
+    """The reference models (base, controls) of a compression sweep, else None."""
+    if sweep.config.base is None:
+        return None
+    from study.compression.base import References
+
+    return References(sweep, tracker, store, sweep_run_id)
+
+
+def check_data(sweep: Sweep):
+    """Read the sweep's dataset (kept for the trials) and check that its objective fits the task:
+    a csv's task is known only once it is read. Returns the data."""
+    return load_for_objective(sweep.config.dataset, sweep.config.seed, sweep.path.parent, sweep.metrics)
+
+
+def work(job: Job, progress=None) -> str:
+    """A worker's loop: ask, train, tell until the budget or deadline; returns why it stopped
+    ('budget', 'deadline', 'exhausted', 'interrupted'). Raises StudyError after repeated failures."""
+    if job.threads:
+        os.environ["STUDY_TF_THREADS"] = str(job.threads)
+    sweep = load_sweep(job.sweep_path, job.overrides)
+    quiet_libraries()
+    client = job.store.mlflow()
+    tracker = Tracker(client, sweep, job.store.artifact_root)
+    storage = job.store.optuna()
+    study = optuna.load_study(
+        study_name=sweep.name, storage=storage, sampler=build_sampler(sweep),
+        pruner=build_pruner(sweep),
+    )
+    sweep_run_id = study.user_attrs["mlflow_sweep_run_id"]
+    check_data(sweep)
+    from study import objective  # noqa: F401 - TensorFlow is imported here, once per worker
+
+    refs = references(sweep, tracker, job.store, sweep_run_id)
+    try:
+        return _loop(job, study, sweep, tracker, sweep_run_id, progress, refs)
+    except KeyboardInterrupt:  # between trials: nothing is running, nothing to mark
+        return "interrupted"
+
+
+def trials_per_pack(sweep: Sweep) -> int:
+    """How many trials to ask at once: as many as fill a pack of `pack` models with their
+    replicates (at least one); a compression sweep trains one trial at a time."""
+    if sweep.config.base is not None:
+        return 1
+    return max(1, sweep.config.pack // sweep.config.replicates)
+
+
+def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None) -> list[optuna.Trial]:
+    """Ask up to `trials_per_pack` trials, fewer where the budget ends; those asked over it are
+    marked skipped."""
+    trials = []
+    while len(trials) < trials_per_pack(sweep):
+        if trials and target is not None:
+            counts = count_trials(study.get_trials(deepcopy=False))
+            if counts.done + counts.running >= target:
+                break
+        trial = study.ask()
+        study._storage.record_heartbeat(trial._trial_id)  # at once: a worker that dies now is found by its heartbeat
+        if over_budget(study, trial, target):
+            trial.set_user_attr("study_skipped", "budget")
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        trials.append(trial)
+    return trials
+
+
+def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, progress, refs) -> str:
+    failures = duplicates = 0
+    last_failed = None
+    while True:
+        recover(study, tracker.client, sweep.metrics)
+        counts = count_trials(study.get_trials(deepcopy=False))
+        if progress is not None:
+            progress.update(study)
+        if job.target is not None and counts.done >= job.target:
+            return "budget"
+        if job.deadline is not None and time.time() >= job.deadline:
+            return "deadline"
+        if job.target is not None and not counts.waiting and counts.done + counts.running >= job.target:
+            time.sleep(WAIT_SECONDS)  # others are finishing the last trials; one may fail and be retried
+            continue
+        trials = _ask_pack(study, sweep, job.target)
+        if not trials:
+            continue
+        try:
+            states = runner.run_pack(trials, study, sweep, tracker, sweep_run_id, refs)
+        except KeyboardInterrupt:
+            return "interrupted"  # run_pack has marked the trials failed and queued them again
+        for trial, state in zip(trials, states):
+            if state == "duplicate":
+                duplicates += 1
+                continue
+            duplicates = 0
+            failures = failures + 1 if state == "failed" else 0
+            last_failed = trial if state == "failed" else None
+        if duplicates >= MAX_DUPLICATES_IN_A_ROW:
+            return "exhausted"
+        if failures >= MAX_FAILURES_IN_A_ROW:
+            last = study._storage.get_trial(last_failed._trial_id).user_attrs.get("study_reason", "")
+            if "No space left" in last or "disk is full" in last:
+                raise StudyError(DISK_FULL)
+            raise StudyError(f"{failures} trials in a row failed; the last: {last} (fix the sweep and run again)")
+
+
+def _worker_main(job: Job, parent: int) -> None:
+    """Entry point of a worker process: own process group (the parent relays Ctrl+C once), and
+    SIGTERM when the parent dies, handled as Ctrl+C."""
+    os.setpgrp()
+    die_with_parent(parent)
+    terminate_as_interrupt()
+    try:
+        outcome = work(job)
+    except StudyError as exc:
+        print(f"error: worker {job.worker}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    raise SystemExit(130 if outcome == "interrupted" else 0)
