@@ -190,7 +190,7 @@ class SweepState(StrEnum):
     RUNNING = "running"
     COMPLETE = "complete"  # the budget of trials is done
     EXHAUSTED = "exhausted"  # every setting of a finite space ran
-    STOPPED = "stopped"  # a time budget ran out
+    PARTIAL = "partial"  # a deadline ended it before its budget of trials
     INTERRUPTED = "interrupted"
     FAILED = "failed"
 
