@@ -232,3 +232,18 @@ class Tag(StrEnum):
 def tag_column(tag: Tag) -> str:
     """The report's column of a tag."""
     return f"tags.{tag.value}"
+
+
+class Attr(StrEnum):
+    """Our attributes of Optuna trials (user attrs) and of the Optuna study."""
+
+    STATE = "study_state"  # a trial's TrialState, finer than Optuna's (diverged, interrupted)
+    REASON = "study_reason"
+    SKIPPED = "study_skipped"  # why a trial does not count: 'budget' (asked over it) or 'repeat'
+    RUN_ID = "mlflow_run_id"  # a trial's MLflow run
+    SWEEP_RUN_ID = "mlflow_sweep_run_id"  # the study's: its sweep's MLflow run
+    EXPERIMENT_ID = "mlflow_experiment_id"
+    CONFIG_HASH = "config_hash"
+    METRICS = "metrics"
+    DESCRIPTION = "description"
+    SWEEP_FILE = "sweep_file"

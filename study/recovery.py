@@ -28,9 +28,10 @@ import datetime
 import logging
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import TrialState as OptunaState
 
 from study import store
+from study.names import Attr, Role, Tag, TrialState
 from study.tracking import end_orphan_run
 
 log = logging.getLogger(__name__)
@@ -38,36 +39,39 @@ log = logging.getLogger(__name__)
 MAX_RETRIES = 3  # a trial whose worker dies this often is left failed, with the reason
 
 
-def recover(study: optuna.Study, client, metrics: list[str]) -> list[int]:
-    """Settle the trials of dead workers (see the module doc); returns their numbers."""
+def recover(study: optuna.Study, client, metrics: list[str], orphans: bool = False) -> list[int]:
+    """Settle the trials of dead workers (see the module doc); returns their numbers. With
+    `orphans`, also close trial runs left RUNNING (one MLflow search: a worker does it as it
+    starts, the sweep as it ends, not before every pack)."""
     settle = Settle(client, metrics)
     storage = study._storage
     settled = []
     for trial_id in [*storage._get_stale_trial_ids(study._study_id), *_never_beat(study)]:
         try:
             if len(retry_attrs(storage.get_trial(trial_id))["retry_history"]) > MAX_RETRIES:  # said while it can be
-                storage.set_trial_user_attr(trial_id, "study_reason", f"its worker died {MAX_RETRIES + 1} times "
+                storage.set_trial_user_attr(trial_id, Attr.REASON, f"its worker died {MAX_RETRIES + 1} times "
                                             "(out of memory?): not retried")
-            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            if not storage.set_trial_state_values(trial_id, state=OptunaState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker settled it first
         trial = storage.get_trial(trial_id)
         settle(study, trial)
         settled.append(trial.number)
-    close_orphan_runs(study, client)
+    if orphans or settled:
+        close_orphan_runs(study, client)
     return settled
 
 
 def close_orphan_runs(study: optuna.Study, client) -> list[str]:
     """Close trial runs left RUNNING although their Optuna trial has ended: a run created a moment
     before Ctrl+C or a kill, whose id never reached the trial. Returns the ids closed."""
-    experiment = study.user_attrs.get("mlflow_experiment_id")
+    experiment = study.user_attrs.get(Attr.EXPERIMENT_ID)
     if experiment is None:
         return []
     try:
         running = client.search_runs(
-            [experiment], filter_string="attributes.status = 'RUNNING' and tags.`study.role` = 'trial'", max_results=1000
+            [experiment], filter_string=f"attributes.status = 'RUNNING' and tags.`{Tag.ROLE}` = '{Role.TRIAL}'", max_results=1000
         )
     except Exception as exc:  # the store hiccuped: the next look closes them
         log.warning("could not look for orphaned runs: %s", exc)
@@ -77,7 +81,7 @@ def close_orphan_runs(study: optuna.Study, client) -> list[str]:
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     closed = []
     for run in running:
-        number = run.data.tags.get("study.trial")
+        number = run.data.tags.get(Tag.TRIAL)
         state = states.get(int(number)) if number is not None and number.isdigit() else None
         if state is not None and state.is_finished():
             end_orphan_run(client, run.info.run_id, f"trial {number} ended without closing its run (interrupted); "
@@ -96,7 +100,7 @@ def _never_beat(study: optuna.Study) -> list[int]:
     try:
         running = (
             session.query(models.TrialModel)
-            .filter(models.TrialModel.study_id == study._study_id, models.TrialModel.state == TrialState.RUNNING)
+            .filter(models.TrialModel.study_id == study._study_id, models.TrialModel.state == OptunaState.RUNNING)
             .all()
         )
         return [t.trial_id for t in running if not t.heartbeats and t.datetime_start is not None and t.datetime_start < cutoff]
@@ -110,14 +114,16 @@ def retry_attrs(trial) -> dict:
     return {"failed_trial": history[0], "retry_history": history}
 
 
+RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+
+
 def queue_again(study: optuna.Study, trial) -> bool:
-    """Queue a failed trial's exact settings again, unless it was retried MAX_RETRIES times already."""
-    attrs = retry_attrs(trial)
-    if len(attrs["retry_history"]) > MAX_RETRIES:
+    """Queue a failed trial's exact settings again with Optuna's retry callback (which links the
+    retry to it), unless it was retried MAX_RETRIES times already. The retry inherits the failed
+    trial's user attrs; the runner resets ours when it begins (`runner._begin`)."""
+    if len(retry_attrs(trial)["retry_history"]) > MAX_RETRIES:
         return False
-    study.add_trial(optuna.trial.create_trial(
-        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions, system_attrs=attrs,
-    ))
+    RETRY(study, trial)
     return True
 
 
@@ -132,14 +138,14 @@ class Settle:
         attrs = retry_attrs(trial)
         history = attrs["retry_history"]
         if run is not None and run.info.status == "FINISHED" and all(m in run.data.metrics for m in self.metrics):
-            state = run.data.tags.get("study.state", "finished")
-            outcome = {"state": TrialState.COMPLETE, "values": [run.data.metrics[m] for m in self.metrics]}
-            if state != "finished":
-                outcome = {"state": TrialState.PRUNED, "values": None}
+            state = run.data.tags.get(Tag.STATE, TrialState.FINISHED)
+            outcome = {"state": OptunaState.COMPLETE, "values": [run.data.metrics[m] for m in self.metrics]}
+            if state != TrialState.FINISHED:
+                outcome = {"state": OptunaState.PRUNED, "values": None}
             study.add_trial(optuna.trial.create_trial(
                 params=trial.params, distributions=trial.distributions,
-                user_attrs={**trial.user_attrs, "mlflow_run_id": run.info.run_id, "study_state": state,
-                            "study_reason": f"recorded from its MLflow run: the worker of trial {trial.number} died "
+                user_attrs={**trial.user_attrs, Attr.RUN_ID: run.info.run_id, Attr.STATE: state,
+                            Attr.REASON: f"recorded from its MLflow run: the worker of trial {trial.number} died "
                                             "after the run ended"},
                 system_attrs=attrs, **outcome,
             ))
@@ -152,15 +158,15 @@ class Settle:
 
     def _run_of(self, study: optuna.Study, trial):
         """The trial's MLflow run: by the id it recorded, else by the trial number it is tagged with."""
-        run_id = trial.user_attrs.get("mlflow_run_id")
+        run_id = trial.user_attrs.get(Attr.RUN_ID)
         try:
             if run_id:
                 return self.client.get_run(run_id)
-            experiment = study.user_attrs.get("mlflow_experiment_id")
+            experiment = study.user_attrs.get(Attr.EXPERIMENT_ID)
             if experiment is None:
                 return None
             found = self.client.search_runs(
-                [experiment], filter_string=f"tags.`study.trial` = '{trial.number}' and tags.`study.role` = 'trial'",
+                [experiment], filter_string=f"tags.`{Tag.TRIAL}` = '{trial.number}' and tags.`{Tag.ROLE}` = '{Role.TRIAL}'",
                 max_results=5,
             )
             return found[0] if found else None

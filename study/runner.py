@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import TrialState as OptunaState
 
 from study import measure
 from study.budget import count_trials, finished_with
 from study.config import Sweep, flatten
 from study.datasets import load_dataset
 from study.errors import StudyError
+from study.names import Attr, TrialState
 from study.recovery import queue_again
 from study.search import relevant, suggest
 from study.store import HEARTBEAT_SECONDS
@@ -33,6 +34,8 @@ from study.tracking import Tracker
 
 # Optuna warns that heartbeats are meant for Study.optimize; with ask/tell we beat ourselves (Heartbeat).
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+DUPLICATE = "duplicate"  # what run_pack answers for a trial that repeats settings that already ran
 
 
 class Heartbeat:
@@ -90,7 +93,7 @@ def best_runs(study: optuna.Study, sweep: Sweep, current) -> dict[str, bool]:
     The best set (Pareto set with several objectives) with and without `current` differ only
     by what `current` changes, so this needs no memory of earlier marks and suits many workers.
     """
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    complete = [t for t in study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE,))]
     if not complete:
         return {}
     values = np.array([t.values for t in complete], dtype=float)
@@ -132,7 +135,7 @@ class Started:
 
 
 def run_pack(
-    trials: list[optuna.Trial], study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, references=None
+    trials: list[optuna.Trial], study: optuna.Study, sweep: Sweep, tracker: Tracker, references=None
 ) -> list[str]:
     """Train asked trials together (`pack` models at a time; a compression sweep's one at a time)
     and tell Optuna and MLflow how each ended: their states are returned ('finished', 'pruned',
@@ -146,7 +149,7 @@ def run_pack(
         try:
             taken: dict[str, int] = {}
             for trial in trials:
-                begun = _begin(trial, study, sweep, tracker, sweep_run_id, taken, Path(tmp))
+                begun = _begin(trial, study, sweep, tracker, taken, Path(tmp))
                 if isinstance(begun, str):
                     states[trial.number] = begun
                 else:
@@ -168,7 +171,7 @@ def run_pack(
                         for s, o in zip(started, observers)
                     ]
                 for begun, outcome in zip(started, outcomes):
-                    states[begun.trial.number] = _conclude(begun, outcome, study, sweep, tracker, sweep_run_id)
+                    states[begun.trial.number] = _conclude(begun, outcome, study, sweep, tracker)
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not leave things half-written
             try:
@@ -179,8 +182,8 @@ def run_pack(
                 for trial in trials:
                     if trial.number not in begun_numbers:  # asked, never started: nothing to log
                         suggest(trial, sweep)  # its settings (a grid point) are queued again
-                        trial.set_user_attr("study_state", "interrupted")
-                        study.tell(trial, state=TrialState.FAIL)
+                        trial.set_user_attr(Attr.STATE, TrialState.INTERRUPTED)
+                        study.tell(trial, state=OptunaState.FAIL)
                         queue_again(study, study._storage.get_trial(trial._trial_id))
             finally:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -196,38 +199,41 @@ def _attempt(function, *args):
         return exc
 
 
-def _begin(trial, study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, taken: dict[str, int], tmp: Path) -> Started | str:
+def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], tmp: Path) -> Started | str:
     """Sample the trial's settings and start its MLflow run; 'duplicate' or 'failed' if it cannot."""
     params = suggest(trial, sweep)
     key = json.dumps(params, sort_keys=True, default=str)
     earlier = finished_with(study, params, trial.number)
     earlier = earlier if earlier is not None else taken.get(key)
     if earlier is not None:  # categorical spaces repeat: finished work is not done again
-        trial.set_user_attr("study_skipped", "repeat")
-        trial.set_user_attr("study_reason", f"same settings as trial {earlier}")
-        study.tell(trial, state=TrialState.FAIL)
-        return "duplicate"
+        trial.set_user_attr(Attr.SKIPPED, "repeat")
+        trial.set_user_attr(Attr.REASON, f"same settings as trial {earlier}")
+        study.tell(trial, state=OptunaState.FAIL)
+        return DUPLICATE
     taken[key] = trial.number
+    if Attr.STATE in trial.user_attrs:  # a retry: Optuna's retry callback copied the failed trial's attrs
+        for attr in (Attr.STATE, Attr.REASON, Attr.RUN_ID):
+            trial.set_user_attr(attr, TrialState.RUNNING if attr == Attr.STATE else "")
     run = None
     try:
         setup = sweep.resolve(params)
         data = load_dataset(setup.dataset, sweep.config.seed, sweep.path.parent)
-        run = tracker.start_trial(sweep_run_id, trial.number, params, setting_params(sweep, setup), data)
-        trial.set_user_attr("mlflow_run_id", run.run_id)
+        run = tracker.start_trial(trial.number, params, setting_params(sweep, setup), data)
+        trial.set_user_attr(Attr.RUN_ID, run.run_id)
     except BaseException as exc:
         if not interruption(exc):
             return _failed(trial, study, run, exc)
         if run is not None:  # the caller queues the trial again; its run is closed here
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
-                run.end("interrupted", "interrupted by the user (Ctrl+C); the trial is queued again")
+                run.end(TrialState.INTERRUPTED, "interrupted by the user (Ctrl+C); the trial is queued again")
             finally:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
         raise KeyboardInterrupt from exc
     return Started(trial, setup, data, run, tmp / f"trial-{trial.number}")
 
 
-def _conclude(begun: Started, outcome, study, sweep: Sweep, tracker: Tracker, sweep_run_id: str) -> str:
+def _conclude(begun: Started, outcome, study, sweep: Sweep, tracker: Tracker) -> str:
     """Log a trained trial's outcome (a TrialResult, or the exception that stopped it) and tell
     Optuna; returns its state."""
     from study.replicate import write_outputs
@@ -238,14 +244,14 @@ def _conclude(begun: Started, outcome, study, sweep: Sweep, tracker: Tracker, sw
             raise outcome
         result = outcome
         missing = [m for m in sweep.metrics if m not in result.metrics]
-        if result.status == "finished" and missing:
+        if result.status == TrialState.FINISHED and missing:
             raise StudyError(f"objective: this trial measured no {missing[0]} (method {setup.compress.method}); pick a metric it measures")
         outputs = begun.workdir / "outputs"
         write_outputs(result, begun.data, outputs)
         state = result.status
-        trial.set_user_attr("study_state", state)
+        trial.set_user_attr(Attr.STATE, state)
         if result.reason:
-            trial.set_user_attr("study_reason", result.reason[:1000])
+            trial.set_user_attr(Attr.REASON, result.reason[:1000])
         run.finish(result, outputs)
     except Exception as exc:
         if interruption(exc):
@@ -253,13 +259,13 @@ def _conclude(begun: Started, outcome, study, sweep: Sweep, tracker: Tracker, sw
         begun.told = True
         return _failed(trial, study, run, exc)
     begun.told = True
-    if state == "finished":
+    if state == TrialState.FINISHED:
         values = [result.metrics[m] for m in sweep.metrics]
         frozen = study.tell(trial, values)
         tracker.mark_best(best_runs(study, sweep, frozen))
     else:  # pruned or diverged: never a best trial
-        study.tell(trial, state=TrialState.PRUNED)
-    tracker.log_progress(sweep_run_id, trial.number, progress_metrics(study, sweep))
+        study.tell(trial, state=OptunaState.PRUNED)
+    tracker.log_progress(trial.number, progress_metrics(study, sweep))
     return state
 
 
@@ -277,18 +283,18 @@ def interruption(exc: BaseException) -> bool:
 
 def _failed(trial, study, run, exc: BaseException) -> str:
     message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StudyError) else str(exc)
-    trial.set_user_attr("study_state", "failed")
-    trial.set_user_attr("study_reason", message[:1000])
+    trial.set_user_attr(Attr.STATE, TrialState.FAILED)
+    trial.set_user_attr(Attr.REASON, message[:1000])
     if run is not None:
-        run.end("failed", message[:1000], exc)
-    study.tell(trial, state=TrialState.FAIL)
-    return "failed"
+        run.end(TrialState.FAILED, message[:1000], exc)
+    study.tell(trial, state=OptunaState.FAIL)
+    return TrialState.FAILED
 
 
 def _interrupted(begun: Started, study) -> None:
-    begun.trial.set_user_attr("study_state", "interrupted")
-    begun.run.end("interrupted", "interrupted by the user (Ctrl+C); the trial is queued again")
-    study.tell(begun.trial, state=TrialState.FAIL)
+    begun.trial.set_user_attr(Attr.STATE, TrialState.INTERRUPTED)
+    begun.run.end(TrialState.INTERRUPTED, "interrupted by the user (Ctrl+C); the trial is queued again")
+    study.tell(begun.trial, state=OptunaState.FAIL)
     queue_again(study, study._storage.get_trial(begun.trial._trial_id))
     begun.told = True
 

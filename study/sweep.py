@@ -22,11 +22,13 @@ import optuna
 from study.budget import Counts, count_trials, counted, target_trials
 from study.config import Sweep
 from study.errors import StudyError
+from study.names import Attr, SweepState
+from study.recovery import close_orphan_runs
 from study.runner import progress_metrics
 from study.search import grid_points
 from study.store import Store
 from study.tracking import Tracker
-from study.worker import Job, _worker_main, check_data, references, work
+from study.worker import Job, Stop, _worker_main, check_data, references, work
 
 
 class Interrupted(Exception):
@@ -57,7 +59,7 @@ def prepare(sweep: Sweep, store: Store, allow_changed: bool = False) -> tuple[op
     with store.lock():  # several processes starting on one new local store set it up one at a time
         study, tracker, sweep_run_id = _create_or_resume(sweep, store, data, allow_changed)
     if sweep.config.base is not None:  # trained (or found) once, under its own lock, before any worker needs it
-        references(sweep, tracker, store, sweep_run_id).base(data)
+        references(sweep, tracker, store).base(data)
     return study, tracker, sweep_run_id
 
 
@@ -66,7 +68,7 @@ def _create_or_resume(sweep: Sweep, store: Store, data, allow_changed: bool) -> 
     study = optuna.create_study(
         study_name=sweep.name, storage=store.optuna(), directions=sweep.directions, load_if_exists=True
     )
-    known = study.user_attrs.get("config_hash")
+    known = study.user_attrs.get(Attr.CONFIG_HASH)
     if known is not None and known != sweep.config_hash and not allow_changed:
         raise StudyError(
             f"{sweep.path} has changed since study {sweep.name!r} began in {store.describe()}; copy it to a "
@@ -74,21 +76,19 @@ def _create_or_resume(sweep: Sweep, store: Store, data, allow_changed: bool) -> 
         )
     if [d.name.lower() for d in study.directions] != sweep.directions:
         raise StudyError(f"study {sweep.name!r} was created with other objectives; copy the sweep file to a new name")
-    sweep_run_id = study.user_attrs.get("mlflow_sweep_run_id")
-    if sweep_run_id is None:
-        sweep_run_id = tracker.sweep_run()
+    recorded = study.user_attrs.get(Attr.SWEEP_RUN_ID)
+    sweep_run_id = tracker.open_sweep_run(recorded)
+    if recorded is None:
         # the dataset row is created here, once, before any worker links trials to it
         tracker.log_dataset(sweep_run_id, data)
-        study.set_user_attr("mlflow_sweep_run_id", sweep_run_id)  # at once: a second process must not make another
+        study.set_user_attr(Attr.SWEEP_RUN_ID, sweep_run_id)  # at once: a second process must not make another
     queue_grid(study, sweep)
     if known is None:
-        study.set_user_attr("config_hash", sweep.config_hash)
-        study.set_user_attr("metrics", sweep.metrics)
-        study.set_user_attr("description", sweep.config.description)
-        study.set_user_attr("sweep_file", str(sweep.path))
-        study.set_user_attr("mlflow_experiment_id", tracker.experiment_id)
-    else:
-        tracker.client.update_run(sweep_run_id, status="RUNNING")
+        study.set_user_attr(Attr.CONFIG_HASH, sweep.config_hash)
+        study.set_user_attr(Attr.METRICS, sweep.metrics)
+        study.set_user_attr(Attr.DESCRIPTION, sweep.config.description)
+        study.set_user_attr(Attr.SWEEP_FILE, str(sweep.path))
+        study.set_user_attr(Attr.EXPERIMENT_ID, tracker.experiment_id)
     return study, tracker, sweep_run_id
 
 
@@ -98,7 +98,7 @@ class Summary:
     counts: Counts
     target: int | None
     seconds: float
-    state: str  # 'complete', 'partial' (deadline), 'exhausted' (no new settings left) or 'interrupted'
+    state: SweepState  # complete, partial (deadline), exhausted (no new settings left) or interrupted
     experiment_id: str
     best: list = field(default_factory=list)  # FrozenTrials: the best, or the Pareto set
 
@@ -127,22 +127,23 @@ def run_sweep(
     try:
         outcome = work(job, progress) if workers <= 1 else _run_workers(job, workers, study, progress)
     except StudyError:
-        tracker.end_sweep(sweep_run_id, "failed")
+        tracker.end_sweep(SweepState.FAILED)
         raise
     counts = count_trials(study.get_trials(deepcopy=False))
     if progress is not None:
         progress.update(study, final=True)
-    if outcome == "interrupted":
-        state = "interrupted"
-    elif outcome == "exhausted":
-        state = "exhausted"
+    close_orphan_runs(study, tracker.client)
+    if outcome == Stop.INTERRUPTED:
+        state = SweepState.INTERRUPTED
+    elif outcome == Stop.EXHAUSTED:
+        state = SweepState.EXHAUSTED
     elif target is None or counts.done >= target:
-        state = "complete"  # a time budget is complete when its time is up
+        state = SweepState.COMPLETE  # a time budget is complete when its time is up
     else:
-        state = "partial"
-    tracker.end_sweep(sweep_run_id, state, progress_metrics(study, sweep) if counts.done else None)
+        state = SweepState.PARTIAL
+    tracker.end_sweep(state, progress_metrics(study, sweep) if counts.done else None)
     summary = Summary(sweep.name, counts, target, time.time() - start, state, tracker.experiment_id, best_trials(study))
-    if outcome == "interrupted":
+    if outcome == Stop.INTERRUPTED:
         raise Interrupted(summary)
     return summary
 
@@ -177,10 +178,10 @@ def _run_workers(job: Job, workers: int, study: optuna.Study, progress) -> str:
         for proc in procs:
             proc.join()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        return "interrupted"
+        return Stop.INTERRUPTED
     codes = [p.exitcode for p in procs]
     if any(code == 130 for code in codes):
-        return "interrupted"
+        return Stop.INTERRUPTED
     if all(code not in (0, None) for code in codes):
         raise StudyError(f"every worker failed (exit codes {codes}); see the messages above")
-    return "budget" if job.deadline is None or time.time() < job.deadline else "deadline"
+    return Stop.BUDGET if job.deadline is None or time.time() < job.deadline else Stop.DEADLINE

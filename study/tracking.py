@@ -1,4 +1,4 @@
-"""Our MLflow wiring: one experiment per sweep, a parent run for the sweep, a child run per trial.
+"""Our MLflow wiring: one experiment per sweep, a run for the sweep, a run per trial.
 
 A trial's run is created when the trial starts, so running trials show in the UI, and ends with
 a status that tells the truth: FINISHED; KILLED for pruned or diverged trials, with the reason in
@@ -7,13 +7,16 @@ metrics are buffered and written in batches (at most every FLUSH_SECONDS while a
 tracking costs a few writes per trial. With replicates > 1, each replicate gets a run of its own
 under the trial's run, and the trial's run holds the averages.
 
-Tags every run carries: study.role (sweep, trial, replicate), study.name, study.state,
-study.sweep_hash, study.config_hash; trial runs add study.trial and study.sampled.
+Trial runs are top-level (MLflow's UI folds nested runs away) and name their sweep's run in the
+tag study.sweep_run; replicate and reference runs are nested. Tags every run carries:
+study.role (sweep, trial, replicate, base, control), study.name, study.state, study.sweep_hash,
+study.config_hash; trial runs add study.trial and study.sampled (all named in `names.Tag`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import tempfile
 import time
@@ -28,15 +31,18 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from study.config import Sweep, flatten
 from study.errors import StudyError
+from study.names import EPOCH_PREFIX, Role, SweepState, Tag, TrialState
+
+log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 10.0  # live per-epoch curves in the UI without one write per epoch
-BATCH = 100  # MLflow accepts at most 100 params or tags, 1000 metrics, per batch
-STATUS = {
-    "finished": RunStatus.FINISHED,
-    "pruned": RunStatus.KILLED,
-    "diverged": RunStatus.KILLED,
-    "failed": RunStatus.FAILED,
-    "interrupted": RunStatus.FAILED,
+ERROR_CHARS = 5000  # a failed trial's traceback: its end says what went wrong (MLflow would keep the start)
+STATUS = {  # a trial's state -> its MLflow run's status
+    TrialState.FINISHED: RunStatus.FINISHED,
+    TrialState.PRUNED: RunStatus.KILLED,
+    TrialState.DIVERGED: RunStatus.KILLED,
+    TrialState.FAILED: RunStatus.FAILED,
+    TrialState.INTERRUPTED: RunStatus.FAILED,
 }
 PACKAGES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "mlflow", "optuna", "study")
 
@@ -65,11 +71,6 @@ def environment_tags(folder: str) -> dict[str, str]:
     return tags
 
 
-def _chunks(items: list, size: int = BATCH):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def _param_value(value) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
@@ -78,23 +79,25 @@ def _param_value(value) -> str:
 # model training, and open on their runs. Its GenAI/Model-training switch overrides the tag, so
 # our links also name the view (`serve.ui_link`).
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
-SWEEP_RUN = "study.sweep_run"  # a trial run's tag: the id of its sweep's run
+SWEEP_RUN = Tag.SWEEP_RUN  # a trial run's tag: the id of its sweep's run
 
 
 class Tracker:
-    """MLflow runs of one sweep."""
+    """MLflow runs of one sweep: it owns the experiment and the sweep's run (`open_sweep_run`, or
+    `attach` in a worker), and every write of a run goes through its public methods."""
 
     def __init__(self, client: MlflowClient, sweep: Sweep, artifact_root: str | None):
         self.client = client
         self.sweep = sweep
         self.artifact_root = artifact_root
         self.base_tags = {
-            "study.name": sweep.name,
-            "study.sweep_hash": sweep.file_hash,
-            "study.config_hash": sweep.config_hash,
+            Tag.NAME: sweep.name,
+            Tag.SWEEP_HASH: sweep.file_hash,
+            Tag.CONFIG_HASH: sweep.config_hash,
             **environment_tags(str(sweep.path.resolve().parent)),
         }
         self.experiment_id = self._experiment()
+        self.sweep_run_id: str | None = None
 
     def _experiment(self) -> str:
         name = self.sweep.name
@@ -109,7 +112,7 @@ class Tracker:
                 self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
             return experiment.experiment_id
         location = f"{self.artifact_root.rstrip('/')}/{name}" if self.artifact_root else None
-        tags = {"mlflow.note.content": self.sweep.config.description, "study.name": name, EXPERIMENT_KIND: MODEL_TRAINING}
+        tags = {"mlflow.note.content": self.sweep.config.description, Tag.NAME: name, EXPERIMENT_KIND: MODEL_TRAINING}
         try:
             return self.client.create_experiment(name, artifact_location=location, tags=tags)
         except Exception:  # another worker or machine created it first
@@ -119,20 +122,32 @@ class Tracker:
             return experiment.experiment_id
 
     # ------------------------------------------------------------------------------ sweep run
-    def sweep_run(self) -> str:
-        """The sweep's parent run: found again on resume, created on the first run."""
-        found = self.client.search_runs(
-            [self.experiment_id], filter_string="tags.`study.role` = 'sweep'", max_results=1,
-            order_by=["attributes.start_time ASC"],
-        )
-        if found:
-            run_id = found[0].info.run_id
+    def open_sweep_run(self, known: str | None = None) -> str:
+        """The sweep's run, RUNNING again: `known` (the id the Optuna study recorded), else found
+        by its role (a first run that stopped before recording it), else created."""
+        run_id = known
+        if run_id is None:
+            found = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{Tag.ROLE}` = '{Role.SWEEP}'", max_results=1,
+                order_by=["attributes.start_time ASC"],
+            )
+            run_id = found[0].info.run_id if found else None
+        if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
-            return run_id
+        else:
+            run_id = self._create_sweep_run()
+        self.sweep_run_id = run_id
+        return run_id
+
+    def attach(self, sweep_run_id: str) -> None:
+        """A worker's tracker: the sweep's run exists (`open_sweep_run` made it)."""
+        self.sweep_run_id = sweep_run_id
+
+    def _create_sweep_run(self) -> str:
         tags = {
             **self.base_tags,
-            "study.role": "sweep",
-            "study.state": "running",
+            Tag.ROLE: Role.SWEEP,
+            Tag.STATE: SweepState.RUNNING,
             MLFLOW_RUN_NAME: self.sweep.name,
             "mlflow.note.content": self.sweep.config.description,
         }
@@ -147,30 +162,36 @@ class Tracker:
             "pruner": config.pruner.name,
             "search": json.dumps(config.model_dump(mode="json")["search"]),
         }
-        self._log(run.info.run_id, params=params)
-        self._log_text(run.info.run_id, self.sweep.text, "sweep.yaml")
+        self.log(run.info.run_id, params=params)
+        self.client.log_text(run.info.run_id, self.sweep.text, "sweep.yaml")
         return run.info.run_id
 
-    def end_sweep(self, run_id: str, state: str, metrics: dict[str, float] | None = None) -> None:
-        self._log(run_id, metrics=metrics or {}, tags={"study.state": state})
-        finished = ("complete", "exhausted")  # a time budget that ran out, or Ctrl+C, leaves it KILLED
-        status = RunStatus.FINISHED if state in finished else RunStatus.FAILED if state == "failed" else RunStatus.KILLED
+    def _sweep_run(self) -> str:
+        if self.sweep_run_id is None:
+            raise RuntimeError("the sweep's run is not open: call open_sweep_run or attach first")
+        return self.sweep_run_id
+
+    def end_sweep(self, state: SweepState, metrics: dict[str, float] | None = None) -> None:
+        run_id = self._sweep_run()
+        self.log(run_id, metrics=metrics or {}, tags={Tag.STATE: state})
+        finished = (SweepState.COMPLETE, SweepState.EXHAUSTED)  # a deadline, or Ctrl+C, leaves it KILLED
+        status = RunStatus.FINISHED if state in finished else RunStatus.FAILED if state == SweepState.FAILED else RunStatus.KILLED
         self.client.set_terminated(run_id, RunStatus.to_string(status))
 
-    def log_progress(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
+    def log_progress(self, step: int, metrics: dict[str, float]) -> None:
         """The sweep's running totals (best value so far, trials per state) after a trial."""
-        self._log(run_id, metrics=metrics, step=step)
+        self.log(self._sweep_run(), metrics=metrics, step=step)
 
     # ------------------------------------------------------------------------------ trial run
-    def start_trial(self, parent_id: str, number: int, params: dict, setup_params: dict, data) -> "TrialRun":
+    def start_trial(self, number: int, params: dict, setup_params: dict, data) -> "TrialRun":
         """Create the trial's run with every resolved setting as a param, and the dataset as an input."""
         tags = {  # top-level runs (the UI shows nested runs folded): linked to the sweep by a tag
             **self.base_tags,
-            SWEEP_RUN: parent_id,
-            "study.role": "trial",
-            "study.trial": str(number),
-            "study.state": "running",
-            "study.sampled": json.dumps(sorted(params)),
+            SWEEP_RUN: self._sweep_run(),
+            Tag.ROLE: Role.TRIAL,
+            Tag.TRIAL: str(number),
+            Tag.STATE: TrialState.RUNNING,
+            Tag.SAMPLED: json.dumps(sorted(params)),
         }
         name = f"trial-{number:04d}"
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
@@ -183,35 +204,65 @@ class Tracker:
             all_params["reference_error"] = str(self.sweep.config.reference_error)
         trial_run = TrialRun(self, run.info.run_id, name, all_params)
         try:
-            self._log(run.info.run_id, params=all_params)
+            self.log(run.info.run_id, params=all_params)
             self.log_dataset(run.info.run_id, data)
         except BaseException as exc:
-            trial_run.end("failed", f"could not record the trial's settings: {exc}"[:1000], exc)
+            trial_run.end(TrialState.FAILED, f"could not record the trial's settings: {exc}"[:1000], exc)
             raise
         return trial_run
+
+    def start_replicate(self, trial_run_id: str, name: str, replicate: int, params: dict) -> str:
+        """A replicate's own run, nested under its trial's run."""
+        tags = {
+            **self.base_tags,
+            MLFLOW_PARENT_RUN_ID: trial_run_id,
+            Tag.ROLE: Role.REPLICATE,
+            Tag.STATE: TrialState.RUNNING,
+            Tag.REPLICATE: str(replicate),
+        }
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self.log(run.info.run_id, params=params)
+        return run.info.run_id
+
+    def end_run(self, run_id: str, state: TrialState, metrics: list[Metric] | dict | None = None,
+                tags: dict | None = None, artifacts: dict[str, Path] | None = None, folder: Path | None = None) -> None:
+        """Log a trial's or replicate's last metrics, tags and artifacts (files by artifact folder,
+        or a whole `folder`), then end its run with the state's status."""
+        if isinstance(metrics, dict):
+            self.log(run_id, metrics=metrics, tags=tags)
+        else:
+            self.log_entities(run_id, metrics or [], tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+        for where, path in (artifacts or {}).items():
+            self.client.log_artifact(run_id, str(path), where)
+        if folder is not None:
+            self.client.log_artifacts(run_id, str(folder))
+        self.client.set_terminated(run_id, RunStatus.to_string(STATUS[state]))
 
     def log_dataset(self, run_id: str, data) -> None:
         """Link the dataset to a run. MLflow inserts the experiment's dataset row on first use with
         a check-then-insert, which two workers can race: the loser finds the row on its retry."""
         try:
             self.client.log_inputs(run_id, datasets=[dataset_input(data)])
-        except Exception:
+        except Exception as exc:
+            log.debug("linking the dataset to run %s failed once (%s); trying again", run_id, exc)
             time.sleep(0.2)
             self.client.log_inputs(run_id, datasets=[dataset_input(data)])
 
-    def log_reference(self, parent_id: str, role: str, key: str, params: dict, metrics: dict, model_path: Path,
+    # -------------------------------------------------------------------------- reference runs
+    def log_reference(self, role: Role, key: str, params: dict, metrics: dict, model_path: Path,
                       started_ms: int | None = None) -> str:
-        """Log a trained reference model (a compression sweep's base, a distillation control); the
-        run starts when its training started (`started_ms`), so its duration is the training's."""
+        """Log a trained reference model (a compression sweep's base, a distillation control) under
+        the sweep's run; the run starts when its training started (`started_ms`), so its duration
+        is the training's."""
         tags = {
             **self.base_tags,
-            MLFLOW_PARENT_RUN_ID: parent_id,
-            "study.role": role,
-            "study.state": "finished",
-            "study.model_key": key,
+            MLFLOW_PARENT_RUN_ID: self._sweep_run(),
+            Tag.ROLE: role,
+            Tag.STATE: TrialState.FINISHED,
+            Tag.MODEL_KEY: key,
         }
         run = self.client.create_run(self.experiment_id, run_name=f"{role}-{key[:8]}", tags=tags, start_time=started_ms)
-        self._log(run.info.run_id, metrics=metrics, params={k: _param_value(v) for k, v in params.items()})
+        self.log(run.info.run_id, metrics=metrics, params={k: _param_value(v) for k, v in params.items()})
         with tempfile.TemporaryDirectory() as folder:
             named = Path(folder) / "model.keras"
             named.write_bytes(Path(model_path).read_bytes())
@@ -219,27 +270,51 @@ class Tracker:
         self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
         return run.info.run_id
 
+    def find_reference(self, key: str):
+        """The first finished run of the reference model `key` in any experiment of the store
+        (sweeps with the same base share it), or None."""
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        runs = self.client.search_runs(
+            experiments, filter_string=f"tags.`{Tag.MODEL_KEY}` = '{key}' and attributes.status = 'FINISHED'",
+            max_results=1, order_by=["attributes.start_time ASC"],
+        )
+        return runs[0] if runs else None
+
+    def best_trial_runs(self, sweep_name: str) -> list | None:
+        """The finished runs tagged best in sweep `sweep_name` (None: no such sweep in the store)."""
+        experiment = self.client.get_experiment_by_name(sweep_name)
+        if experiment is None:
+            return None
+        return self.client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`{Tag.ROLE}` = '{Role.TRIAL}' and tags.`{Tag.BEST}` = 'true' and attributes.status = 'FINISHED'",
+        )
+
+    def get_run(self, run_id: str):
+        return self.client.get_run(run_id)
+
+    def download(self, run_id: str, path: str, folder: str) -> Path:
+        """Download one artifact of a run into `folder`; returns its local path."""
+        return Path(self.client.download_artifacts(run_id, path, folder))
+
     def mark_best(self, run_ids: dict[str, bool]) -> None:
         """Set `study.best` to 'true' or 'false' on runs (the Pareto set, for several objectives)."""
         for run_id, best in run_ids.items():
-            self.client.set_tag(run_id, "study.best", "true" if best else "false")
+            self.client.set_tag(run_id, Tag.BEST, "true" if best else "false")
 
-    # -------------------------------------------------------------------------------- helpers
-    def _log(self, run_id: str, metrics: dict | None = None, params: dict | None = None, tags: dict | None = None, step: int = 0):
+    # -------------------------------------------------------------------------------- writing
+    def log(self, run_id: str, metrics: dict | None = None, params: dict | None = None, tags: dict | None = None,
+            step: int = 0) -> None:
+        """Metrics (at `step`), params and tags of a run, in as few requests as MLflow allows
+        (its client splits a batch at its limits and truncates over-long values)."""
         now = _now_ms()
         metric_list = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
-        param_list = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
-        tag_list = [RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()]
+        param_list = [Param(k, str(v)) for k, v in (params or {}).items()]
+        tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         self.log_entities(run_id, metric_list, param_list, tag_list)
 
     def log_entities(self, run_id: str, metrics: list, params: list = (), tags: list = ()) -> None:
-        metrics, params, tags = list(metrics), list(params), list(tags)
-        while metrics or params or tags:
-            self.client.log_batch(run_id, metrics=metrics[:1000], params=params[:BATCH], tags=tags[:BATCH])
-            metrics, params, tags = metrics[1000:], params[BATCH:], tags[BATCH:]
-
-    def _log_text(self, run_id: str, text: str, name: str) -> None:
-        self.client.log_text(run_id, text, name)
+        self.client.log_batch(run_id, metrics=list(metrics), params=list(params), tags=list(tags))
 
 
 def dataset_input(data) -> DatasetInput:
@@ -275,24 +350,16 @@ class TrialRun:
         if not self.several:
             return self.run_id
         if replicate not in self.replicate_runs:
-            tags = {
-                **self.tracker.base_tags,
-                MLFLOW_PARENT_RUN_ID: self.run_id,
-                "study.role": "replicate",
-                "study.state": "running",
-                "study.replicate": str(replicate),
-            }
-            client = self.tracker.client
-            run = client.create_run(self.tracker.experiment_id, run_name=f"{self.name}-r{replicate}", tags=tags)
             seed = int(self.params["seed"]) + replicate
-            self.tracker._log(run.info.run_id, params={**self.params, "replicate_seed": seed})
-            self.replicate_runs[replicate] = run.info.run_id
+            self.replicate_runs[replicate] = self.tracker.start_replicate(
+                self.run_id, f"{self.name}-r{replicate}", replicate, {**self.params, "replicate_seed": seed}
+            )
         return self.replicate_runs[replicate]
 
     def log_epoch(self, replicate: int, epoch: int, metrics: dict[str, float]) -> None:
         run_id = self._run_for(replicate)
         now = _now_ms()
-        self.pending.setdefault(run_id, []).extend(Metric(f"epoch/{k}", v, now, epoch) for k, v in metrics.items())
+        self.pending.setdefault(run_id, []).extend(Metric(EPOCH_PREFIX + k, v, now, epoch) for k, v in metrics.items())
         self.logged_epochs[replicate] = epoch
         if time.monotonic() - self.last_flush > FLUSH_SECONDS:
             self.flush()
@@ -316,13 +383,10 @@ class TrialRun:
             return
         run_id = self._run_for(replicate.index)
         self.flush()
-        tags = {"study.state": replicate.status, "study.reason": replicate.reason, **replicate.tags}
-        self.tracker._log(run_id, metrics=replicate.metrics, tags=tags)
-        if replicate.model_path is not None:
-            self.tracker.client.log_artifact(run_id, str(replicate.model_path), "model")
-        for name, path in replicate.files.items():
-            self.tracker.client.log_artifact(run_id, str(path), name)
-        self.tracker.client.set_terminated(run_id, RunStatus.to_string(STATUS[replicate.status]))
+        artifacts = {"model": replicate.model_path} if replicate.model_path is not None else {}
+        artifacts.update(replicate.files)
+        tags = {Tag.STATE: replicate.status, Tag.REASON: replicate.reason, **replicate.tags}
+        self.tracker.end_run(run_id, replicate.status, replicate.metrics, tags, artifacts)
 
     def finish(self, result, outputs: Path) -> None:
         """Log the trial's final metrics and artifacts, then end the run with the trial's state."""
@@ -331,10 +395,9 @@ class TrialRun:
         if self.several:  # the trial's own curves: averages over its replicates
             now = _now_ms()
             for epoch, row in enumerate(result.mean_history(), start=1):
-                metrics.extend(Metric(f"epoch/{k}", v, now, epoch) for k, v in row.items())
+                metrics.extend(Metric(EPOCH_PREFIX + k, v, now, epoch) for k, v in row.items())
         first = next((r for r in result.replicates if r.model_path is not None), None)
-        tags = {"study.state": result.status, "study.reason": result.reason[:5000], **(first.tags if first else {})}
-        self.tracker.log_entities(self.run_id, metrics, tags=[RunTag(k, v) for k, v in tags.items()])
+        tags = {Tag.STATE: result.status, Tag.REASON: result.reason, **(first.tags if first else {})}
         if first is not None:
             model_dir = outputs / "model"
             model_dir.mkdir(exist_ok=True)
@@ -344,21 +407,19 @@ class TrialRun:
                 folder.mkdir(exist_ok=True)
                 path.replace(folder / path.name)
         (outputs / "sweep.yaml").write_text(self.tracker.sweep.text)
-        self.tracker.client.log_artifacts(self.run_id, str(outputs))
-        self.tracker.client.set_terminated(self.run_id, RunStatus.to_string(STATUS[result.status]))
+        self.tracker.end_run(self.run_id, result.status, metrics, tags, folder=outputs)
 
-    def end(self, state: str, reason: str, error: BaseException | None = None) -> None:
+    def end(self, state: TrialState, reason: str, error: BaseException | None = None) -> None:
         """End a run that produced no result: failed with an error, or interrupted."""
         try:
             self.flush()
-        except Exception:  # the run must still be closed even if the store hiccups
-            pass
-        tags = {"study.state": state, "study.reason": reason}
+        except Exception as exc:  # the run must still be closed even if the store hiccups
+            log.warning("run %s: its last epochs could not be logged: %s", self.run_id, exc)
+        tags = {Tag.STATE: state, Tag.REASON: reason}
         if error is not None:
-            tags["study.error"] = "".join(traceback.format_exception(error))[-5000:]
+            tags[Tag.ERROR] = "".join(traceback.format_exception(error))[-ERROR_CHARS:]
         for run_id in [*self.replicate_runs.values(), self.run_id]:
-            self.tracker._log(run_id, tags=tags)
-            self.tracker.client.set_terminated(run_id, RunStatus.to_string(STATUS[state]))
+            self.tracker.end_run(run_id, state, tags=tags)
 
 
 def end_orphan_run(client: MlflowClient, run_id: str, reason: str) -> None:
@@ -367,11 +428,11 @@ def end_orphan_run(client: MlflowClient, run_id: str, reason: str) -> None:
     try:
         run = client.get_run(run_id)
         children = client.search_runs(
-            [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'"
+            [run.info.experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run_id}'"
         )
         runs += [c.info.run_id for c in children if c.info.status == "RUNNING"]
-    except Exception:
-        pass
+    except Exception as exc:  # its replicate runs stay as they are; the trial's own run is closed below
+        log.warning("run %s: its replicate runs could not be listed: %s", run_id, exc)
     for rid in runs:
-        client.log_batch(rid, tags=[RunTag("study.state", "interrupted"), RunTag("study.reason", reason)])
-        client.set_terminated(rid, RunStatus.to_string(RunStatus.FAILED))
+        client.log_batch(rid, tags=[RunTag(Tag.STATE, TrialState.INTERRUPTED), RunTag(Tag.REASON, reason)])
+        client.set_terminated(rid, RunStatus.to_string(STATUS[TrialState.INTERRUPTED]))

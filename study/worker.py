@@ -10,12 +10,15 @@ import time
 from dataclasses import dataclass
 
 import optuna
-from optuna.trial import TrialState
+from enum import StrEnum
+
+from optuna.trial import TrialState as OptunaState
 
 from study.budget import count_trials, over_budget
 from study.config import Sweep, load_sweep
 from study.datasets import load_for_objective
 from study.errors import StudyError
+from study.names import Attr, TrialState
 from study.processes import die_with_parent, terminate_as_interrupt
 from study.recovery import recover
 from study import runner
@@ -26,6 +29,15 @@ from study.tracking import Tracker
 MAX_FAILURES_IN_A_ROW = 5  # a sweep whose every trial fails is broken: stop and say why
 MAX_DUPLICATES_IN_A_ROW = 100  # samples that only repeat finished settings: the space is used up
 WAIT_SECONDS = 2.0  # how often an idle worker looks again while others finish the last trials
+
+
+class Stop(StrEnum):
+    """Why a worker stopped."""
+
+    BUDGET = "budget"  # the done trials fill the budget
+    DEADLINE = "deadline"  # the time budget (or --timeout) ran out
+    EXHAUSTED = "exhausted"  # the sampler only repeats settings that already ran
+    INTERRUPTED = "interrupted"  # Ctrl+C, or SIGTERM
 
 
 @dataclass(frozen=True)
@@ -41,13 +53,13 @@ class Job:
     threads: int = 0  # TensorFlow threads; 0 leaves TensorFlow's default
 
 
-def references(sweep: Sweep, tracker: Tracker, store: Store, sweep_run_id: str):
+def references(sweep: Sweep, tracker: Tracker, store: Store):
     """The reference models (base, controls) of a compression sweep, else None."""
     if sweep.config.base is None:
         return None
     from study.compression.base import References
 
-    return References(sweep, tracker, store, sweep_run_id)
+    return References(sweep, tracker, store)
 
 
 def check_data(sweep: Sweep):
@@ -56,7 +68,7 @@ def check_data(sweep: Sweep):
     return load_for_objective(sweep.config.dataset, sweep.config.seed, sweep.path.parent, sweep.metrics)
 
 
-def work(job: Job, progress=None) -> str:
+def work(job: Job, progress=None) -> Stop:
     """A worker's loop: ask, train, tell until the budget or deadline; returns why it stopped
     ('budget', 'deadline', 'exhausted', 'interrupted'). Raises StudyError after repeated failures."""
     if job.threads:
@@ -70,15 +82,16 @@ def work(job: Job, progress=None) -> str:
         study_name=sweep.name, storage=storage, sampler=build_sampler(sweep),
         pruner=build_pruner(sweep),
     )
-    sweep_run_id = study.user_attrs["mlflow_sweep_run_id"]
+    tracker.attach(study.user_attrs[Attr.SWEEP_RUN_ID])
     check_data(sweep)
     from study import objective  # noqa: F401 - TensorFlow is imported here, once per worker
 
-    refs = references(sweep, tracker, job.store, sweep_run_id)
+    refs = references(sweep, tracker, job.store)
+    recover(study, tracker.client, sweep.metrics, orphans=True)
     try:
-        return _loop(job, study, sweep, tracker, sweep_run_id, progress, refs)
+        return _loop(job, study, sweep, tracker, progress, refs)
     except KeyboardInterrupt:  # between trials: nothing is running, nothing to mark
-        return "interrupted"
+        return Stop.INTERRUPTED
 
 
 def trials_per_pack(sweep: Sweep) -> int:
@@ -101,14 +114,14 @@ def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None) -> list[opt
         trial = study.ask()
         study._storage.record_heartbeat(trial._trial_id)  # at once: a worker that dies now is found by its heartbeat
         if over_budget(study, trial, target):
-            trial.set_user_attr("study_skipped", "budget")
-            study.tell(trial, state=TrialState.FAIL)
+            trial.set_user_attr(Attr.SKIPPED, "budget")
+            study.tell(trial, state=OptunaState.FAIL)
             break
         trials.append(trial)
     return trials
 
 
-def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_run_id: str, progress, refs) -> str:
+def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, progress, refs) -> Stop:
     failures = duplicates = 0
     last_failed = None
     while True:
@@ -117,9 +130,9 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_r
         if progress is not None:
             progress.update(study)
         if job.target is not None and counts.done >= job.target:
-            return "budget"
+            return Stop.BUDGET
         if job.deadline is not None and time.time() >= job.deadline:
-            return "deadline"
+            return Stop.DEADLINE
         if job.target is not None and not counts.waiting and counts.done + counts.running >= job.target:
             time.sleep(WAIT_SECONDS)  # others are finishing the last trials; one may fail and be retried
             continue
@@ -127,20 +140,20 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, sweep_r
         if not trials:
             continue
         try:
-            states = runner.run_pack(trials, study, sweep, tracker, sweep_run_id, refs)
+            states = runner.run_pack(trials, study, sweep, tracker, refs)
         except KeyboardInterrupt:
-            return "interrupted"  # run_pack has marked the trials failed and queued them again
+            return Stop.INTERRUPTED  # run_pack has marked the trials failed and queued them again
         for trial, state in zip(trials, states):
-            if state == "duplicate":
+            if state == runner.DUPLICATE:
                 duplicates += 1
                 continue
             duplicates = 0
-            failures = failures + 1 if state == "failed" else 0
-            last_failed = trial if state == "failed" else None
+            failures = failures + 1 if state == TrialState.FAILED else 0
+            last_failed = trial if state == TrialState.FAILED else None
         if duplicates >= MAX_DUPLICATES_IN_A_ROW:
-            return "exhausted"
+            return Stop.EXHAUSTED
         if failures >= MAX_FAILURES_IN_A_ROW:
-            last = study._storage.get_trial(last_failed._trial_id).user_attrs.get("study_reason", "")
+            last = study._storage.get_trial(last_failed._trial_id).user_attrs.get(Attr.REASON, "")
             if "No space left" in last or "disk is full" in last:
                 raise StudyError(DISK_FULL)
             raise StudyError(f"{failures} trials in a row failed; the last: {last} (fix the sweep and run again)")
@@ -157,4 +170,4 @@ def _worker_main(job: Job, parent: int) -> None:
     except StudyError as exc:
         print(f"error: worker {job.worker}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1)
-    raise SystemExit(130 if outcome == "interrupted" else 0)
+    raise SystemExit(130 if outcome == Stop.INTERRUPTED else 0)

@@ -68,7 +68,7 @@ def test_a_run_left_running_by_an_ended_trial_is_closed(staged):
     live = asked(study)  # a trial still training: its run is left alone
     running = tracker.client.create_run(tracker.experiment_id, tags={"study.role": "trial", "study.trial": str(live.number)})
     study._storage.record_heartbeat(live._trial_id)
-    assert recovery.recover(study, tracker.client, sweep.metrics) == []
+    assert recovery.recover(study, tracker.client, sweep.metrics, orphans=True) == []
     closed = tracker.client.get_run(orphan.info.run_id)
     assert closed.info.status == "FAILED" and closed.data.tags["study.state"] == "interrupted"
     assert tracker.client.get_run(running.info.run_id).info.status == "RUNNING"

@@ -21,6 +21,7 @@ from pathlib import Path
 from study import measure
 from study.config import Sweep, flatten
 from study.errors import StudyError
+from study.names import Role, TrialState
 from study.schema import CompressSpec, Setup
 
 MODEL_ARTIFACT = "model/model.keras"
@@ -52,8 +53,8 @@ def model_key(setup: Setup, seed: int, data_digest: str) -> str:
 class References:
     """Finds, trains (once) and logs the reference models of one sweep."""
 
-    def __init__(self, sweep: Sweep, tracker, store, sweep_run_id: str):
-        self.sweep, self.tracker, self.store, self.sweep_run_id = sweep, tracker, store, sweep_run_id
+    def __init__(self, sweep: Sweep, tracker, store):
+        self.sweep, self.tracker, self.store = sweep, tracker, store
         self.cache = store.root / "cache" / "models"
         self.loaded: dict[str, Reference] = {}
 
@@ -67,13 +68,13 @@ class References:
             tree["model"] = spec.model.model_dump()
             tree["train"] = (spec.train or self.sweep.config.train).model_dump()
             tree.pop("compress", None)
-            return self.trained("base", Setup.model_validate(tree), data, self.sweep.config.seed)
+            return self.trained(Role.BASE, Setup.model_validate(tree), data, self.sweep.config.seed)
         run_id = spec.run or self._best_run_of(spec.sweep)
         return self._from_run(run_id, data)
 
     def control(self, setup: Setup, data, seed: int) -> Reference:
         """The distilled student's architecture and training, on hard labels alone."""
-        return self.trained("control", setup.model_copy(update={"compress": CompressSpec()}), data, seed)
+        return self.trained(Role.CONTROL, setup.model_copy(update={"compress": CompressSpec()}), data, seed)
 
     # ------------------------------------------------------------------------------ training
     def trained(self, role: str, setup: Setup, data, seed: int) -> Reference:
@@ -93,15 +94,9 @@ class References:
 
     def _find(self, key: str, role: str) -> Reference | None:
         """A finished run of this model anywhere in the store: sweeps with the same base share it."""
-        client = self.tracker.client
-        experiments = [e.experiment_id for e in client.search_experiments()]
-        runs = client.search_runs(
-            experiments, filter_string=f"tags.`study.model_key` = '{key}' and attributes.status = 'FINISHED'",
-            max_results=1, order_by=["attributes.start_time ASC"],
-        )
-        if not runs:
+        run = self.tracker.find_reference(key)
+        if run is None:
             return None
-        run = runs[0]
         path = self._download(run.info.run_id, key)
         return Reference(role, path, run.info.run_id, dict(run.data.metrics))
 
@@ -110,7 +105,7 @@ class References:
         if not path.exists():
             self.cache.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory() as folder:
-                downloaded = Path(self.tracker.client.download_artifacts(run_id, MODEL_ARTIFACT, folder))
+                downloaded = self.tracker.download(run_id, MODEL_ARTIFACT, folder)
                 partial = path.with_suffix(".partial")
                 partial.write_bytes(downloaded.read_bytes())
                 partial.replace(path)
@@ -122,23 +117,17 @@ class References:
         started_ms = int(time.time() * 1000)
         with tempfile.TemporaryDirectory(prefix="study-ref-") as folder:
             result = run_trial(setup, data, seed, 1, Path(folder)).replicates[0]
-            if result.status != "finished":
+            if result.status != TrialState.FINISHED:
                 raise StudyError(f"the {role} model could not be trained: {result.reason}; change its settings")
             params = {**flatten(setup.model_dump(mode="python", exclude={"compress"})), "seed": seed}
-            run_id = self.tracker.log_reference(self.sweep_run_id, role, key, params, result.metrics, result.model_path,
-                                                started_ms)
+            run_id = self.tracker.log_reference(role, key, params, result.metrics, result.model_path, started_ms)
         return Reference(role, self._download(run_id, key), run_id, result.metrics)
 
     # ------------------------------------------------------------------------------ earlier runs
     def _best_run_of(self, sweep_name: str) -> str:
-        client = self.tracker.client
-        experiment = client.get_experiment_by_name(sweep_name)
-        if experiment is None:
+        best = self.tracker.best_trial_runs(sweep_name)
+        if best is None:
             raise StudyError(f"base.sweep: no sweep {sweep_name!r} in this store; run it first or give base.run")
-        best = client.search_runs(
-            [experiment.experiment_id],
-            filter_string="tags.`study.role` = 'trial' and tags.`study.best` = 'true' and attributes.status = 'FINISHED'",
-        )
         if not best:
             raise StudyError(f"base.sweep: sweep {sweep_name!r} has no finished trial yet")
         if len(best) > 1:
@@ -150,8 +139,8 @@ class References:
         if run_id in self.loaded:
             return self.loaded[run_id]
         try:
-            run = self.tracker.client.get_run(run_id)
-        except Exception:
+            run = self.tracker.get_run(run_id)
+        except Exception:  # MLflow says "not found" in several ways, by store
             raise StudyError(f"base.run: no run {run_id!r} in this store") from None
         params = run.data.params
         if params.get("model.poly_degree", "1") != "1":
@@ -163,7 +152,7 @@ class References:
                 f"base.run: run {run_id} was trained on other data ({differ[0]}={params[differ[0]]}, this sweep has "
                 f"{mine[differ[0]]}); use the same dataset settings"
             )
-        reference = Reference("base", self._download(run_id, f"run-{run_id}"), run_id, dict(run.data.metrics))
+        reference = Reference(Role.BASE, self._download(run_id, f"run-{run_id}"), run_id, dict(run.data.metrics))
         self.loaded[run_id] = self._with_float_sizes(reference)
         return self.loaded[run_id]
 
