@@ -4,8 +4,8 @@ message names, 2 bad command-line usage, 130 interrupted (the message says how t
 from __future__ import annotations
 
 import argparse
-import shutil
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,10 +35,9 @@ def _duration(seconds: float) -> str:
 
 # ------------------------------------------------------------------------------------ run
 def cmd_run(args) -> int:
+    from study.processes import terminate_as_interrupt
     from study.progress import Progress
     from study.sweep import Interrupted, run_sweep
-
-    from study.processes import terminate_as_interrupt
 
     overrides = dict(parse_override(item) for item in args.set or [])
     sweep = load_sweep(args.sweep, overrides)
@@ -119,8 +118,8 @@ def cmd_init(args) -> int:
 # ------------------------------------------------------------------------------- validate
 def cmd_validate(args) -> int:
     """Check every file given, one line each; exit 2 if any is not a valid sweep."""
-    from study.search import grid_size
     from study.budget import target_trials
+    from study.search import grid_size
 
     bad = 0
     for path in args.files:

@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from study import names
 from study.errors import BadInput, did_you_mean
 from study.schema import CsvSpec, DigitsSpec, Mnist1dSpec, PolynomialSpec
 
@@ -412,11 +413,8 @@ def expand_features(degree: int, x_train: np.ndarray, *others: np.ndarray) -> li
 def load_for_objective(spec, seed: int, folder: Path, metrics: list[str]) -> Data:
     """`load_dataset`, then a check that every objective metric is measured for the data's task
     (a csv's task is known only once it is read)."""
-    from study.measure import task_of_metric
-
     data = load_dataset(spec, seed, folder)
     for metric in metrics:
-        needs = task_of_metric(metric)
-        if needs and needs != data.task:
+        if not names.measured_for(metric, data.task):
             raise BadInput(f"objective: {metric} is not measured for {data.task} data ({data.name}); use val/loss")
     return data

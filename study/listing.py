@@ -27,8 +27,8 @@ def list_sweeps(store: Store, folder: Path) -> list[tuple]:
     the sweep's FAILED runs in MLflow."""
     import optuna
 
-    from study.store import quiet_libraries
     from study.budget import count_trials
+    from study.store import quiet_libraries
 
     files = {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
     studies = {}

@@ -1,66 +1,14 @@
 """Pure measurements: numbers in, numbers out. No TensorFlow, no I/O.
 
-Metric names are `group/name` everywhere: in the sweep file's `objective`, in MLflow and in the
-report. Final metrics are measured once training has ended, in inference mode, on each split;
-per-epoch curves are logged as `epoch/<split>_<name>` with the epoch as the step.
+Final metrics are measured once training has ended, in inference mode, on each split; their
+names (and the per-epoch curves') are declared once, in `names`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-SPLITS = ("train", "val", "test")
-
-CLASSIFICATION_METRICS = ("loss", "accuracy")  # loss: mean cross-entropy in nats
-REGRESSION_METRICS = ("loss", "mae")  # loss: mean squared error
-
-# Every final metric a trial can report, and so every name an objective may use.
-FINAL_METRICS = (
-    *(f"{split}/{name}" for split in SPLITS for name in ("loss", "accuracy", "mae")),
-    "gap/loss",  # test/loss - train/loss: how much worse held-out data fares
-    "gap/accuracy",  # train/accuracy - test/accuracy
-    "model/params",
-    "model/size_bytes",  # the saved Keras model (architecture + weights, no optimizer state)
-    "fit/seconds",
-    "fit/epochs",  # epochs actually run (early stopping and pruning end sooner)
-    "fit/best_epoch",  # epoch of the best monitored validation value (the one early stopping restores)
-    "fit/stopped_epoch",  # the epoch where early stopping stopped training; 0 when it ran to the end
-    # what the report needs to put intervals and references on the errors above
-    "train/loss_se",  # standard error of the mean loss over the split's examples
-    "test/loss_se",
-    "data/train_size",  # examples the model trained on
-    "data/test_size",  # examples the held-out metrics were measured on
-    "data/chance_error",  # held-out error of a constant guess: the commonest training class, or the training mean
-    "data/noise_floor",  # training error of the noiseless labelling: flipped-label fraction, or the known σ²
-    # compression sweeps: measured on the artifact file (.tflite or .qpack) and the stored weights
-    *(f"artifact/{split}_{name}" for split in ("val", "test") for name in ("loss", "accuracy", "mae")),
-    "artifact/size_bytes",
-    "artifact/gzip_bytes",  # what the file takes compressed: where pruning and clustering show
-    "artifact/compression_ratio",  # the base's float32 TFLite bytes / this artifact's bytes
-    "artifact/gzip_compression_ratio",
-    "artifact/latency_ms",  # median single-example invoke on the TFLite interpreter
-    "artifact/bits",
-    "model/nonzero_params",
-    "model/sparsity",
-    "model/macs",  # multiply-accumulates per example
-    "model/macs_nonzero",  # the same, skipping zero weights
-    *(f"control/{split}/{name}" for split in SPLITS for name in ("loss", "accuracy")),  # distillation's hard-label control
-)
-
-# Metrics only compression trials (sweeps with a base) measure.
-COMPRESSION_METRICS = tuple(
-    m for m in FINAL_METRICS
-    if m.startswith(("artifact/", "control/")) or m in ("model/nonzero_params", "model/sparsity", "model/macs", "model/macs_nonzero")
-)
-
-# Metrics that only make sense for one kind of task.
-TASK_OF_METRIC = {"accuracy": "classification", "mae": "regression"}
-
-
-def task_of_metric(metric: str) -> str | None:
-    """The task a metric is measured for ('classification' for any accuracy, 'regression' for any
-    mean absolute error, `artifact/val_accuracy` and `control/test/accuracy` included), else None."""
-    return TASK_OF_METRIC.get(metric.rsplit("/", 1)[-1].rsplit("_", 1)[-1])
+SPLITS = ("train", "val", "test")  # the names of the splits (names.SPLITS; measure stays free of imports)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -140,7 +88,7 @@ def chance_error(task: str, y_train: np.ndarray, y_test: np.ndarray) -> float:
 
 
 def data_metrics(task: str, labels: dict[str, np.ndarray], outputs: dict[str, np.ndarray], noise_floor: float | None) -> dict[str, float]:
-    """The numbers behind the report's intervals and references (see FINAL_METRICS)."""
+    """The numbers behind the report's intervals and references (see names.FINAL)."""
     metrics = {
         "data/train_size": float(len(labels["train"])),
         "data/test_size": float(len(labels["test"])),

@@ -32,9 +32,10 @@ from typing import Callable
 
 import numpy as np
 
+from study import names
 from study.keras_compat import keras, tf
 from study.schema import TrainSpec
-from study.training import EPOCH_NAMES, MONITORS, FitResult, OnEpoch, best_epoch
+from study.training import FitResult, OnEpoch, best_epoch
 
 VAL_BATCH = 4096  # validation examples per graph op: large, as no gradients are kept
 
@@ -64,7 +65,7 @@ class _Stopper:
 
     def __init__(self, spec):
         self.spec = spec
-        self.key = EPOCH_NAMES[MONITORS[spec.monitor]]
+        self.key = names.MONITORS[spec.monitor].short
         self.maximize = spec.monitor == "val/accuracy"
         self.best = -math.inf if self.maximize else math.inf
         self.best_weights = None
@@ -256,10 +257,10 @@ class Pack:
     def _metrics(self, m: Member, row: np.ndarray) -> dict[str, float]:
         loss_sum, second_sum, _, val_loss, val_second = (float(v) for v in row)
         n, n_val = self.n, len(m.val[0])
-        second = "accuracy" if m.task == "classification" else "mae"
+        second = "accuracy" if m.task == names.CLASSIFICATION else "mae"
         return {
-            "train_loss": loss_sum / n, f"train_{second}": second_sum / n,
-            "val_loss": val_loss / n_val, f"val_{second}": val_second / n_val,
+            names.TRAIN_LOSS.short: loss_sum / n, names.EPOCH[f"train_{second}"].short: second_sum / n,
+            names.VAL_LOSS.short: val_loss / n_val, names.EPOCH[f"val_{second}"].short: val_second / n_val,
         }
 
     def _judge(self, m: Member, epoch: int, row: np.ndarray, stopper: _Stopper | None) -> bool:

@@ -20,8 +20,16 @@ from study.keras_compat import keras
 from study.multifit import Member, fit_together, pack_key
 from study.names import STOPPED, TrialState
 from study.replicate import (
-    ReplicateResult, TrialObserver, TrialResult, build_for, fit_metrics, measure_model, model_metrics, noise_floor,
-    prepare_inputs, save_model,
+    ReplicateResult,
+    TrialObserver,
+    TrialResult,
+    build_for,
+    fit_metrics,
+    measure_model,
+    model_metrics,
+    noise_floor,
+    prepare_inputs,
+    save_model,
 )
 from study.schema import Setup
 

@@ -21,7 +21,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState as OptunaState
 
-from study import measure
+from study import measure, names
 from study.budget import count_trials, finished_with
 from study.config import Sweep, flatten
 from study.datasets import load_dataset
@@ -71,7 +71,7 @@ class Observer:
         metric = sweep.metrics[0]
         single = len(sweep.metrics) == 1 and sweep.config.pruner.name != "none"
         # the per-epoch counterpart of a val/ objective: val/accuracy -> val_accuracy
-        self.key = metric.replace("/", "_") if single and metric.startswith("val/") else None
+        self.key = names.MONITORS[metric].short if single and metric in names.MONITORS else None
         self.metric, self.pruner = metric, sweep.config.pruner.name
 
     def epoch(self, replicate: int, epoch: int, metrics: dict[str, float]) -> str | None:
@@ -141,7 +141,10 @@ def run_pack(
     and tell Optuna and MLflow how each ended: their states are returned ('finished', 'pruned',
     'diverged', 'failed' or 'duplicate'). On Ctrl+C every trial not yet told is marked
     interrupted and queued again, and KeyboardInterrupt is raised."""
-    from study.objective import TrialJob, run_trials  # TensorFlow: imported once a worker trains
+    from study.objective import (  # TensorFlow: imported once a worker trains
+        TrialJob,
+        run_trials,
+    )
 
     states: dict[int, str] = {}
     started: list[Started] = []

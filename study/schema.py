@@ -13,8 +13,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from study import names
 from study.errors import did_you_mean
-from study.measure import COMPRESSION_METRICS, FINAL_METRICS, task_of_metric
 
 Scalar = Union[bool, int, float, str, None]
 
@@ -228,8 +228,7 @@ class Setup(_Strict):
             )
         task = self.task
         monitor = self.train.early_stopping.monitor
-        needs = task_of_metric(monitor)
-        if task and needs and needs != task:
+        if task and not names.measured_for(monitor, task):
             raise ValueError(f"train.early_stopping.monitor: {monitor} is not measured for {task}; use val/loss")
         if task == "regression" and self.dataset.label_noise > 0:
             raise ValueError("dataset.label_noise flips class labels; for regression use the dataset's noise")
@@ -442,8 +441,8 @@ class SweepConfig(_Strict):
         if not value:
             raise ValueError("name at least one metric, e.g. {val/accuracy: maximize}")
         for metric in value:
-            if metric not in FINAL_METRICS:
-                raise ValueError(f"{metric!r} is not a metric{did_you_mean(metric, FINAL_METRICS)}")
+            if metric not in names.FINAL:
+                raise ValueError(f"{metric!r} is not a metric{did_you_mean(metric, names.FINAL_KEYS)}")
         return value
 
     @model_validator(mode="after")
@@ -463,11 +462,10 @@ class SweepConfig(_Strict):
                 )
         task = task_of(self.dataset)
         for metric in self.objective:
-            needs = task_of_metric(metric)
-            if task and needs and needs != task:
+            if task and not names.measured_for(metric, task):
                 raise ValueError(f"objective: {metric} is not measured for {task} data; use loss-based metrics")
         compressing = self.compress.method != "none" or any(k.startswith("compress.") for k in self.search)
-        needs_base = [m for m in self.objective if m in COMPRESSION_METRICS]
+        needs_base = [m for m in self.objective if m in names.COMPRESSION_KEYS]
         if needs_base and self.base is None:
             raise ValueError(f"objective: {needs_base[0]} is measured by compression sweeps; add a base section or use val/ metrics")
         if compressing and self.base is None:

@@ -12,7 +12,13 @@ import numpy as np
 import optuna
 
 from study.config import Sweep
-from study.schema import TRAINS_OWN_MODEL, CategoricalParam, FloatParam, IntParam, knobs_read
+from study.schema import (
+    TRAINS_OWN_MODEL,
+    CategoricalParam,
+    FloatParam,
+    IntParam,
+    knobs_read,
+)
 
 
 def relevant(key: str, compress: dict | None) -> bool:

@@ -22,20 +22,14 @@ from typing import Callable
 
 import numpy as np
 
+from study import names
 from study.keras_compat import keras, tf
 from study.schema import TrainSpec
 
-# Keras log keys -> per-epoch metric names (logged as `epoch/<name>`).
-EPOCH_NAMES = {
-    "data_loss": "train_loss",
-    "val_data_loss": "val_loss",
-    "accuracy": "train_accuracy",
-    "val_accuracy": "val_accuracy",
-    "mae": "train_mae",
-    "val_mae": "val_mae",
-}
-# Sweep-file monitor names -> Keras log keys.
-MONITORS = {"val/loss": "val_data_loss", "val/accuracy": "val_accuracy", "val/mae": "val_mae"}
+# Keras log keys -> per-epoch metric names (logged as `epoch/<name>`), and the sweep file's
+# monitors -> Keras log keys: both derived from the one vocabulary.
+EPOCH_NAMES = names.KERAS_KEYS
+MONITORS = {monitor: metric.keras_key for monitor, metric in names.MONITORS.items()}
 
 EVAL_BATCH = 1024  # evaluation batches: large, as no gradients are kept
 
@@ -123,7 +117,7 @@ class _EpochHook(keras.callbacks.Callback):
 
 def best_epoch(history: list[dict[str, float]], monitor: str) -> int:
     """1-based epoch of the best value of `monitor` ('val/loss', ...), or 0 without history."""
-    key = EPOCH_NAMES[MONITORS[monitor]]
+    key = names.MONITORS[monitor].short
     values = [h.get(key, math.nan) for h in history]
     if not values or all(math.isnan(v) for v in values):
         return 0

@@ -8,12 +8,12 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-
-import optuna
 from enum import StrEnum
 
+import optuna
 from optuna.trial import TrialState as OptunaState
 
+from study import runner
 from study.budget import count_trials, over_budget
 from study.config import Sweep, load_sweep
 from study.datasets import load_for_objective
@@ -21,7 +21,6 @@ from study.errors import StudyError
 from study.names import Attr, TrialState
 from study.processes import die_with_parent, terminate_as_interrupt
 from study.recovery import recover
-from study import runner
 from study.search import build_pruner, build_sampler
 from study.store import DISK_FULL, Store, quiet_libraries
 from study.tracking import Tracker

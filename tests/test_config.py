@@ -187,7 +187,7 @@ def test_any_accuracy_objective_on_regression_data_is_an_error(write_sweep, metr
 
 
 def test_every_metric_knows_its_task():
-    from study.measure import task_of_metric
+    from study.names import task_of as task_of_metric
 
     assert task_of_metric("artifact/test_mae") == "regression" and task_of_metric("val/accuracy") == "classification"
     assert task_of_metric("test/loss") is None and task_of_metric("train/loss_se") is None

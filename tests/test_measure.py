@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from study import measure
+from study import measure, names
 
 
 def test_cross_entropy_matches_the_definition():
@@ -40,7 +40,7 @@ def test_final_metrics_and_gaps():
     assert m["train/accuracy"] == 1.0 and m["test/accuracy"] == 0.5
     assert m["gap/accuracy"] == pytest.approx(0.5)
     assert m["gap/loss"] == pytest.approx(m["test/loss"] - m["train/loss"])
-    assert set(m) <= set(measure.FINAL_METRICS)
+    assert set(m) <= set(names.FINAL)
 
 
 def test_summarize_replicates_gives_means_and_population_std():

@@ -60,7 +60,8 @@ class TfliteRunner:
     """Runs a .tflite file on batches of float inputs."""
 
     def __init__(self, path: Path):
-        from ai_edge_litert.interpreter import Interpreter  # LiteRT: the runtime devices use
+        # LiteRT: the runtime devices use
+        from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(model_path=str(path), num_threads=1)
         self.input = self.interpreter.get_input_details()[0]

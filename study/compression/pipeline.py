@@ -16,15 +16,23 @@ import numpy as np
 
 from study import measure
 from study.compression import cluster, prune, qpack, quantize
-from study.compression.distill import Distiller, teacher_targets
 from study.compression.artifact import Artifact
+from study.compression.distill import Distiller, teacher_targets
 from study.compression.export import open_artifact, to_tflite
-from study.keras_compat import keras
 from study.datasets import Data
+from study.keras_compat import keras
 from study.names import SPLITS, STOPPED, Tag, TrialState
 from study.replicate import (
-    ReplicateResult, TrialObserver, TrialResult, build_for, epoch_hook, fit_metrics, measure_model, model_metrics,
-    prepare_inputs, save_model,
+    ReplicateResult,
+    TrialObserver,
+    TrialResult,
+    build_for,
+    epoch_hook,
+    fit_metrics,
+    measure_model,
+    model_metrics,
+    prepare_inputs,
+    save_model,
 )
 from study.training import FitResult, compile_model, fit
 

@@ -23,6 +23,7 @@ from study.compression.export import to_tflite
 from study.compression.layers import KERNELS, fresh_copy, weight_names
 from study.keras_compat import keras, tf, tfmot
 
+
 def fake_quantize(w, bits: int):
     """The quantized value of every weight, computed exactly as `packing.quantize_kernel` does."""
     levels = float(packing.levels_for(bits))
