@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import struct
 import textwrap
+import zlib
 
 import numpy as np
 import pytest
-
 from conftest import TINY
+
 from study import measure
 from study.compression import cluster, packing, prune, qpack, quantize
 from study.compression.distill import Distiller, teacher_targets
@@ -203,8 +204,20 @@ def test_multiply_accumulates_per_layer():
     assert separable == 10 * (5 * 8 + 8 * 16)
 
 
-def test_gzip_size_rewards_repetition():
-    assert measure.gzip_size(bytes(10_000)) < 100 < measure.gzip_size(np.random.default_rng(0).bytes(10_000))
+def test_gzip_size_is_the_gzip_files_size_and_shows_pruning_and_clustering():
+    """Weights as a trial stores them: dense, 80% pruned and clustered to 16 values, all 16 KiB raw."""
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=4096).astype(np.float32)
+    pruned = np.where(np.abs(dense) < np.quantile(np.abs(dense), 0.8), 0, dense).astype(np.float32)
+    clustered = rng.normal(size=16).astype(np.float32)[rng.integers(0, 16, size=4096)]
+    sizes = {}
+    for name, weights in (("dense", dense), ("pruned", pruned), ("clustered", clustered)):
+        data = weights.tobytes()
+        # zlib writing the gzip container itself, at the highest level
+        assert measure.gzip_size(data) == len(zlib.compress(data, 9, wbits=31)), name
+        sizes[name] = measure.gzip_size(data)
+    assert sizes["dense"] > 0.9 * dense.nbytes, "random float32 weights barely compress"
+    assert sizes["pruned"] < 0.3 * sizes["dense"] and sizes["clustered"] < 0.3 * sizes["dense"]
 
 
 # -------------------------------------------------------------------------------- config

@@ -79,7 +79,13 @@ def test_fit_records_each_epoch_and_the_best():
     result = fit(compiled(TrainSpec(epochs=3)), (x, y), (x[:64], y[:64]), TrainSpec(epochs=3))
     assert result.epochs == 3 and len(result.history) == 3 and result.stopped is None
     assert set(result.history[0]) == {"train_loss", "val_loss", "train_accuracy", "val_accuracy"}
-    assert 1 <= result.best_epoch <= 3
+    val_losses = [row["val_loss"] for row in result.history]
+    assert result.best_epoch == 1 + val_losses.index(min(val_losses)), "1-based epoch of the lowest val_loss"
+    # a best epoch that is not the last, and a monitor where higher is better
+    from study.training import best_epoch
+
+    rows = [{"val_loss": 0.5, "val_accuracy": 0.9}, {"val_loss": 0.3, "val_accuracy": float("nan")}, {"val_loss": 0.4, "val_accuracy": 0.7}]
+    assert (best_epoch(rows, "val/loss"), best_epoch(rows, "val/accuracy"), best_epoch([], "val/loss")) == (2, 1, 0)
 
 
 def test_early_stopping_stops_and_says_why():

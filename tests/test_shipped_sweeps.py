@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from study.config import load_sweep
+from study.search import grid_size
 from study.sweep import run_sweep
 
 SHIPPED = sorted((ROOT / "sweeps").glob("*.yaml"))
@@ -28,8 +29,37 @@ def tiny(path: Path) -> dict:
     return overrides
 
 
+# What each shipped sweep searches, and its size as the README's tables state it: distinct settings
+# (each method's own knobs only, in compression grids) and replicates. compression samples with NSGA-II.
+STUDIES = {
+    "demo": ({"model.kind", "model.width", "model.dropout"}, 12, 2),
+    "capacity": ({"model.kind", "model.depth", "model.width"}, 24, 1),
+    "regularization": ({"model.l1", "model.l2", "model.dropout", "train.early_stopping.enabled"}, 16, 2),
+    "epochs": ({"train.epochs"}, 6, 2),
+    "data_size": ({"dataset.train_size"}, 8, 2),
+    "features": ({"model.poly_degree"}, 10, 5),
+    "double_descent": ({"model.width"}, 7, 3),
+    "demo_compression": ({"compress.method", "compress.bits"}, 6, 1),
+    "pruning": ({"compress.method", "compress.sparsity", "compress.schedule", "compress.structure"}, 24, 1),
+    "quantization": ({"compress.bits", "compress.scheme"}, 11, 1),
+    "distillation": ({"model.width", "compress.temperature", "compress.alpha"}, 12, 1),
+    "architecture": ({"model.conv", "model.width_multiplier"}, 8, 1),
+    "compression": ({"compress.method", "compress.sparsity", "compress.structure", "compress.bits", "compress.scheme",
+                     "compress.clusters", "compress.temperature", "compress.alpha", "model.width", "model.conv"}, None, 1),
+}
+
+
 def test_the_expected_sweeps_are_shipped():
-    assert {p.stem for p in SHIPPED} >= {"capacity", "regularization", "epochs", "data_size", "features", "demo"}
+    assert {p.stem for p in SHIPPED} == set(STUDIES)
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_each_shipped_sweep_searches_what_it_studies_at_the_size_the_readme_states(name):
+    searched, settings, replicates = STUDIES[name]
+    sweep = load_sweep(ROOT / "sweeps" / f"{name}.yaml")
+    assert set(sweep.searched) == searched
+    assert grid_size(sweep) == settings
+    assert sweep.config.replicates == replicates
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
