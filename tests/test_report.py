@@ -3,16 +3,16 @@ and the page as a real browser (Debian's headless Chromium) shows it."""
 
 from __future__ import annotations
 
-import html
 import re
 import textwrap
 import time
 from pathlib import Path
 
+import markupsafe
 import optuna
 import pytest
-
 from conftest import TINY, chromium_driver
+
 from study.config import load_sweep
 from study.errors import StudyError
 from study.report import load
@@ -107,7 +107,7 @@ def test_a_sweep_with_failed_running_and_no_finished_trials_still_reports(write_
     assert run_sweep(sweep, store).counts.failed == 3  # every grid point asks for too many examples
     study, tracker, sweep_run_id = prepare(sweep, store)
     running = study.ask()  # a trial still "running", with its run
-    run = tracker.start_trial(sweep_run_id, running.number, {}, {"model.width": 4}, _data(sweep))
+    run = tracker.start_trial(running.number, {}, {"model.width": 4}, _data(sweep))
     running.set_user_attr("mlflow_run_id", run.run_id)
     page = build_report(store, "rough", tmp_path).path.read_text()
     assert "No trial has finished yet" in page
@@ -167,7 +167,7 @@ def test_hostile_names_descriptions_and_params_are_escaped(write_sweep, store, t
     body = page.split("<body>", 1)[1]
     assert "<script" not in page.lower(), "no script tag survives"
     assert "<img src=x" not in body and "<b>y</b>" not in body and "<i>dog</i>" not in page
-    assert html.escape(HOSTILE) in page, "the description is shown, escaped"
+    assert str(markupsafe.escape(HOSTILE)) in page, "the description is shown, escaped (by the template)"
     assert "&lt;b&gt;y&lt;/b&gt;" in page, "the CSV's target name is shown, escaped"
 
 

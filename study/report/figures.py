@@ -89,11 +89,12 @@ def error_vs_knob(panels: list, knob: str, error_name: str, log_x: bool, ncols: 
         ax.set_xlabel(knob)
         ax.set_ylabel(error_name)
         ax.set_title(panel.title, fontsize=10, loc="left")
-    handles, labels = [], []
+    handles: list = []
+    labels: list[str] = []
     for ax in axes.flat[: len(panels)]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             key = lab.split(" (")[0]
-            if key not in [l.split(" (")[0] for l in labels]:
+            if key not in [known.split(" (")[0] for known in labels]:
                 handles.append(h)
                 labels.append(key if "(" in lab and key != "held-out" else lab)
     seen = sorted({r for p in panels for r in p.rows["regime"]})
@@ -280,7 +281,7 @@ def distillation(pairs: pd.DataFrame) -> plt.Figure:
     sns.barplot(data=long, y="student", x="accuracy", hue="training", ax=ax, orient="h")
     ax.set_xlim(0.0, 1.0)  # bars start at zero: their lengths are the accuracies
     for container in ax.containers:
-        ax.bar_label(container, fmt="%.3f", fontsize=8, padding=2)
+        ax.bar_label(container, fmt="%.3f", fontsize=8, padding=2)  # type: ignore[arg-type]  # seaborn's bars
     ax.set_xlabel("test accuracy")
     ax.set_ylabel("")
     return _finish(fig, ax, "Distilled students against the same students on hard labels")

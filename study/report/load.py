@@ -1,69 +1,69 @@
-"""Read what a sweep logged: its MLflow runs (paged), a few metric histories and prediction files,
-and its Optuna study. The report reads nothing else, so it works on any sweep, finished or not."""
+"""Everything a report needs of one sweep, read up front: its MLflow runs (paged), the sweep file,
+the per-epoch curves the learning-curve chart draws, the predictions the bias–variance
+decomposition splits, and its Optuna trials. This is the only module of the report that touches
+MLflow or Optuna storage (it also logs the finished report to the sweep's run); everything after
+it is pure, so the report works on any sweep, finished or not, and nothing reads a store while
+drawing.
+"""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 
+from study import names
 from study.errors import StudyError, did_you_mean
+from study.names import Role, Tag
+from study.report import regimes, tables
 from study.store import Store, quiet_libraries
 
 PAGE = 1000  # runs per MLflow search request
+CURVES = (names.TRAIN_LOSS.key, names.VAL_LOSS.key)  # the per-epoch curves the learning-curve chart draws
+SWEEP_FILE = "sweep.yaml"  # the sweep run's copy of its sweep file
+PREDICTIONS = "predictions.npz"  # each trial's test-set outputs of every replicate, labels and truth
+
+
+@dataclass(frozen=True)
+class OptunaTrials:
+    """The Optuna study as it was read: its trials, directions and user attributes."""
+
+    trials: list[optuna.trial.FrozenTrial]
+    directions: list[optuna.study.StudyDirection]
+    user_attrs: dict = field(default_factory=dict)
 
 
 @dataclass
 class SweepRuns:
+    """One sweep as the report reads it. Nothing downstream touches a store."""
+
     name: str
     experiment_id: str
     description: str
     runs: pd.DataFrame  # one row per trial run: run_id, trial, state, status, params.*, metrics.*, tags.*
     references: pd.DataFrame  # base and control runs of a compression sweep
-    sweep_run: dict = field(default_factory=dict)  # the parent run's params, metrics and tags
+    sweep_run: dict = field(default_factory=dict)  # the parent run's run_id, params, metrics, tags and status
     sweep_text: str | None = None
-    study: object = None  # the Optuna study, when the storage has it
-    client: object = None
+    optuna: OptunaTrials | None = None  # None when the storage has no such study
+    histories: dict[str, pd.DataFrame] = field(default_factory=dict)  # run id -> epoch and CURVES columns
+    predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # run id -> predictions.npz
+    store: str = ""  # where it was read from, in words
 
     @property
     def searched(self) -> list[str]:
         """The keys the sweep searches, from the sweep run (else from the trials' tags)."""
-        import json
-
         search = self.sweep_run.get("params", {}).get("search")
         if search:
             return [k for k, v in json.loads(search).items() if v.get("type") != "fixed"]
         keys: list[str] = []
-        for tag in self.runs.get("tags.study.sampled", pd.Series(dtype=str)).dropna():
+        for tag in self.runs.get(names.tag_column(Tag.SAMPLED), pd.Series(dtype=str)).dropna():
             keys.extend(k for k in json.loads(tag) if k not in keys)
         return keys
-
-    def history(self, run_id: str, keys: tuple[str, ...]) -> pd.DataFrame:
-        """Per-epoch metrics of one run: columns epoch and one per key that exists."""
-        frames = []
-        for key in keys:
-            points = self.client.get_metric_history(run_id, key)
-            if points:
-                frames.append(pd.DataFrame({"epoch": [p.step for p in points], key: [p.value for p in points]}).drop_duplicates("epoch", keep="last"))
-        if not frames:
-            return pd.DataFrame(columns=["epoch"])
-        merged = frames[0]
-        for frame in frames[1:]:
-            merged = merged.merge(frame, on="epoch", how="outer")
-        return merged.sort_values("epoch")
-
-    def predictions(self, run_id: str) -> dict[str, np.ndarray] | None:
-        """The trial's predictions.npz (outputs of every replicate, labels, truth), or None."""
-        with tempfile.TemporaryDirectory() as folder:
-            try:
-                path = self.client.download_artifacts(run_id, "predictions.npz", folder)
-            except Exception:
-                return None
-            with np.load(path) as saved:
-                return {k: saved[k] for k in saved.files}
 
 
 def _pages(client, experiment_id: str, filter_string: str):
@@ -85,7 +85,7 @@ def _row(run) -> dict:
         "end_time": run.info.end_time,
     }
     row.update({f"params.{k}": v for k, v in run.data.params.items()})
-    row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
+    row.update({names.column(k): v for k, v in run.data.metrics.items()})
     row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
     return row
 
@@ -101,7 +101,88 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def known_sweeps(client) -> list[str]:
-    return sorted(e.name for e in client.search_experiments() if e.tags.get("study.name") or e.name != "Default")
+    return sorted(e.name for e in client.search_experiments() if e.tags.get(Tag.NAME) or e.name != "Default")
+
+
+def history(client, run_id: str, keys: tuple[str, ...] = CURVES) -> pd.DataFrame:
+    """Per-epoch metrics of one run: columns epoch and one per key that exists."""
+    frames = []
+    for key in keys:
+        points = client.get_metric_history(run_id, key)
+        if points:
+            frame = pd.DataFrame({"epoch": [p.step for p in points], key: [p.value for p in points]})
+            frames.append(frame.drop_duplicates("epoch", keep="last"))
+    if not frames:
+        return pd.DataFrame(columns=["epoch"])
+    merged = frames[0]
+    for frame in frames[1:]:
+        merged = merged.merge(frame, on="epoch", how="outer")
+    return merged.sort_values("epoch").reset_index(drop=True)
+
+
+def predictions(client, run_id: str) -> dict[str, np.ndarray] | None:
+    """The trial's predictions.npz (outputs of every replicate, labels, truth), or None."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run_id, PREDICTIONS, folder)
+        except Exception:  # never logged (a failed trial) or gone: the page says what is missing
+            return None
+        with np.load(path) as saved:
+            return {k: saved[k] for k in saved.files}
+
+
+def _sweep_text(client, sweep_run: dict) -> str | None:
+    if not sweep_run:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            return Path(client.download_artifacts(sweep_run["run_id"], SWEEP_FILE, folder)).read_text()
+        except Exception:  # logged by a version that did not keep it: the page goes without
+            return None
+
+
+def _optuna_trials(store: Store, name: str) -> OptunaTrials | None:
+    try:
+        study = optuna.load_study(study_name=name, storage=store.optuna())
+    except Exception:  # the Optuna side may be elsewhere or gone; the report says so
+        return None
+    return OptunaTrials(study.get_trials(deepcopy=False), list(study.directions), dict(study.user_attrs))
+
+
+def _experiment(client, store: Store, name: str):
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        known = known_sweeps(client)
+        listing = ", ".join(known) if known else "none yet"
+        raise StudyError(f"no sweep {name!r} in {store.describe()}{did_you_mean(name, known)} (known sweeps: {listing})")
+    return experiment
+
+
+def _runs(client, experiment_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(trial runs, reference runs, the sweep run) of one experiment, replicates left out."""
+    trials, references, sweep_run = [], [], {}
+    for run in _pages(client, experiment_id, f"tags.`{Tag.ROLE}` != '{Role.REPLICATE}'"):
+        role = run.data.tags.get(Tag.ROLE)
+        if role == Role.TRIAL:
+            trials.append(_row(run))
+        elif role in (Role.BASE, Role.CONTROL):
+            references.append(_row(run))
+        elif role == Role.SWEEP:
+            sweep_run = {"run_id": run.info.run_id, "params": run.data.params, "metrics": run.data.metrics,
+                         "tags": run.data.tags, "status": run.info.status}
+    # A base trained by another sweep (compression sweeps share it) is logged in that sweep's experiment.
+    present = {row["run_id"] for row in references}
+    for base_id in {row.get(names.tag_column(Tag.BASE_RUN_ID)) for row in trials} - present - {None, ""}:
+        try:
+            references.append(_row(client.get_run(base_id)))
+        except Exception:  # deleted since: the report goes without the base's own numbers
+            pass
+    runs = _frame(trials)
+    if not runs.empty:
+        runs["trial"] = pd.to_numeric(runs[names.tag_column(Tag.TRIAL)], errors="coerce")
+        runs["state"] = runs[names.tag_column(Tag.STATE)].fillna(names.TrialState.RUNNING.value)
+        runs = runs.sort_values("trial").reset_index(drop=True)
+    return runs, _frame(references), sweep_run
 
 
 def load_sweep_runs(store: Store, name: str) -> SweepRuns:
@@ -110,48 +191,19 @@ def load_sweep_runs(store: Store, name: str) -> SweepRuns:
     if store.is_local and not (store.root / "mlflow.db").exists():
         raise StudyError(f"no store in {store.root}; run a sweep first (study run sweeps/demo.yaml)")
     client = store.mlflow()
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None or experiment.lifecycle_stage == "deleted":
-        known = known_sweeps(client)
-        listing = ", ".join(known) if known else "none yet"
-        raise StudyError(f"no sweep {name!r} in {store.describe()}{did_you_mean(name, known)} (known sweeps: {listing})")
-    trials, references, sweep_run = [], [], {}
-    for run in _pages(client, experiment.experiment_id, "tags.`study.role` != 'replicate'"):
-        role = run.data.tags.get("study.role")
-        if role == "trial":
-            trials.append(_row(run))
-        elif role in ("base", "control"):
-            references.append(_row(run))
-        elif role == "sweep":
-            sweep_run = {"run_id": run.info.run_id, "params": run.data.params, "metrics": run.data.metrics,
-                         "tags": run.data.tags, "status": run.info.status}
-    # A base trained by another sweep (compression sweeps share it) is logged in that sweep's experiment.
-    present = {row["run_id"] for row in references}
-    for base_id in {row.get("tags.study.base_run_id") for row in trials} - present - {None, ""}:
-        try:
-            references.append(_row(client.get_run(base_id)))
-        except Exception:  # deleted since: the report goes without the base's own numbers
-            pass
-    runs = _frame(trials)
-    if not runs.empty:
-        runs["trial"] = pd.to_numeric(runs["tags.study.trial"], errors="coerce")
-        runs["state"] = runs["tags.study.state"].fillna("running")
-        runs = runs.sort_values("trial").reset_index(drop=True)
-    sweep_text = None
-    if sweep_run:
-        with tempfile.TemporaryDirectory() as folder:
-            try:
-                sweep_text = Path(client.download_artifacts(sweep_run["run_id"], "sweep.yaml", folder)).read_text()
-            except Exception:
-                sweep_text = None
-    study = None
-    try:
-        import optuna
-
-        study = optuna.load_study(study_name=name, storage=store.optuna())
-    except Exception:  # the Optuna side may be elsewhere or gone; the report says so
-        study = None
+    experiment = _experiment(client, store, name)
+    runs, references, sweep_run = _runs(client, experiment.experiment_id)
+    errs = regimes.errors(runs)  # which runs' curves and predictions the sections will need
+    curves = {pick.run_id: history(client, pick.run_id) for pick in tables.learning_curve_runs(errs)}
+    saved = {rid: p for rid in tables.decomposed_runs(errs) if (p := predictions(client, rid)) is not None}
     return SweepRuns(
         name=name, experiment_id=experiment.experiment_id, description=experiment.tags.get("mlflow.note.content", ""),
-        runs=runs, references=_frame(references), sweep_run=sweep_run, sweep_text=sweep_text, study=study, client=client,
+        runs=runs, references=references, sweep_run=sweep_run, sweep_text=_sweep_text(client, sweep_run),
+        optuna=_optuna_trials(store, name), histories=curves, predictions=saved, store=store.describe(),
     )
+
+
+def log_report(store: Store, data: SweepRuns, folder: Path) -> None:
+    """Log the report's folder to the sweep's run under report/ (the MLflow UI shows it there)."""
+    if data.sweep_run:
+        store.mlflow().log_artifacts(data.sweep_run["run_id"], str(folder), "report")

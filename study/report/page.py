@@ -1,45 +1,46 @@
 """A self-contained HTML page: a contents list, figures embedded as SVG (vector) data, no
 scripts, no network.
 
-Every piece of text that could come from a user (sweep names, descriptions, params, tags, error
-messages) goes through `esc`; markup is only ever written by this module.
+A `Page` collects typed blocks (headings, paragraphs, tables, figures, claims); the Jinja2
+templates in templates/ write them, with autoescaping on, so every piece of text that could come
+from a user (sweep names, descriptions, params, tags, error messages) is escaped and markup is
+only ever written by the templates.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 import re
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
+import jinja2
+import numpy as np
 import pandas as pd
 
-STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2rem auto;padding:0 1rem;color:#222;line-height:1.45}
-h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.4rem}h3{margin-top:1.6rem}
-.meta{color:#666;font-size:.9rem}.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5rem .8rem;margin:.8rem 0}
-.verdict{font-weight:600;padding:.05rem .4rem;border-radius:.3rem}.confirmed{background:#e3f4e6;color:#1e6b30}
-.contradicted{background:#fde7e7;color:#9b1c1c}.inconclusive{background:#eee;color:#555}.claims li{margin:.4rem 0}
-figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.9rem}
-table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
-th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}pre{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.85rem}
-.toc{background:#f7f7f7;border:1px solid #e4e4e4;padding:.4rem 1.2rem;margin:1rem 0;font-size:.92rem}.toc ul{margin:.2rem 0;padding-left:1.2rem}
-.wide{overflow-x:auto}.regime-underfit{color:#4c72b0}.regime-overfit{color:#c44e52}.regime-good{color:#3a7d4b}.regime-inconclusive{color:#777}
-"""
+
+@cache
+def environment() -> jinja2.Environment:
+    """The report's templates, autoescaped (select_autoescape: on for .html and for strings)."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("study.report", "templates"),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+    )
+
+
+def render_template(name: str, **context) -> str:
+    return environment().get_template(name).render(**context)
 
 
 def _slug(text: str) -> str:
     """An anchor for a heading: lower-case letters, digits and dashes."""
     slug = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
     return slug or "section"
-
-
-def esc(value) -> str:
-    """Text for HTML: escaped, quotes included."""
-    return html.escape("" if value is None else str(value), quote=True)
 
 
 def fmt(value) -> str:
@@ -53,23 +54,96 @@ def fmt(value) -> str:
     return str(value)
 
 
+# ---------------------------------------------------------------------------------- blocks
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+    anchor: str
+    kind: str = "heading"
+
+
+@dataclass(frozen=True)
+class Text:
+    """A paragraph ('p'), a highlighted note ('note') or preformatted text ('pre')."""
+
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Items:
+    texts: list[str]
+    kind: str = "items"
+
+
+@dataclass(frozen=True)
+class Figure:
+    src: str  # a data: URI of the SVG
+    caption: str
+    kind: str = "figure"
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    css: str = ""
+    href: str = ""  # a link (a run in the MLflow UI); the cell shows the text's first 8 characters
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    head: list[str]
+    rows: list[list[Cell]]
+    kind: str = "table"
+
+
+@dataclass(frozen=True)
+class ClaimItem:
+    verdict: str
+    claim: str
+    quantity: str
+    evidence: str
+    test: str
+    decide: str
+
+
+@dataclass(frozen=True)
+class Claims:
+    items: list[ClaimItem]
+    kind: str = "claims"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of the contents list, with its subsections."""
+
+    text: str
+    anchor: str
+    children: list[Entry] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------ page
 class Page:
-    """Collects a report's parts, writes its figures as PNG files beside it and embeds them."""
+    """Collects a report's blocks; writes its figures as SVG files beside it and embeds them."""
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self.parts: list[str] = []
+        self.blocks: list = []
         self.figures: list[Path] = []
-        self.headings: list[tuple[int, str, str]] = []  # (level, text, anchor): the contents list
+
+    @property
+    def headings(self) -> list[Heading]:
+        return [b for b in self.blocks if isinstance(b, Heading)]
 
     def _heading(self, level: int, text: str, anchor: str) -> None:
         anchor = _slug(anchor or text)
-        taken = {a for _, _, a in self.headings}
+        taken = {h.anchor for h in self.headings}
         base, n = anchor, 2
         while anchor in taken:
             anchor, n = f"{base}-{n}", n + 1
-        self.headings.append((level, text, anchor))
-        self.parts.append(f'<h{level} id="{esc(anchor)}">{esc(text)}</h{level}>')
+        self.blocks.append(Heading(level, text, anchor))
 
     def h2(self, text: str, anchor: str = "") -> None:
         self._heading(2, text, anchor)
@@ -77,34 +151,28 @@ class Page:
     def h3(self, text: str, anchor: str = "") -> None:
         self._heading(3, text, anchor)
 
-    def contents(self) -> str:
-        """The contents list: every section and subsection, linked to its anchor."""
-        if not self.headings:
-            return ""
-        html_parts, level = ['<nav class="toc"><strong>Contents</strong><ul>'], 2
-        for i, (depth, text, anchor) in enumerate(self.headings):
-            if depth > level:
-                html_parts.append("<ul>")
-            elif depth < level:
-                html_parts.append("</li></ul></li>")
-            elif i:
-                html_parts.append("</li>")
-            level = depth
-            html_parts.append(f'<li><a href="#{esc(anchor)}">{esc(text)}</a>')
-        html_parts.append("</li>" + ("</ul></li>" if level == 3 else "") + "</ul></nav>")
-        return "".join(html_parts)
+    def contents(self) -> list[Entry]:
+        """The contents list: every section, with its subsections, linked to its anchor."""
+        entries: list[Entry] = []
+        for heading in self.headings:
+            entry = Entry(heading.text, heading.anchor)
+            if heading.level > 2 and entries:
+                entries[-1].children.append(entry)
+            else:
+                entries.append(entry)
+        return entries
 
     def items(self, texts: list[str]) -> None:
-        self.parts.append("<ul>" + "".join(f"<li>{esc(t)}</li>" for t in texts) + "</ul>")
+        self.blocks.append(Items(list(texts)))
 
     def p(self, text: str) -> None:
-        self.parts.append(f"<p>{esc(text)}</p>")
+        self.blocks.append(Text("p", text))
 
     def note(self, text: str) -> None:
-        self.parts.append(f'<div class="note">{esc(text)}</div>')
+        self.blocks.append(Text("note", text))
 
     def pre(self, text: str) -> None:
-        self.parts.append(f"<pre>{esc(text)}</pre>")
+        self.blocks.append(Text("pre", text))
 
     def figure(self, fig, name: str, caption: str) -> None:
         """Embed `fig` as SVG (sharp at any zoom), also saved under figures/."""
@@ -119,33 +187,32 @@ class Page:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         self.figures.append(path)
-        encoded = base64.b64encode(data).decode()
-        self.parts.append(
-            f'<figure><img alt="{esc(caption)}" src="data:image/svg+xml;base64,{encoded}">'
-            f"<figcaption>{esc(caption)}</figcaption></figure>"
-        )
+        self.blocks.append(Figure(f"data:image/svg+xml;base64,{base64.b64encode(data).decode()}", caption))
 
     def table(self, frame: pd.DataFrame, links: dict[str, str] | None = None, classes: dict[str, str] | None = None,
               labels=None) -> None:
-        """A table of `frame`; `links` maps a cell's text to a URL (MLflow runs); `labels` turns a
-        column name into its header."""
+        """A table of `frame`; `links` maps a cell's text to a URL (MLflow runs); `classes` names
+        columns whose cells get the CSS class '<prefix>-<first word of the value>'; `labels` turns
+        a column name into its header."""
         if frame.empty:
             return
-        head = "".join(f"<th>{esc(labels(c) if labels else c)}</th>" for c in frame.columns)
+        head = [str(labels(c) if labels else c) for c in frame.columns]
         rows = []
-        for _, row in frame.iterrows():
+        for values in frame.itertuples(index=False):
             cells = []
-            for column, value in row.items():
+            for column, value in zip(frame.columns, values):
+                if isinstance(value, np.generic):  # NumPy scalars as Python numbers
+                    value = value.item()
                 text = fmt(value)
-                css = ' class="num"' if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+                css = "num" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
                 if classes and column in classes:
-                    css = f' class="{esc(classes[column])}-{esc(str(value).split()[0])}"'
+                    css = f"{classes[column]}-{str(value).split()[0]}"
                 if links and text in links:  # a run id: its first 8 characters, the whole id on hover
-                    cells.append(f'<td{css}><a href="{esc(links[text])}" title="{esc(text)}">{esc(text[:8])}</a></td>')
+                    cells.append(Cell(text[:8], css, links[text], text))
                 else:
-                    cells.append(f"<td{css}>{esc(text)}</td>")
-            rows.append("<tr>" + "".join(cells) + "</tr>")
-        self.parts.append(f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+                    cells.append(Cell(text, css))
+            rows.append(cells)
+        self.blocks.append(Table(head, rows))
 
     def claims(self, claims: list) -> None:
         """Each claim: its verdict, what it is judged on, the effect with its interval and p-value,
@@ -154,22 +221,12 @@ class Page:
             return
         items = []
         for c in claims:
-            test = (f"p = {c.p_value:.2g} ({c.test})" if math.isfinite(c.p_value) else f"no test possible ({c.test})")
+            test = f"p = {c.p_value:.2g} ({c.test})" if math.isfinite(c.p_value) else f"no test possible ({c.test})"
             decide = f" To decide: {c.decide}." if c.decide else ""
-            items.append(
-                f'<li><span class="verdict {esc(c.verdict.replace(" ", "-"))}">{esc(c.verdict)}</span> '
-                f"<strong>{esc(c.claim)}</strong>, judged on {esc(c.quantity)}: {esc(c.evidence)}. "
-                f"{esc(test)}.{esc(decide)}</li>"
-            )
-        self.parts.append(f'<ul class="claims">{"".join(items)}</ul>')
+            items.append(ClaimItem(c.verdict, c.claim, c.quantity, c.evidence, test, decide))
+        self.blocks.append(Claims(items))
 
     def render(self, title: str, subtitle: str) -> str:
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        return (
-            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
-            f"<h1>{esc(title)}</h1><p class=\"meta\">{esc(subtitle)} · generated {esc(stamp)}</p>"
-            + self.contents()
-            + "\n".join(self.parts)
-            + "</body></html>\n"
-        )
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return render_template("report.html", title=title, subtitle=subtitle, stamp=stamp, contents=self.contents(),
+                               blocks=self.blocks)

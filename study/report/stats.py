@@ -37,7 +37,7 @@ class Estimate:
         return (self.high - self.low) / 2
 
 
-def t_quantile(df: int, level: float = LEVEL) -> float:
+def t_quantile(df: float, level: float = LEVEL) -> float:
     return float(sps.t.ppf(0.5 + level / 2, df))
 
 
@@ -80,14 +80,17 @@ def estimate(mean: float, population_std: float | None, replicates: int, samplin
     sampling = sampling_se is not None and np.isfinite(sampling_se)
     if not seeds:
         if rate:
+            assert examples is not None  # narrowed by `rate`
             low, high = wilson(mean, examples)
             return Estimate(mean, low, high, "test set")
         if sampling:
+            assert sampling_se is not None  # narrowed by `sampling`
             half = z_quantile() * sampling_se
             return Estimate(mean, mean - half, mean + half, "test set")
         return Estimate(mean, float("nan"), float("nan"), "none")
+    assert population_std is not None  # narrowed by `seeds`
     seed_half = t_quantile(replicates - 1) * sample_std(population_std, replicates) / math.sqrt(replicates)
-    test_half = z_quantile() * sampling_se if sampling else 0.0
+    test_half = z_quantile() * sampling_se if sampling and sampling_se is not None else 0.0
     half = math.hypot(seed_half, test_half)
     return _clip(Estimate(mean, mean - half, mean + half, "seeds + test set" if sampling else "seeds"), rate)
 
@@ -131,7 +134,7 @@ class Difference:
         return f"{self.effect * scale:+.{digits}f}{unit} [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
 
 
-def seed_difference(a: "Groups", b: "Groups") -> Difference:
+def seed_difference(a: Groups, b: Groups) -> Difference:
     """Difference of two groups of settings' means, each setting measured with R seeds (paired on
     the test set): noise from the pooled within-setting variance over seeds (a factorial
     design's error term). Without replicates the noise is unknown (se = NaN)."""
@@ -156,7 +159,7 @@ class Groups:
     within_df: int
 
     @classmethod
-    def of(cls, means, population_stds, replicates) -> "Groups":
+    def of(cls, means, population_stds, replicates) -> Groups:
         means = np.asarray(means, dtype=float)
         stds = np.asarray(population_stds, dtype=float)
         r = np.asarray(replicates, dtype=float)

@@ -10,10 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from study import measure
-from study.report import decompose
+from study import measure, names
+from study.budget import count_trials
+from study.names import STOPPED, Tag, TrialState
+from study.report import decompose, regimes
 
 MAX_PANELS = 6  # per-knob charts with more panels than this give way to the effects chart
+MAX_DECOMPOSED = 300  # trials whose predictions are read for the bias–variance decomposition
 
 
 def varied_knobs(errs: pd.DataFrame, searched: list[str]) -> tuple[list[str], list[str]]:
@@ -55,7 +58,7 @@ class Panel:
     title: str  # the held values, e.g. "model.kind = cnn, model.dropout = 0.5"
     rows: pd.DataFrame  # one row per trial, sorted by `value`, with the regimes.errors columns and regime columns
     sweet_spot: float  # the knob value with the lowest held-out error in this series
-    descent: object  # regimes.Descent along this series
+    descent: regimes.Descent | None  # along this series (capacity-like knobs only)
 
 
 def knob_panels(errs: pd.DataFrame, knob: str, others: list[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -105,6 +108,14 @@ def learning_curve_runs(errs: pd.DataFrame) -> list[Picked]:
     return [Picked(label, errs.loc[i, "run_id"], int(errs.loc[i, "trial"])) for label, i in picks]
 
 
+def decomposed_runs(errs: pd.DataFrame) -> list[str]:
+    """The run ids whose predictions the decomposition splits: the first MAX_DECOMPOSED finished
+    trials with two or more replicates."""
+    if errs.empty:
+        return []
+    return errs.loc[errs["replicates"] > 1, "run_id"].head(MAX_DECOMPOSED).tolist()
+
+
 def decomposition_rows(errs: pd.DataFrame, predictions: dict[str, dict]) -> pd.DataFrame:
     """Bias–variance decomposition per trial with two or more replicates (see decompose.py), with
     95% half-widths, and the check against the held-out error the trial's metrics measured."""
@@ -127,13 +138,13 @@ def decomposition_rows(errs: pd.DataFrame, predictions: dict[str, dict]) -> pd.D
                 "plug-in residual": d.residual,
             })
         elif outputs.ndim == 3 and outputs.shape[-1] > 1:
-            d = decompose.zero_one(decompose.classes_from_outputs(outputs), saved["y_test"])
-            agrees = np.isfinite(measured) and abs(d.loss - measured) < 5e-4
+            z = decompose.zero_one(decompose.classes_from_outputs(outputs), saved["y_test"])
+            agrees = np.isfinite(measured) and abs(z.loss - measured) < 5e-4
             rows.append({
-                "run_id": run_id, "kind": "0-1 loss (Domingos 2000)", "replicates": len(outputs), "interval": d.interval,
-                "bias": d.bias.value, "bias ±": d.bias.half_width, "net variance": d.net_variance,
-                "disagreement": d.variance, "measured held-out error": measured, "loss of the predictions": d.loss,
-                "identity": "holds" if agrees and abs(d.residual) < 1e-9 else "fails",
+                "run_id": run_id, "kind": "0-1 loss (Domingos 2000)", "replicates": len(outputs), "interval": z.interval,
+                "bias": z.bias.value, "bias ±": z.bias.half_width, "net variance": z.net_variance,
+                "disagreement": z.variance, "measured held-out error": measured, "loss of the predictions": z.loss,
+                "identity": "holds" if agrees and abs(z.residual) < 1e-9 else "fails",
             })
     table = pd.DataFrame(rows)
     if table.empty:
@@ -143,16 +154,16 @@ def decomposition_rows(errs: pd.DataFrame, predictions: dict[str, dict]) -> pd.D
 
 
 # ------------------------------------------------------------------------------- compression
-SIZE = {"raw": "metrics.artifact/size_bytes", "gzip": "metrics.artifact/gzip_bytes"}
-ACCURACY = "metrics.artifact/test_accuracy"
+SIZE = {"raw": names.column("artifact/size_bytes"), "gzip": names.column("artifact/gzip_bytes")}
+ACCURACY = names.column("artifact/test_accuracy")
 
 
 def compression_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Finished trials that wrote and measured a compressed file."""
     if runs.empty or SIZE["raw"] not in runs or ACCURACY not in runs:
         return pd.DataFrame()
-    done = runs[(runs["state"] == "finished") & runs[SIZE["raw"]].notna() & runs[ACCURACY].notna()].copy()
-    done["method"] = done.get("tags.study.method", pd.Series("?", index=done.index)).fillna("?")
+    done = runs[(runs["state"] == TrialState.FINISHED) & runs[SIZE["raw"]].notna() & runs[ACCURACY].notna()].copy()
+    done["method"] = done.get(names.tag_column(Tag.METHOD), pd.Series("?", index=done.index)).fillna("?")
     return done.reset_index(drop=True)
 
 
@@ -212,20 +223,43 @@ def base_point(comp: pd.DataFrame, references: pd.DataFrame) -> dict[str, float]
 
 
 # -------------------------------------------------------------------------------- the study
-def state_counts(runs: pd.DataFrame, study) -> pd.DataFrame:
-    """Trials per state: from Optuna (all states, waiting included) and from MLflow."""
-    rows = {}
-    if not runs.empty:
-        for state, count in runs["state"].value_counts().items():
-            rows.setdefault(state, {})["MLflow runs"] = int(count)
-    if study is not None:
-        for trial in study.get_trials(deepcopy=False):
-            state = trial.user_attrs.get("study_state") or trial.state.name.lower()
-            if trial.user_attrs.get("study_skipped"):  # why: 'budget' or 'repeat' (settings that already ran)
-                state = f"skipped ({trial.user_attrs['study_skipped']})"
-            rows.setdefault(state, {}).setdefault("Optuna trials", 0)
-            rows[state]["Optuna trials"] += 1
-    return pd.DataFrame.from_dict(rows, orient="index").fillna(0).astype(int).rename_axis("state").reset_index()
+# Each row of the report's trial table: the state, and the MLflow `study.state` values and run
+# status that go with it (Optuna's PRUNED covers pruned and diverged trials, MLflow's KILLED too).
+STATE_ROWS = (
+    ("finished", (TrialState.FINISHED,), "FINISHED"),
+    ("pruned or diverged", STOPPED, "KILLED"),
+    ("failed", (TrialState.FAILED,), "FAILED"),
+    ("interrupted", (TrialState.INTERRUPTED,), "FAILED"),
+    ("running", (TrialState.RUNNING,), "RUNNING"),
+)
+
+
+def state_counts(runs: pd.DataFrame, trials) -> pd.DataFrame:
+    """Trials per state as `study.budget.count_trials` counts the Optuna trials (None: the study
+    was not found), beside the MLflow runs with those `study.state` tags and their run status;
+    waiting and skipped trials (over the budget, or repeating settings that ran) have no run.
+    `trials` is a list of frozen trials (an Optuna study is read for its trials)."""
+    if trials is not None and hasattr(trials, "get_trials"):
+        trials = trials.get_trials(deepcopy=False)
+    counts = count_trials(list(trials)) if trials is not None else None
+    by_tag = runs["state"].value_counts().to_dict() if not runs.empty else {}
+    rows = []
+    for label, states, status in STATE_ROWS:
+        optuna_count = getattr(counts, states[0].value) if counts is not None else 0
+        rows.append((label, optuna_count, sum(by_tag.pop(s.value, 0) for s in states), status))
+    rows.append(("waiting", counts.waiting if counts is not None else 0, 0, "no run yet"))
+    skipped: dict[str, int] = {}
+    for trial in trials or []:
+        if trial.user_attrs.get("study_skipped"):  # why: 'budget' or 'repeat' (settings that already ran)
+            key = f"skipped ({trial.user_attrs['study_skipped']})"
+            skipped[key] = skipped.get(key, 0) + 1
+    rows.extend((label, n, 0, "no run") for label, n in skipped.items())
+    rows.extend((state, 0, n, "?") for state, n in by_tag.items())  # a state this version does not know
+    table = pd.DataFrame(rows, columns=["state", "Optuna trials", "MLflow runs", "MLflow status"])
+    if counts is None:
+        table = table.drop(columns="Optuna trials")
+    numbers = table.drop(columns=["state", "MLflow status"])
+    return table[numbers.sum(axis=1) > 0].reset_index(drop=True)
 
 
 def optimization_history(runs: pd.DataFrame, metric: str, direction: str) -> pd.DataFrame:

@@ -289,7 +289,8 @@ def sparse_dense_claim(comp: pd.DataFrame, accuracy: str, gzip: str) -> Claim | 
     size, never by accuracy, and each pruned file used once, smallest budgets first)."""
     sparse = comp[comp["method"].isin(["prune", "prune_quantize"])].sort_values(gzip, ascending=False)
     dense = comp[comp["method"] == "architecture"].sort_values(gzip)
-    gains, used = [], set()
+    gains: list[float] = []
+    used: set = set()
     for _, small in dense.iterrows():
         rivals = sparse[(sparse[gzip] <= small[gzip]) & ~sparse.index.isin(used)]
         if not rivals.empty:

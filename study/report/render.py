@@ -1,0 +1,229 @@
+"""Draw a computed report (sections.Report) and lay it out as a page: figures from figures.py,
+texts and captions here, markup in templates/. Reads no store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from study.report import figures, sections, tables, verdicts
+from study.report.page import Page
+from study.serve import ui_link
+
+
+def _readable(column: str) -> str:
+    return column[len("params."):] if column.startswith("params.") else column
+
+
+class Links:
+    """Run ids to their pages in the MLflow UI (none without a UI address)."""
+
+    def __init__(self, mlflow_url: str | None, experiment_id: str):
+        self.url, self.experiment_id = mlflow_url, experiment_id
+
+    def __call__(self, run_ids) -> dict[str, str]:
+        if not self.url:
+            return {}
+        return {rid: ui_link(self.url, self.experiment_id, rid) for rid in run_ids}
+
+
+# ---------------------------------------------------------------------------- bias–variance
+def render_bias_variance(page: Page, section: sections.BiasVariance, counts: sections.TrialCounts, links: Links) -> None:
+    page.h2("Overfitting and underfitting", "bias-variance")
+    if section.errs.empty:
+        page.note("No trial has finished yet, so there are no errors to chart: " + counts.line + ".")
+        return
+    errs, name = section.errs, section.error_name
+    page.p(f"Error is the {name}. Training error is measured on each trial's own training set, held-out error "
+           "on the fixed test split, in inference mode once training has ended. The shaded gap between them is "
+           "what the article calls overfitting; both high is underfitting.")
+    page.p("How this page labels a trial: " + section.rules)
+    for view in section.views:
+        slug = view.knob.replace(".", "-")
+        if view.kind == "scatter":
+            page.figure(figures.error_scatter(errs, view.knob, name, view.log_x), f"trials-vs-{slug}",
+                        f"Every finished trial's training and held-out {name} against {view.knob}, with 95% intervals "
+                        "(see the rules above). Other knobs vary between these trials, so the points are not averaged "
+                        "and no line joins them.")
+        elif view.kind == "panels":
+            spots = "; ".join(f"{p.title}: {view.knob} = {p.sweet_spot:g}" for p in view.panels)
+            page.figure(
+                figures.error_vs_knob(view.panels, view.knob, name, view.log_x, view.ncols), f"error-vs-{slug}",
+                f"Training and held-out {name} against {view.knob}, one panel per setting of the other knobs (never "
+                f"averaged over them). Each point is one trial: the mean over its replicates with a 95% interval (seeds "
+                f"and test set; the test set alone with one replicate). Bands: each trial's regime by the rules above. "
+                f"Lowest held-out error: {spots}.",
+            )
+            if view.descents:
+                page.h3(f"Interpolation and double descent along {view.knob}")
+                page.items([f"{d['series']}: {d['text']}" for d in view.descents])
+    if section.two_level:
+        page.p(f"{', '.join(section.two_level)}: two settings each, crossed with the other knobs in too many "
+               "combinations to chart one by one; each one's effect, with its interval, is in the effects chart below.")
+    if section.show_params:
+        page.figure(figures.error_vs_params(errs, name, section.params_facet), "capacity",
+                    "Every finished trial's training and held-out error against its parameter count.")
+    if section.sized is not None and section.front is not None:
+        page.figure(figures.error_vs_size(section.sized, section.front, name, section.params_facet), "accuracy-size",
+                    f"Every finished trial's held-out {name} (95% interval) against the bytes of its saved Keras model; "
+                    f"the line joins the {int(section.front.sum())} trials that no other trial beats on both.")
+    if section.learning is not None:
+        curves = section.learning
+        page.figure(figures.learning_curves(curves.curves, curves.best, curves.stopped), "learning-curves",
+                    "Per-epoch training loss (running mean over the epoch, dropout on) and validation loss of the most "
+                    "underfit, the best and the most overfit trials (averaged over replicates); dashed: the best "
+                    "validation epoch, the one early stopping restores when it is on; dotted: where early stopping "
+                    "stopped training.")
+    if section.decomposition is not None:
+        render_decomposition(page, section.decomposition)
+    if section.regimes is not None:
+        render_regimes(page, section.regimes, links)
+
+
+def render_decomposition(page: Page, d: sections.Decomposition) -> None:
+    page.h3("Bias and variance")
+    if not d.replicated:
+        page.p("This sweep trains one model per setting; set replicates: 3 or more to split the held-out error "
+               "into bias and variance with intervals.")
+        return
+    if d.table.empty:
+        page.note("The trials' predictions could not be read, so no decomposition.")
+        return
+    if d.finished > tables.MAX_DECOMPOSED:
+        page.note(f"Decomposed the first {tables.MAX_DECOMPOSED} of {d.finished} trials.")
+    if d.kind == "squared error":
+        page.p("Squared error against the known noiseless truth splits into bias² (how far the average replicate is "
+               "from the truth) and variance (how much replicates, each trained on a fresh training set, disagree). "
+               "Both are unbiased: the plain (mean − truth)² carries variance/R with it, which is subtracted, so "
+               "bias² does not rise with variance when replicates are few. Against the noisy test labels the expected "
+               "error adds the known noise variance σ². The check: the measured held-out error (the trials' own "
+               "test loss) against bias² + variance + σ²; their difference is the test set's realised noise, and the "
+               f"identity holds when it is within three of its standard errors: it holds for {d.holds} of {len(d.table)} "
+               "trials. Intervals: 95%, " + d.table["interval"].iloc[0] + ".")
+    else:
+        page.p("The 0-1 loss is split by Domingos' unified decomposition (Domingos 2000): bias is the share of test "
+               "examples whose main prediction (the replicates' vote) is wrong; disagreement, the variance, is how often "
+               "a replicate departs from that vote; net variance is the part of it that adds to the loss (disagreement "
+               "on correctly voted examples) minus the part that removes loss (right replicates on wrongly voted ones), "
+               "so the two can cancel; loss = bias + net variance. The vote of a few replicates is itself noisy and no "
+               "unbiased correction exists for it: bias here is the plain vote's, which overstates bias where "
+               "replicates disagree (more replicates shrink that). "
+               f"The check: the predictions' loss equals the trials' measured held-out error for {d.holds} of "
+               f"{len(d.table)} trials. Intervals: 95%, over test points.")
+    if d.knob and d.panels:
+        page.figure(figures.decomposition(d.panels, d.knob, d.kind, d.log_x), "bias-variance",
+                    f"Held-out error and its {d.kind} decomposition against {d.knob}, one panel per setting of the other "
+                    "knobs; bars: 95% intervals.")
+    page.table(d.shown, labels=_readable)
+
+
+def render_regimes(page: Page, r: sections.RegimeTable, links: Links) -> None:
+    page.h3("Regimes, remedies and the article's claims")
+    page.table(r.counts, classes={"regime": "regime"})
+    page.p("The article lists the remedies under swapped headings (its overfitting remedies sit under "
+           "underfitting); this report files each where it acts.")
+    if not r.effects.empty and r.effects["low"].notna().any():
+        page.figure(figures.effects(r.effects), "effects",
+                    "Each remedy's main effect: the mean at its highest setting minus at its lowest, averaged over the "
+                    "other knobs, on training error, held-out error and the gap; bars: 95% intervals from the spread "
+                    "over seeds within settings.")
+    page.p(f"Every finished trial's regime ({len(r.trials)} of {r.total} shown; runs.csv has all, "
+           f"verdicts.json the numbers). Reference error: {r.reference}.")
+    page.table(r.trials, links=links(r.trials["run"]), classes={"regime": "regime"})
+
+
+# ------------------------------------------------------------------------------ compression
+def render_compression(page: Page, c: sections.Compression, counts: sections.TrialCounts, links: Links) -> None:
+    page.h2("Accuracy against size", "compression")
+    if c.comp.empty:
+        page.note("No compression trial has finished yet: " + counts.line + ".")
+        return
+    page.p("Every point is a file that exists: its size is the file's bytes (raw, and gzip-compressed, which is "
+           "where pruned and clustered weights shrink) and its accuracy the file's own on the fixed test split "
+           "(LiteRT runs .tflite files; our loader runs packed 2-7-bit .qpack files, which no device runtime reads). "
+           "Fine-tuned methods train a few epochs more than the base, at a lower learning rate.")
+    page.figure(figures.pareto(c.comp, c.fronts, tables.SIZE, tables.ACCURACY, c.base), "pareto",
+                "Test accuracy of every compressed file against its size, coloured by method; black steps: the Pareto "
+                "frontier (no other file is both smaller and more accurate); star: the uncompressed float32 base.")
+    if c.pruned is not None:
+        page.figure(figures.accuracy_against(c.pruned, sections.SPARSITY, "measured sparsity", tables.ACCURACY, c.pruned_hue),
+                    "accuracy-vs-sparsity", "Test accuracy of the file against the measured fraction of zero weights.")
+    if c.quantized is not None:
+        page.figure(figures.accuracy_against(c.quantized, sections.BITS, "bits per weight", tables.ACCURACY, None, log_x=True,
+                                             reference=("float32 base", float(c.base["accuracy"]))),
+                    "accuracy-vs-bits", "Test accuracy of the file against its bit-width (several 8-bit schemes share "
+                    "x = 8); dashed: the uncompressed float32 base.")
+    if not c.pairs.empty:
+        page.figure(figures.distillation(c.pairs), "distillation",
+                    "Each distilled student against its control: the same student trained on hard labels alone, with the "
+                    "same budget and seed.")
+        page.table(c.pairs)
+    page.h3("The frontier")
+    page.table(c.frontier, links=links(c.frontier["run"]))
+
+
+# ------------------------------------------------------------------------------------ study
+def render_claims(page: Page, claims: list) -> None:
+    if not claims:
+        return
+    page.h3("The article's claims, tested", "claims")
+    page.p(verdicts.rules_text())
+    page.claims(claims)
+
+
+def render_study(page: Page, s: sections.StudyInfo) -> None:
+    page.h2("The study", "study")
+    page.p("Objective: " + (", ".join(f"{m} ({d})" for m, d in s.objective.items()) or "unknown") + ". "
+           f"Sampler {s.sampler}, pruner {s.pruner}.")
+    if not s.found:
+        page.note("The Optuna study was not found in this store; counts come from MLflow alone.")
+    page.table(s.counts.table)
+    if s.counts.statuses:
+        page.p("MLflow run status: " + ", ".join(f"{n} {status}" for status, n in s.counts.statuses.items())
+               + " (FINISHED: finished; KILLED: pruned or diverged; FAILED: failed or interrupted).")
+    if s.histories:
+        page.figure(figures.history(s.histories), "history",
+                    "Each objective of every finished trial, and the best so far (each objective on its own).")
+    if s.importances:
+        page.figure(figures.importances(s.importances), "importances",
+                    "How much of each objective's variation each searched parameter explains (Optuna's fANOVA).")
+    elif s.found:
+        page.p("Parameter importances need at least two finished trials that differ in their settings.")
+    if len(s.durations) >= 1:
+        page.figure(figures.durations(s.durations), "durations", "Wall time of every trial run, by state.")
+    if not s.unfinished.empty:
+        page.h3("Trials that did not finish")
+        page.table(s.unfinished)
+    if s.sweep_text:
+        page.h3("The sweep file")
+        page.pre(s.sweep_text)
+
+
+# -------------------------------------------------------------------------------- the report
+def render_report(report: sections.Report, folder: Path, mlflow_url: str | None = None) -> str:
+    """The page of `report` (its figures written under folder/figures/), as HTML."""
+    page = Page(folder)
+    links = Links(mlflow_url, report.experiment_id)
+    if report.description:
+        page.p(report.description)
+    page.p(f"Trials: {report.counts.line}. Store: {report.store}.")
+    if mlflow_url:
+        page.p(f"MLflow: {ui_link(mlflow_url, report.experiment_id)}")
+    if report.body is None:
+        page.note("This sweep has no trial runs yet. Run it with: study run <its sweep file>.")
+    elif isinstance(report.body, sections.Compression):
+        render_compression(page, report.body, report.counts, links)
+    else:
+        render_bias_variance(page, report.body, report.counts, links)
+    render_claims(page, report.claims)
+    render_study(page, report.study)
+    return page.render(f"Sweep report: {report.name}", f"{report.trial_runs} trial runs")
+
+
+def runs_table(runs: pd.DataFrame, conclusions: sections.Conclusions) -> pd.DataFrame:
+    """runs.csv: every trial run's params, metrics and tags, with its regime columns."""
+    if conclusions.trials.empty:
+        return runs
+    return runs.merge(conclusions.trials[["run_id", *sections.REGIME_COLUMNS]], on="run_id", how="left")

@@ -1,0 +1,427 @@
+"""What each section of a report says, computed from the loaded sweep (load.SweepRuns): pure
+functions that return typed records of numbers, tables, texts and claims. Nothing here reads a
+store or draws; render.py draws the records and fills the template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import optuna
+import pandas as pd
+
+from study import measure, names
+from study.budget import Counts, count_trials
+from study.listing import best_summary
+from study.names import Tag, TrialState
+from study.report import regimes, tables, verdicts
+from study.report.load import OptunaTrials, SweepRuns
+
+MAX_TABLE_ROWS = 60  # rows shown in the page's regimes table; runs.csv has them all
+PARAMS, SIZE_BYTES = names.column("model/params"), names.column("model/size_bytes")
+SPARSITY, BITS = names.column("model/sparsity"), names.column("artifact/bits")
+REGIME_COLUMNS = ["train_error", "train_low", "train_high", "test_error", "test_low", "test_high", "gap", "gap_low",
+                  "gap_high", "train_interval", "test_interval", "reference", "reference_source", "fit", "fit_limit",
+                  "generalisation", "gap_limit", "interpolating", "regime"]
+
+
+# ---------------------------------------------------------------------------------- counts
+@dataclass(frozen=True)
+class TrialCounts:
+    """The sweep's trials per state: Optuna's as `study.budget.count_trials` counts them (None
+    without the study) beside MLflow's runs per `study.state` tag and per run status."""
+
+    optuna: Counts | None
+    mlflow: dict[str, int]  # study.state -> trial runs
+    statuses: dict[str, int]  # MLflow run status -> trial runs
+    table: pd.DataFrame  # tables.state_counts
+
+    @property
+    def line(self) -> str:
+        """'6 finished, 1 pruned' (Optuna's count; MLflow's states without the study)."""
+        if self.optuna is not None:
+            c = self.optuna
+            parts = [(c.finished, "finished"), (c.pruned, "pruned"), (c.failed, "failed"),
+                     (c.interrupted, "interrupted"), (c.running, "running"), (c.waiting, "waiting")]
+            said = ", ".join(f"{n} {state}" for n, state in parts if n)
+            return said or "no trials yet"
+        if not self.mlflow:
+            return "no trial runs yet"
+        return ", ".join(f"{n} {state}" for state, n in self.mlflow.items())
+
+
+def trial_counts(data: SweepRuns) -> TrialCounts:
+    trials = data.optuna.trials if data.optuna is not None else None
+    runs = data.runs
+    mlflow = {str(k): int(n) for k, n in runs["state"].value_counts().items()} if not runs.empty else {}
+    statuses = {str(k): int(n) for k, n in runs["status"].value_counts().items()} if not runs.empty else {}
+    return TrialCounts(count_trials(trials) if trials is not None else None, mlflow, statuses,
+                       tables.state_counts(runs, trials))
+
+
+# ---------------------------------------------------------------------------- bias–variance
+@dataclass(frozen=True)
+class KnobView:
+    """One searched numeric knob: 'panels' (a chart per setting of the other knobs), 'scatter' (the
+    others take too many combinations) or 'two-level' (left to the effects chart)."""
+
+    knob: str
+    kind: str
+    log_x: bool
+    panels: list[tables.Panel] = field(default_factory=list)
+    ncols: int = 1
+    descents: list[dict] = field(default_factory=list)  # {knob, series, threshold, peak, double_descent, text}
+
+
+@dataclass(frozen=True)
+class LearningCurves:
+    curves: dict[str, pd.DataFrame]  # label -> epoch, epoch/train_loss, epoch/val_loss
+    best: dict[str, int]  # label -> best validation epoch
+    stopped: dict[str, int]  # label -> early stopping's epoch (0: ran to the end)
+
+
+@dataclass(frozen=True)
+class Decomposition:
+    replicated: bool  # whether any trial has two or more replicates
+    table: pd.DataFrame  # tables.decomposition_rows; empty where no predictions were read
+    finished: int  # finished trials, of which the first tables.MAX_DECOMPOSED are decomposed
+    knob: str | None = None
+    panels: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    log_x: bool = False
+    shown: pd.DataFrame = field(default_factory=pd.DataFrame)  # the page's table
+
+    @property
+    def kind(self) -> str:
+        return self.table["kind"].iloc[0]
+
+    @property
+    def holds(self) -> int:
+        return int((self.table["identity"] == "holds").sum())
+
+
+@dataclass(frozen=True)
+class RegimeTable:
+    counts: pd.DataFrame  # regime, trials, what the article recommends
+    effects: pd.DataFrame  # verdicts.effects_table
+    trials: pd.DataFrame  # the page's table: trial, run, knobs, errors with intervals, regimes
+    total: int
+    reference: str  # the reference error, in words
+
+
+@dataclass(frozen=True)
+class BiasVariance:
+    errs: pd.DataFrame  # finished trials with errors, intervals and regimes
+    task: str
+    error_name: str
+    rules: str
+    views: list[KnobView] = field(default_factory=list)
+    two_level: list[str] = field(default_factory=list)
+    params_facet: str | None = None
+    show_params: bool = False
+    sized: pd.DataFrame | None = None  # trials with a model size, for the accuracy–size chart
+    front: pd.Series | None = None
+    learning: LearningCurves | None = None
+    decomposition: Decomposition | None = None
+    regimes: RegimeTable | None = None
+    claims: list[verdicts.Claim] = field(default_factory=list)
+
+
+def analyse_trials(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Finished trials with their errors, intervals and regimes (regimes.py), and the task."""
+    task = regimes.task_of(runs)
+    errs = regimes.errors(runs)
+    if errs.empty:
+        return errs, task
+    return pd.concat([errs, regimes.regimes(errs, task)], axis=1), task
+
+
+def _capacity_like(knob: str) -> bool:
+    return knob in regimes.TOWARDS_INTERPOLATION or knob in ("dataset.train_size",)
+
+
+def knob_views(errs: pd.DataFrame, knobs: list[str], categorical: list[str]) -> list[KnobView]:
+    """Per numeric knob: its panels (one per combination of the other varied knobs), or why none."""
+    views = []
+    for knob in knobs:
+        others = [k for k in [*categorical, *knobs] if k != knob]
+        split = tables.knob_panels(errs, knob, others)
+        log_x = tables.log_scale(tables.numeric(errs[f"params.{knob}"]))
+        if len(split) > tables.MAX_PANELS or all(rows["value"].nunique() < 2 for _, rows in split):
+            kind = "two-level" if errs[f"params.{knob}"].nunique() <= 2 else "scatter"
+            views.append(KnobView(knob, kind, log_x))
+            continue
+        panels = []
+        for title, rows in split:
+            descent = regimes.descent(tables.series_table(rows), knob) if _capacity_like(knob) else None
+            panels.append(tables.Panel(title, rows, tables.sweet_spot(rows), descent))
+        ncols = errs[f"params.{categorical[0]}"].nunique() if categorical and len(panels) > 1 else min(len(panels), 2)
+        descents = [{"knob": knob, "series": p.title, "threshold": p.descent.threshold, "peak": p.descent.peak,
+                     "double_descent": p.descent.double_descent, "text": p.descent.text}
+                    for p in panels if p.descent is not None and p.descent.text]
+        views.append(KnobView(knob, "panels", log_x, panels, ncols, descents))
+    return views
+
+
+def learning_curves(data: SweepRuns, errs: pd.DataFrame) -> LearningCurves | None:
+    """The most underfit, the best and the most overfit trials' curves, as loaded."""
+    curves, best, stopped = {}, {}, {}
+    for pick in tables.learning_curve_runs(errs):
+        frame = data.histories.get(pick.run_id)
+        if frame is None or frame.empty:
+            continue
+        label = f"{pick.label} (trial {pick.trial})"
+        curves[label] = frame
+        row = errs[errs["run_id"] == pick.run_id].iloc[0]
+        best[label] = int(row.get(names.column("fit/best_epoch"), 0) or 0)
+        stopped[label] = int(row.get(names.column("fit/stopped_epoch"), 0) or 0)
+    return LearningCurves(curves, best, stopped) if curves else None
+
+
+def decomposition(data: SweepRuns, errs: pd.DataFrame, knobs: list[str], categorical: list[str]) -> Decomposition:
+    replicated = bool((errs["replicates"] > 1).any())
+    chosen = {rid: data.predictions[rid] for rid in tables.decomposed_runs(errs) if rid in data.predictions}
+    table = tables.decomposition_rows(errs, chosen) if replicated else pd.DataFrame()
+    if table.empty:
+        return Decomposition(replicated, table, len(errs))
+    knob = next((k for k in knobs if pd.to_numeric(table.get(f"params.{k}"), errors="coerce").notna().all()), None)
+    panels, log_x = [], False
+    if knob:
+        others = [k for k in [*categorical, *knobs] if k != knob]
+        split = tables.knob_panels(table, knob, others)
+        log_x = tables.log_scale(tables.numeric(errs[f"params.{knob}"]))
+        panels = split if len(split) <= tables.MAX_PANELS else []
+    columns = ["trial", *[f"params.{k}" for k in [*categorical, *knobs]]] + [
+        c for c in table.columns if c not in ("run_id", "trial", "kind") and not c.startswith("params.")]
+    shown = table[[c for c in columns if c in table]].sort_values("trial")
+    return Decomposition(replicated, table, len(errs), knob, panels, log_x, shown)
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    if not pd.notna(low):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def regime_table(errs: pd.DataFrame, searched: list[str]) -> RegimeTable:
+    counts = errs["regime"].value_counts()
+    summary = pd.DataFrame({"regime": counts.index, "trials": counts.values,
+                            "what the article recommends": [regimes.ADVICE[r] for r in counts.index]})
+    shown = errs.sort_values("trial").head(MAX_TABLE_ROWS)
+    frame = pd.DataFrame({"trial": shown["trial"], "run": shown["run_id"]})
+    for k in searched:
+        if f"params.{k}" in shown:
+            frame[k] = shown[f"params.{k}"]
+    for split, label in (("train", "training error"), ("test", "held-out error"), ("gap", "gap")):
+        value = shown["gap"] if split == "gap" else shown[f"{split}_error"]
+        frame[label] = [_interval(v, lo, hi) for v, lo, hi in zip(value, shown[f"{split}_low"], shown[f"{split}_high"])]
+    frame["fit"] = shown["fit"]
+    frame["generalisation"] = shown["generalisation"]
+    frame["interpolating"] = shown["interpolating"].map({True: "yes", False: ""})
+    frame["regime"] = shown["regime"]
+    known = shown["reference"].dropna()
+    reference = (f"{known.iloc[0]:.4g} ({shown['reference_source'].iloc[0]})" if len(known) else
+                 "none known (give reference_error in the sweep file); chance is the fallback")
+    return RegimeTable(summary, verdicts.effects_table(errs, searched), frame, len(errs), reference)
+
+
+def bias_variance(data: SweepRuns) -> BiasVariance:
+    """Errors, regimes, knob charts, curves, decomposition and the remedies' claims (unjudged)."""
+    errs, task = analyse_trials(data.runs)
+    name = regimes.error_name(task)
+    if errs.empty:
+        return BiasVariance(errs, task, name, "")
+    knobs, categorical = tables.varied_knobs(errs, data.searched)
+    facet = f"params.{categorical[0]}" if categorical else None
+    sized, front = None, None
+    if SIZE_BYTES in errs and errs[SIZE_BYTES].nunique() > 2:
+        sized = errs.dropna(subset=[SIZE_BYTES, "test_error"])
+        front = pd.Series(measure.pareto_mask(sized[["test_error", SIZE_BYTES]].to_numpy(float), ["minimize", "minimize"]),
+                          index=sized.index)
+    views = knob_views(errs, knobs, categorical)
+    return BiasVariance(
+        errs, task, name, regimes.Rules(task).text(), views=views,
+        two_level=[v.knob for v in views if v.kind == "two-level"], params_facet=facet,
+        show_params=PARAMS in errs and errs[PARAMS].nunique() > 2, sized=sized, front=front,
+        learning=learning_curves(data, errs), decomposition=decomposition(data, errs, knobs, categorical),
+        regimes=regime_table(errs, data.searched), claims=verdicts.remedy_claims(errs, data.searched, task),
+    )
+
+
+# ------------------------------------------------------------------------------ compression
+@dataclass(frozen=True)
+class Compression:
+    comp: pd.DataFrame  # finished compression trials (tables.compression_runs)
+    fronts: dict[str, pd.Series] = field(default_factory=dict)  # 'raw'/'gzip' -> Pareto mask
+    base: dict = field(default_factory=dict)  # tables.base_point
+    pruned: pd.DataFrame | None = None  # for the accuracy–sparsity chart
+    pruned_hue: str | None = None
+    quantized: pd.DataFrame | None = None  # for the accuracy–bits chart
+    pairs: pd.DataFrame = field(default_factory=pd.DataFrame)  # tables.distillation_pairs
+    frontier: pd.DataFrame = field(default_factory=pd.DataFrame)  # the page's frontier table
+    claims: list[verdicts.Claim] = field(default_factory=list)
+
+
+def compression_claims(comp: pd.DataFrame, references: pd.DataFrame) -> list[verdicts.Claim]:
+    """The compression claims this sweep's trials can speak to (verdicts.py)."""
+    if comp.empty:
+        return []
+    base = tables.base_point(comp, references)
+    sizes = pd.to_numeric(comp.get(names.column("data/test_size"), pd.Series(dtype=float)), errors="coerce").dropna()
+    test_size = float(sizes.iloc[0]) if len(sizes) else float("nan")
+    found = [
+        verdicts.quantization_claim(comp, float(base["accuracy"]), test_size, tables.ACCURACY),
+        verdicts.distillation_claim(tables.distillation_pairs(comp)),
+        verdicts.sparse_dense_claim(comp, tables.ACCURACY, tables.SIZE["gzip"]),
+    ]
+    return [c for c in found if c is not None]
+
+
+def _pruned(comp: pd.DataFrame) -> tuple[pd.DataFrame | None, str | None]:
+    pruned = comp[comp["method"].isin(["prune", "prune_quantize"]) & comp.get(SPARSITY, pd.Series(dtype=float)).notna()]
+    if not (len(pruned) > 1 and SPARSITY in comp and pruned[SPARSITY].round(3).nunique() > 1):
+        return None, None
+    hue = "method" if pruned["method"].nunique() > 1 else None
+    if "params.compress.schedule" in pruned and pruned["params.compress.schedule"].nunique() > 1:
+        pruned = pruned.assign(variant=pruned["method"] + ", " + pruned["params.compress.schedule"].fillna("") + ", "
+                               + pruned.get("params.compress.structure", "").fillna(""))
+        hue = "variant"
+    return pruned, hue
+
+
+def _quantized(comp: pd.DataFrame) -> pd.DataFrame | None:
+    quantized = comp[(comp["method"] == "quantize") & comp.get(BITS, pd.Series(dtype=float)).notna()]
+    if quantized.empty or quantized[BITS].nunique() <= 1:
+        return None
+    return quantized.assign(kind=quantized.get(names.tag_column(Tag.ARTIFACT), "").str.split(" \\(").str[0])
+
+
+def compression(data: SweepRuns) -> Compression:
+    comp = tables.compression_runs(data.runs)
+    if comp.empty:
+        return Compression(comp)
+    fronts = {which: tables.frontier(comp, which) for which in tables.SIZE}
+    pruned, hue = _pruned(comp)
+    front = comp[fronts["gzip"] | fronts["raw"]].sort_values(tables.SIZE["gzip"])
+    columns = tables.varying_settings(comp)
+    frontier = pd.DataFrame({
+        "trial": front["trial"], "method": front["method"], "settings": front.apply(tables.settings_of, axis=1, columns=columns),
+        "file": front.get(names.tag_column(Tag.ARTIFACT), ""), "test accuracy": front[tables.ACCURACY],
+        "bytes": front[tables.SIZE["raw"]], "gzip bytes": front[tables.SIZE["gzip"]],
+        "ratio": front.get(names.column("artifact/compression_ratio")),
+        "latency ms": front.get(names.column("artifact/latency_ms")), "run": front["run_id"],
+    })
+    return Compression(comp, fronts, tables.base_point(comp, data.references), pruned, hue, _quantized(comp),
+                       tables.distillation_pairs(comp), frontier, compression_claims(comp, data.references))
+
+
+def is_compression(data: SweepRuns) -> bool:
+    comp = tables.compression_runs(data.runs)
+    return not comp.empty or (data.runs.get(names.tag_column(Tag.METHOD)) is not None and not data.references.empty)
+
+
+# ------------------------------------------------------------------------------------ study
+@dataclass(frozen=True)
+class StudyInfo:
+    objective: dict[str, str]  # metric -> direction
+    sampler: str
+    pruner: str
+    counts: TrialCounts
+    found: bool  # whether the Optuna study was found
+    histories: dict[str, pd.DataFrame] = field(default_factory=dict)  # objective -> tables.optimization_history
+    importances: dict[str, dict[str, float]] = field(default_factory=dict)  # objective -> param -> fANOVA importance
+    durations: pd.DataFrame = field(default_factory=pd.DataFrame)
+    unfinished: pd.DataFrame = field(default_factory=pd.DataFrame)  # trial, state, reason
+    sweep_text: str | None = None
+
+
+def memory_study(found: OptunaTrials) -> optuna.Study:
+    """An in-memory Optuna study of the loaded finished trials, for Optuna's own summaries
+    (best values, the Pareto set, fANOVA) without going back to the store."""
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), directions=found.directions)
+    for key, value in found.user_attrs.items():
+        study.set_user_attr(key, value)
+    study.add_trials([t for t in found.trials if t.state == optuna.trial.TrialState.COMPLETE])
+    return study
+
+
+def importances(study: optuna.Study, objective: dict[str, str], metric: str) -> dict[str, float]:
+    """fANOVA importances for one objective `metric`; {} where they cannot be computed."""
+    complete = study.get_trials(deepcopy=False)
+    if len(complete) < 2 or not any(t.distributions for t in complete):
+        return {}
+    index = list(objective).index(metric)
+    target = (lambda t: t.values[index]) if len(study.directions) > 1 else None
+    try:
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # variance explained, either direction
+        return optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)
+    except Exception:  # too few distinct values for fANOVA: the page says importances are missing
+        return {}
+
+
+def study_info(data: SweepRuns, counts: TrialCounts, study: optuna.Study | None) -> StudyInfo:
+    objective = tables.objective_of(data.sweep_run)
+    params = data.sweep_run.get("params", {})
+    histories = {metric: tables.optimization_history(data.runs, metric, direction) for metric, direction in objective.items()}
+    found = {}
+    if study is not None:
+        found = {metric: values for metric in objective if (values := importances(study, objective, metric))}
+    runs = data.runs
+    unfinished = pd.DataFrame()
+    if not runs.empty:
+        stopped = runs[runs["state"].isin([TrialState.FAILED, TrialState.INTERRUPTED, TrialState.DIVERGED, TrialState.PRUNED])]
+        reasons = stopped.get(names.tag_column(Tag.REASON), pd.Series("", index=stopped.index)).fillna("")
+        unfinished = pd.DataFrame({"trial": stopped["trial"], "state": stopped["state"], "reason": reasons})
+    return StudyInfo(
+        objective, params.get("sampler", "?"), params.get("pruner", "?"), counts, study is not None,
+        {m: h for m, h in histories.items() if len(h) >= 2}, found, tables.durations(runs), unfinished, data.sweep_text,
+    )
+
+
+# ------------------------------------------------------------------------------- the report
+@dataclass
+class Conclusions:
+    """What a report concludes, in machine-readable form (verdicts.json): the rules, each claim
+    with its numbers, each trial's regime, interpolation thresholds and double-descent peaks."""
+
+    claims: list = field(default_factory=list)
+    trials: pd.DataFrame = field(default_factory=pd.DataFrame)
+    descents: list = field(default_factory=list)
+    decomposition: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything one sweep's report says, before it is drawn."""
+
+    name: str
+    task: str | None  # classification or regression (None: no trial runs yet)
+    description: str
+    store: str
+    experiment_id: str
+    trial_runs: int
+    counts: TrialCounts
+    body: BiasVariance | Compression | None  # None: no trial runs yet
+    claims: list[verdicts.Claim]  # every claim on the page, judged together (Holm)
+    study: StudyInfo
+    conclusions: Conclusions
+    best: str  # listing.best_summary of the Optuna study ('' without it)
+
+
+def compute_report(data: SweepRuns) -> Report:
+    """The report's sections from the loaded sweep: no I/O."""
+    counts = trial_counts(data)
+    body: BiasVariance | Compression | None = None
+    if not data.runs.empty:
+        body = compression(data) if is_compression(data) else bias_variance(data)
+    claims = verdicts.judge(body.claims) if body is not None and body.claims else []
+    conclusions = Conclusions(claims=claims)
+    if isinstance(body, BiasVariance) and not body.errs.empty:
+        conclusions.trials = body.errs
+        conclusions.descents = [d for view in body.views for d in view.descents]
+        if body.decomposition is not None:
+            conclusions.decomposition = body.decomposition.table
+    study = memory_study(data.optuna) if data.optuna is not None else None
+    return Report(
+        data.name, regimes.task_of(data.runs) if not data.runs.empty else None, data.description, data.store, data.experiment_id, len(data.runs), counts, body, claims,
+        study_info(data, counts, study), conclusions, best_summary(study) if study is not None else "",
+    )
