@@ -206,9 +206,11 @@ def _duration_argument(text: str) -> float:
     from study.schema import Budget
 
     try:
-        seconds = Budget(timeout=text).timeout
+        seconds = Budget.model_validate({"timeout": text}).timeout
     except ValidationError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write seconds (600) or 90s, 10m, 1.5h") from None
+        seconds = None
+    if seconds is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write seconds (600) or 90s, 10m, 1.5h")
     return seconds
 
 

@@ -16,7 +16,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -170,7 +170,7 @@ def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     cls: type[BaseModel] | None = root
     for part in loc[:-1]:
         if part in _TAGGED and (cls is None or part not in cls.model_fields):
-            cls = _TAGGED[part]
+            cls = _TAGGED[part]  # type: ignore[assignment]  # a dict of spec classes: mypy sees their metaclass
         elif cls is not None and part in cls.model_fields:
             cls = _model_class(cls.model_fields[part].annotation)
         else:
@@ -214,7 +214,7 @@ _EXPECTED = {
 }
 
 
-def format_error(error: dict, data: Any, root: type[BaseModel] = SweepConfig) -> str:
+def format_error(error: Any, data: Any, root: type[BaseModel] = SweepConfig) -> str:
     """One line for one pydantic error: the key path, what is wrong and how to fix it."""
     loc, kind, ctx = tuple(error["loc"]), error["type"], error.get("ctx") or {}
     path = _readable_path(loc, data)
@@ -300,6 +300,7 @@ class Sweep:
 
     @property
     def name(self) -> str:
+        assert self.config.name is not None  # load_sweep fills it in from the file's stem
         return self.config.name
 
     @property
@@ -314,7 +315,7 @@ class Sweep:
         return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
         return list(self.config.objective.values())
 
     @property
@@ -342,7 +343,7 @@ class Sweep:
 
     def grid(self) -> dict[str, list]:
         """The grid sampler's search space: every searched key with its finite list of values."""
-        return {key: spec.grid() for key, spec in self.searched.items()}
+        return {key: spec.grid() for key, spec in self.searched.items()}  # type: ignore[union-attr]  # FixedParam is not searched
 
 
 def _probe(tree: dict, key: str, where: str, value: Any) -> None:
@@ -381,6 +382,7 @@ def _check_setups(config: SweepConfig) -> None:
     except ValidationError as exc:
         raise ValueError(_first_problem(exc, defaults, Setup)) from None
     for key, spec in config.search.items():
+        probes: dict[str, Any]
         if isinstance(spec, (IntParam, FloatParam)):
             probes = {"low": spec.low, "high": spec.high}
         elif isinstance(spec, CategoricalParam):
@@ -425,7 +427,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise BadInput(f"--set {text!r}: the value is not valid YAML ({exc})") from None
 
 
-def _blamed(error: dict, raw: dict, path: Path, overrides: dict[str, Any]) -> str:
+def _blamed(error: Any, raw: dict, path: Path, overrides: dict[str, Any]) -> str:
     """One problem, on the `--set` that caused it or else on the file."""
     dotted = ".".join(str(part) for part in error["loc"])
     line = format_error(error, raw, SweepConfig)

@@ -12,9 +12,9 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -324,7 +324,7 @@ def _load_csv(spec: CsvSpec, seed: int, base_dir: Path) -> Data:
     )
 
 
-LOADERS = {"mnist1d": _load_mnist1d, "digits": _load_digits, "polynomial": _load_polynomial, "csv": _load_csv}
+LOADERS: dict[str, Callable[..., Data]] = {"mnist1d": _load_mnist1d, "digits": _load_digits, "polynomial": _load_polynomial, "csv": _load_csv}
 
 
 def load_dataset(spec, seed: int, base_dir: Path | str = ".") -> Data:

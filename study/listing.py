@@ -43,7 +43,7 @@ def list_sweeps(store: Store, folder: Path) -> list[tuple]:
             raise
         except Exception as exc:
             raise StudyError(f"cannot read the studies in {store.describe()}: {exc}") from None
-    rows = []
+    rows: list[tuple] = []
     for name in [*files, *sorted(set(studies) - set(files))]:
         file = str(files[name]) if name in files else "(no file)"
         if name not in studies:

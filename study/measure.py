@@ -6,6 +6,8 @@ names (and the per-epoch curves') are declared once, in `names`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 SPLITS = ("train", "val", "test")  # the names of the splits (names.SPLITS; measure stays free of imports)
@@ -132,7 +134,7 @@ def count_nonzero(weights: list[np.ndarray]) -> int:
     return int(sum(np.count_nonzero(w) for w in weights))
 
 
-def pareto_mask(values: np.ndarray, directions: list[str]) -> np.ndarray:
+def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     """Which rows of `values` (n, objectives) no other row dominates.
 
     A row dominates another when it is at least as good in every objective and strictly better in

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -285,7 +285,7 @@ class Pack:
             if reason:
                 result.stopped, result.reason = "pruned", reason
                 return False
-        if stop:
+        if stop and stopper is not None:
             result.stopped, result.stopped_epoch = "early_stopping", stopper.stopped_epoch
             result.reason = (
                 f"{stopper.spec.monitor} did not improve for {stopper.spec.patience} epochs; "

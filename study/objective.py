@@ -10,6 +10,7 @@ Compression trials start from a trained base instead (`compression.pipeline`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +159,7 @@ def _train_pack(chosen: list[tuple[_Trial, int]]) -> None:
             continue
         member = Member(
             model, job.setup.train, job.data.task, (inputs.x_train, inputs.y_train), (inputs.x_val, inputs.y_val),
-            seed, on_epoch=trial.on_epoch(index), on_stop=lambda fitted, t=trial, i=index: t.on_stop(i, fitted),
+            seed, on_epoch=trial.on_epoch(index), on_stop=partial(trial.on_stop, index),
         )
         built.append((trial, index, seed, inputs, member))
     built = [entry for entry in built if entry[0].error is None]

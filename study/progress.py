@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 from optuna.trial import TrialState
@@ -27,7 +28,7 @@ class Progress:
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
         self.bar = None
-        self.sweep = None
+        self.sweep: Any = None  # the Sweep, once started
 
     def start(self, sweep, target: int | None, counts) -> None:
         self.sweep = sweep
@@ -59,6 +60,7 @@ class Progress:
             self.bar = None
 
     def _best(self, trials) -> str:
+        assert self.sweep is not None
         metrics, directions = self.sweep.metrics, self.sweep.directions
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if not complete:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState as OptunaState
@@ -46,7 +47,8 @@ def recover(study: optuna.Study, client, metrics: list[str], orphans: bool = Fal
     settle = Settle(client, metrics)
     storage = study._storage
     settled = []
-    for trial_id in [*storage._get_stale_trial_ids(study._study_id), *_never_beat(study)]:
+    stale = storage._get_stale_trial_ids(study._study_id)  # type: ignore[attr-defined]  # Optuna's own stale check
+    for trial_id in [*stale, *_never_beat(study)]:
         try:
             if len(retry_attrs(storage.get_trial(trial_id))["retry_history"]) > MAX_RETRIES:  # said while it can be
                 storage.set_trial_user_attr(trial_id, Attr.REASON, f"its worker died {MAX_RETRIES + 1} times "
@@ -94,7 +96,7 @@ def _never_beat(study: optuna.Study) -> list[int]:
     """Ids of RUNNING trials with no heartbeat row that started more than the grace period ago."""
     from optuna.storages._rdb import models
 
-    storage = getattr(study._storage, "_backend", study._storage)  # the RDB storage under Optuna's cache
+    storage: Any = getattr(study._storage, "_backend", study._storage)  # the RDB storage under Optuna's cache
     cutoff = datetime.datetime.now() - datetime.timedelta(seconds=store.GRACE_SECONDS)
     session = storage.scoped_session()
     try:
@@ -139,7 +141,7 @@ class Settle:
         history = attrs["retry_history"]
         if run is not None and run.info.status == "FINISHED" and all(m in run.data.metrics for m in self.metrics):
             state = run.data.tags.get(Tag.STATE, TrialState.FINISHED)
-            outcome = {"state": OptunaState.COMPLETE, "values": [run.data.metrics[m] for m in self.metrics]}
+            outcome: dict[str, Any] = {"state": OptunaState.COMPLETE, "values": [run.data.metrics[m] for m in self.metrics]}
             if state != TrialState.FINISHED:
                 outcome = {"state": OptunaState.PRUNED, "values": None}
             study.add_trial(optuna.trial.create_trial(

@@ -11,7 +11,7 @@ import csv
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class TrialObserver(Protocol):
     def epoch(self, replicate: int, epoch: int, metrics: dict[str, float]) -> str | None:
         """Called after every epoch; return a reason to stop the trial (pruning), else None."""
 
-    def replicate_end(self, replicate: "ReplicateResult") -> None:
+    def replicate_end(self, replicate: ReplicateResult) -> None:
         """Called when a replicate has been measured."""
 
 
@@ -165,7 +165,7 @@ def write_outputs(result: TrialResult, data: Data, folder: Path) -> None:
     )
     outputs = [r.test_outputs for r in result.replicates if r.test_outputs is not None]
     if outputs:
-        extra = {}
+        extra: dict[str, Any] = {}
         if data.f_test is not None:
             extra = {"f_test": data.f_test, "noise_std": np.float32(data.noise_std or 0.0)}
         np.savez_compressed(

@@ -10,6 +10,7 @@ its settings again). Plain trials train with `objective.run_trials`, compression
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import tempfile
 import threading
@@ -24,16 +25,19 @@ from optuna.trial import TrialState as OptunaState
 from study import measure, names
 from study.budget import count_trials, finished_with
 from study.config import Sweep, flatten
-from study.datasets import load_dataset
+from study.datasets import Data, load_dataset
 from study.errors import StudyError
 from study.names import Attr, TrialState
 from study.recovery import queue_again
+from study.schema import Setup
 from study.search import relevant, suggest
 from study.store import HEARTBEAT_SECONDS
-from study.tracking import Tracker
+from study.tracking import Tracker, TrialRun
 
 # Optuna warns that heartbeats are meant for Study.optimize; with ask/tell we beat ourselves (Heartbeat).
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+log = logging.getLogger(__name__)
 
 DUPLICATE = "duplicate"  # what run_pack answers for a trial that repeats settings that already ran
 
@@ -51,8 +55,8 @@ class Heartbeat:
             for trial_id in self.trial_ids:
                 try:
                     self.storage.record_heartbeat(trial_id)
-                except Exception:  # a missed beat is not worth failing the trial for
-                    pass
+                except Exception as exc:  # a missed beat is not worth failing the trial for
+                    log.debug("trial %d: heartbeat not recorded: %s", trial_id, exc)
 
     def __enter__(self):  # the first beat was recorded as the trial was asked (_loop)
         self.thread.start()
@@ -111,7 +115,7 @@ def best_runs(study: optuna.Study, sweep: Sweep, current) -> dict[str, bool]:
 
 def progress_metrics(study: optuna.Study, sweep: Sweep) -> dict[str, float]:
     counts = count_trials(study.get_trials(deepcopy=False))
-    metrics = {"trials/finished": counts.finished, "trials/pruned": counts.pruned, "trials/failed": counts.failed}
+    metrics: dict[str, float] = {"trials/finished": counts.finished, "trials/pruned": counts.pruned, "trials/failed": counts.failed}
     if len(sweep.metrics) == 1:
         try:
             metrics[f"best/{sweep.metrics[0]}"] = study.best_value
@@ -127,9 +131,9 @@ class Started:
     """A trial whose settings are sampled and whose MLflow run exists, ready to train."""
 
     trial: optuna.Trial
-    setup: object  # Setup
-    data: object  # Data
-    run: object  # TrialRun
+    setup: Setup
+    data: Data
+    run: TrialRun
     workdir: Path
     told: bool = False
 
@@ -276,11 +280,12 @@ def interruption(exc: BaseException) -> bool:
     """True for Ctrl+C, also where a library turned it into an error of its own (SQLite answers
     a signal during a query with "interrupted"): the trial is queued again, not failed."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, KeyboardInterrupt) or (type(exc).__name__ == "OperationalError" and "interrupted" in str(exc)):
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, KeyboardInterrupt) or (type(link).__name__ == "OperationalError" and "interrupted" in str(link)):
             return True
-        exc = exc.__cause__ or exc.__context__
+        link = link.__cause__ or link.__context__
     return False
 
 

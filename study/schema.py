@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from study import names
 from study.errors import did_you_mean
 
-Scalar = Union[bool, int, float, str, None]
+Scalar = bool | int | float | str | None
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -92,7 +92,7 @@ class CsvSpec(_DatasetBase):
 
 
 DatasetSpec = Annotated[
-    Union[Mnist1dSpec, DigitsSpec, PolynomialSpec, CsvSpec], Field(discriminator="name")
+    Mnist1dSpec | DigitsSpec | PolynomialSpec | CsvSpec, Field(discriminator="name")
 ]
 
 # What each dataset is, where that is known before loading it.
@@ -156,7 +156,8 @@ class TrainSpec(_Strict):
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
 
 
-COMPRESSION_METHODS = ("none", "prune", "quantize", "prune_quantize", "cluster", "distill", "architecture")
+CompressionMethod = Literal["none", "prune", "quantize", "prune_quantize", "cluster", "distill", "architecture"]
+COMPRESSION_METHODS = get_args(CompressionMethod)
 
 # The compress.* knobs each method reads: a sampler skips the others (a conditional search space).
 METHOD_KNOBS = {
@@ -187,7 +188,7 @@ TRAINS_OWN_MODEL = ("distill", "architecture")
 class CompressSpec(_Strict):
     """How a trial compresses the base model (only in sweeps with a `base`)."""
 
-    method: Literal[COMPRESSION_METHODS] = "none"  # none: the base as it is, the uncompressed reference
+    method: CompressionMethod = "none"  # none: the base as it is, the uncompressed reference
     sparsity: float = Field(0.5, ge=0, le=0.98)  # prune: target fraction of zero weights
     schedule: Literal["polynomial", "constant"] = "polynomial"  # Zhu & Gupta's cubic ramp, or all at once
     structure: Literal["unstructured", "2:4"] = "unstructured"  # 2:4 keeps 2 of every 4 weights (sparsity 0.5)
@@ -302,7 +303,7 @@ def _check_range(low, high, log, step):
         raise ValueError("a range cannot have both log: true and a step; drop one")
 
 
-SearchParam = Annotated[Union[IntParam, FloatParam, CategoricalParam, FixedParam], Field(discriminator="type")]
+SearchParam = Annotated[IntParam | FloatParam | CategoricalParam | FixedParam, Field(discriminator="type")]
 
 
 class TpeSpec(_Strict):
@@ -324,7 +325,7 @@ class NsgaiiSpec(_Strict):
     population_size: int = Field(20, ge=2, le=100_000)
 
 
-SamplerSpec = Annotated[Union[TpeSpec, RandomSpec, GridSpec, NsgaiiSpec], Field(discriminator="name")]
+SamplerSpec = Annotated[TpeSpec | RandomSpec | GridSpec | NsgaiiSpec, Field(discriminator="name")]
 
 
 class MedianPrunerSpec(_Strict):
@@ -344,7 +345,7 @@ class NoPrunerSpec(_Strict):
 
 
 PrunerSpec = Annotated[
-    Union[MedianPrunerSpec, HyperbandPrunerSpec, NoPrunerSpec], Field(discriminator="name")
+    MedianPrunerSpec | HyperbandPrunerSpec | NoPrunerSpec, Field(discriminator="name")
 ]
 
 

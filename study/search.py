@@ -99,7 +99,7 @@ def max_epochs(sweep: Sweep) -> int:
     if isinstance(searched, IntParam):
         return searched.high
     if isinstance(searched, CategoricalParam):
-        return max(int(c) for c in searched.choices)
+        return max(int(c) for c in searched.choices if isinstance(c, (int, float)))  # the schema makes them ints
     return int(sweep.defaults()["train"]["epochs"])
 
 

@@ -42,7 +42,7 @@ class Store:
         tracking_uri: str | None = None,
         storage: str | None = None,
         artifacts: str | None = None,
-    ) -> "Store":
+    ) -> Store:
         """Flags win over environment variables, which win over the `mlruns/` default."""
         root = Path(store or os.environ.get("STUDY_STORE") or "mlruns").expanduser().resolve()
         tracking_uri = tracking_uri or os.environ.get("STUDY_TRACKING_URI") or _sqlite_url(root / "mlflow.db")
@@ -176,13 +176,21 @@ def storage_error(exc: BaseException) -> str:
     return DISK_FULL if disk_full(exc) else _first_line(exc)
 
 
-def _first_line(exc: Exception) -> str:
+def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
 
 def _redact(url: str) -> str:
-    """Hide a password in a database URL before printing it."""
+    """Hide a password in a database URL before printing it: in its user part (SQLAlchemy's own
+    rendering, which also handles an empty user name) and in a `password=` query parameter."""
     import re
 
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads (a file path): only the query is left
+        url = re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)

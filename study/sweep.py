@@ -173,7 +173,7 @@ def _run_workers(job: Job, workers: int, study: optuna.Study, progress) -> str:
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for proc in procs:
-            if proc.is_alive():
+            if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGINT)
         for proc in procs:
             proc.join()

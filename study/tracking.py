@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 import traceback
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -59,7 +59,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@lru_cache(maxsize=None)
+@cache
 def environment_tags(folder: str) -> dict[str, str]:
     """Versions of the main packages and the git commit of the sweep file's repository."""
     tags = {}
@@ -191,7 +191,7 @@ class Tracker:
         self.log(self._sweep_run(), metrics=metrics, step=step)
 
     # ------------------------------------------------------------------------------ trial run
-    def start_trial(self, number: int, params: dict, setup_params: dict, data) -> "TrialRun":
+    def start_trial(self, number: int, params: dict, setup_params: dict, data) -> TrialRun:
         """Create the trial's run with every resolved setting as a param, and the dataset as an input."""
         tags = {  # top-level runs (the UI shows nested runs folded): linked to the sweep by a tag
             **self.base_tags,
@@ -321,7 +321,7 @@ class Tracker:
         tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         self.log_entities(run_id, metric_list, param_list, tag_list)
 
-    def log_entities(self, run_id: str, metrics: list, params: list = (), tags: list = ()) -> None:
+    def log_entities(self, run_id: str, metrics: list, params: list | tuple = (), tags: list | tuple = ()) -> None:
         self.client.log_batch(run_id, metrics=list(metrics), params=list(params), tags=list(tags))
 
 

@@ -104,14 +104,14 @@ def trials_per_pack(sweep: Sweep) -> int:
 def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None) -> list[optuna.Trial]:
     """Ask up to `trials_per_pack` trials, fewer where the budget ends; those asked over it are
     marked skipped."""
-    trials = []
+    trials: list[optuna.Trial] = []
     while len(trials) < trials_per_pack(sweep):
         if trials and target is not None:
             counts = count_trials(study.get_trials(deepcopy=False))
             if counts.done + counts.running >= target:
                 break
         trial = study.ask()
-        study._storage.record_heartbeat(trial._trial_id)  # at once: a worker that dies now is found by its heartbeat
+        study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]  # at once: a worker that dies now is found by its heartbeat
         if over_budget(study, trial, target):
             trial.set_user_attr(Attr.SKIPPED, "budget")
             study.tell(trial, state=OptunaState.FAIL)
@@ -151,7 +151,7 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, progres
             last_failed = trial if state == TrialState.FAILED else None
         if duplicates >= MAX_DUPLICATES_IN_A_ROW:
             return Stop.EXHAUSTED
-        if failures >= MAX_FAILURES_IN_A_ROW:
+        if failures >= MAX_FAILURES_IN_A_ROW and last_failed is not None:
             last = study._storage.get_trial(last_failed._trial_id).user_attrs.get(Attr.REASON, "")
             if "No space left" in last or "disk is full" in last:
                 raise StudyError(DISK_FULL)
@@ -168,5 +168,5 @@ def _worker_main(job: Job, parent: int) -> None:
         outcome = work(job)
     except StudyError as exc:
         print(f"error: worker {job.worker}: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     raise SystemExit(130 if outcome == Stop.INTERRUPTED else 0)

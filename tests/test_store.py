@@ -125,14 +125,10 @@ def test_redaction_hides_exactly_the_password(url, shown):
     assert store_module._redact(url) == shown
 
 
-@pytest.mark.xfail(strict=True, reason="_redact needs a user name before the colon: a URL with an empty user "
-                                       "name keeps its password in study's messages")
 def test_a_password_without_a_user_name_is_hidden_too():
     assert "s3cret" not in store_module._redact("postgresql://:s3cret@host/db")
 
 
-@pytest.mark.xfail(strict=True, reason="_redact hides only user:password@; libpq's password= query parameter "
-                                       "(postgresql://alice@host/db?password=...) is printed as it is")
 def test_a_password_given_as_a_query_parameter_is_hidden_too():
     assert "s3cret" not in store_module._redact("postgresql://alice@host/db?password=s3cret")
 

@@ -69,7 +69,7 @@ class References:
             tree["train"] = (spec.train or self.sweep.config.train).model_dump()
             tree.pop("compress", None)
             return self.trained(Role.BASE, Setup.model_validate(tree), data, self.sweep.config.seed)
-        run_id = spec.run or self._best_run_of(spec.sweep)
+        run_id = spec.run or self._best_run_of(spec.sweep or "")  # the schema requires one of model, run, sweep
         return self._from_run(run_id, data)
 
     def control(self, setup: Setup, data, seed: int) -> Reference:

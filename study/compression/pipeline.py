@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from study.replicate import (
     prepare_inputs,
     save_model,
 )
+from study.schema import Setup
 from study.training import FitResult, compile_model, fit
 
 REPRESENTATIVE_EXAMPLES = 200  # inputs that calibrate full-integer quantization
@@ -41,14 +43,14 @@ REPRESENTATIVE_EXAMPLES = 200  # inputs that calibrate full-integer quantization
 
 @dataclass
 class Context:
-    setup: object
-    data: object
+    setup: Setup
+    data: Data
     inputs: Data  # the replicate's view: its own training set
     folder: Path
     index: int
     seed: int
-    observer: object = None
-    references: object = None
+    observer: TrialObserver | None = None
+    references: Any = None  # compression.base.References: the base and the controls
     epochs_done: int = 0  # fine-tuning phases continue the epoch count, so curves do not overlap
     history: list = field(default_factory=list)
 
@@ -97,7 +99,7 @@ def apply_pruning(base, ctx: Context) -> Compressed:
 def apply_prune_then_quantize(base, ctx: Context) -> Compressed:
     """Deep compression: prune, then 8-bit quantization-aware training that keeps the zeros."""
     pruned = apply_pruning(base, ctx)
-    if pruned.fitted.stopped == TrialState.DIVERGED:
+    if pruned.fitted is not None and pruned.fitted.stopped == TrialState.DIVERGED:
         return pruned
     qat = quantize.qat8_model(pruned.plain, preserve_sparsity=True)
     fitted = ctx.fine_tune(qat, ctx.setup.compress.finetune_epochs)
@@ -188,7 +190,7 @@ def layer_table(model: keras.Model) -> list[dict]:
 def artifact_metrics(artifact: Artifact, task: str, inputs: Data, base) -> tuple[dict[str, float], np.ndarray]:
     """Size, compressed size, ratios against the base, and accuracy and loss of the file itself."""
     blob = artifact.path.read_bytes()
-    metrics = {
+    metrics: dict[str, float] = {
         "artifact/size_bytes": len(blob),
         "artifact/gzip_bytes": measure.gzip_size(blob),
         "artifact/bits": artifact.bits,

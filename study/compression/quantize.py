@@ -37,7 +37,7 @@ def _quantizer_classes():
     """Defined on first use: subclassing the toolkit's classes needs it imported."""
     quantizers = tfmot().quantization.keras
 
-    class SymmetricWeights(quantizers.quantizers.Quantizer):
+    class SymmetricWeights(quantizers.quantizers.Quantizer):  # type: ignore[name-defined]  # a runtime base
         """n-bit symmetric per-channel fake quantization with a straight-through gradient."""
 
         def __init__(self, bits: int):
@@ -52,7 +52,7 @@ def _quantizer_classes():
         def get_config(self):
             return {"bits": self.bits}
 
-    class WeightsOnly(quantizers.QuantizeConfig):
+    class WeightsOnly(quantizers.QuantizeConfig):  # type: ignore[name-defined]  # a runtime base
         """Quantize a layer's kernels to n bits; leave activations in float."""
 
         def __init__(self, bits: int, names: tuple[str, ...]):
