@@ -4,8 +4,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Tests run in two processes (pytest-xdist), a test file per process at a time: files share
+# module-scoped fixtures, and TensorFlow's small models leave a core idle (README, "Tests").
+PYTEST_JOBS ?= -n 2 --dist loadfile
 
-.PHONY: demo test test-fast ui
+.PHONY: demo test test-unit test-fast lint ui
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +21,21 @@ demo: $(STAMP)
 	$(BIN)/study run sweeps/demo_compression.yaml
 	$(BIN)/study report demo demo_compression
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+# Everything CI runs: the linter, the type checker, then every tier of tests (README, "Tests").
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_JOBS)
 
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+# The unit tier alone: pure logic, no TensorFlow, seconds.
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest $$(grep -l '^pytestmark = pytest.mark.unit' tests/test_*.py)
+
+# Without the slow end-to-end tier.
+test-fast: lint
+	$(BIN)/python -m pytest $(PYTEST_JOBS) -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check study tests benchmarks
+	$(BIN)/mypy
 
 ui: $(STAMP)
 	$(BIN)/study ui

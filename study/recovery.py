@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import warnings
 from typing import Any
 
 import optuna
@@ -116,7 +117,9 @@ def retry_attrs(trial) -> dict:
     return {"failed_trial": history[0], "retry_history": history}
 
 
-RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+with warnings.catch_warnings():  # "experimental" since Optuna 2.8; its behaviour is what we test
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
 
 def queue_again(study: optuna.Study, trial) -> bool:

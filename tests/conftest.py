@@ -100,9 +100,21 @@ def _descendants(root: int) -> list[tuple[int, str]]:
     return found
 
 
+# The tiers (README, "Tests"). unit: pure logic on hand-made inputs, no TensorFlow, no store,
+# seconds in all (files that say `pytestmark = pytest.mark.unit`; `make test-unit` runs just
+# them). slow: end-to-end, real sweeps in subprocesses, servers, a browser. Everything else is
+# integration: real MLflow and Optuna stores, tiny Keras models.
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """The suite leaves no process running (no worker, no server): it fails if one is left."""
+    """The suite leaves no process running (no worker, no server): it fails if one is left. A
+    unit-tier run fails if anything imported TensorFlow: that tier stays pure."""
     import time
+
+    items = getattr(session, "items", [])
+    if items and all(item.get_closest_marker("unit") for item in items) and "tensorflow" in sys.modules:  # make test-unit
+        print("\nerror: a unit-tier test imported TensorFlow; move it to the integration tier", file=sys.stderr)
+        session.exitstatus = 1
 
     deadline = time.time() + 15  # processes told to stop may take a moment
     left = _descendants(os.getpid())

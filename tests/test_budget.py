@@ -17,6 +17,8 @@ from optuna.trial import TrialState, create_trial
 from study.budget import Counts, count_trials, counted, finished_with, over_budget, target_trials
 from study.config import load_sweep
 
+pytestmark = pytest.mark.unit  # pure logic: no TensorFlow, no store
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 WIDTH = {"model.width": CategoricalDistribution([4, 8, 16])}

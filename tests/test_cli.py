@@ -12,9 +12,9 @@ import urllib.request
 
 import optuna
 import pytest
+from conftest import STUDY, TINY, chromium_driver, run_env
 from optuna.trial import TrialState
 
-from conftest import STUDY, TINY, chromium_driver, run_env
 from study import serve
 from study.store import Store
 
@@ -308,7 +308,8 @@ def test_a_full_disk_is_one_line_not_a_traceback(write_sweep, tmp_path, monkeypa
 
     import sqlalchemy
 
-    from study import cli, sweep as sweep_module
+    from study import cli
+    from study import sweep as sweep_module
 
     path = write_sweep("full", TINY)
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # cmd_run's SIGTERM handler stays out of pytest

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY
+
 from study.config import load_sweep, parse_override, parse_yaml
 from study.errors import StudyError
 from study.schema import CategoricalParam, FixedParam, FloatParam, IntParam

@@ -12,6 +12,8 @@ from study.datasets import expand_features, flip_labels, load_dataset, training_
 from study.errors import StudyError
 from study.schema import CsvSpec, DigitsSpec, Mnist1dSpec, PolynomialSpec
 
+pytestmark = pytest.mark.unit  # pure logic: no TensorFlow, no store
+
 
 def mnist(**kw):
     return Mnist1dSpec(name="mnist1d", num_samples=kw.pop("num_samples", 300), **kw)

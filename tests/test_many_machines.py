@@ -9,9 +9,9 @@ import uuid
 
 import optuna
 import pytest
+from conftest import STUDY, TINY, run_env, unavailable
 from optuna.trial import TrialState
 
-from conftest import STUDY, TINY, run_env, unavailable
 from study.store import Store
 
 PG = os.environ.get("STUDY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")

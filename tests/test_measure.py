@@ -9,6 +9,8 @@ import pytest
 
 from study import measure, names
 
+pytestmark = pytest.mark.unit  # pure logic: no TensorFlow, no store
+
 
 def test_cross_entropy_matches_the_definition():
     logits = np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])

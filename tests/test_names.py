@@ -23,6 +23,8 @@ from study.names import (
     TrialState,
 )
 
+pytestmark = pytest.mark.unit  # pure logic: no TensorFlow, no store
+
 
 def parse(key: str) -> Metric:
     """A final metric key read back into its record, by the key's own grammar (written out here

@@ -8,13 +8,14 @@ import time
 
 import optuna
 import pytest
+from conftest import TINY
 from mlflow.entities import Metric, RunTag
 from optuna.trial import TrialState
 
-from conftest import TINY
-from study import recovery, store as store_module
-from study.config import load_sweep
+from study import recovery
+from study import store as store_module
 from study.budget import count_trials
+from study.config import load_sweep
 from study.sweep import prepare, run_sweep
 
 

@@ -12,6 +12,8 @@ import pytest
 
 from study.report import decompose, regimes, stats, tables, verdicts
 
+pytestmark = pytest.mark.unit  # pure logic: no TensorFlow, no store
+
 
 def trial(i: int, train: float, test: float, replicates: int = 1, sd: float = 0.0, train_sd: float | None = None,
           gap_sd: float | None = None, floor: float | None = 0.0, train_n: int = 3200, test_n: int = 1000, **params) -> dict:

@@ -8,6 +8,8 @@ import pytest
 
 from study.report import decompose, regimes, tables
 
+pytestmark = pytest.mark.unit  # pure logic: no TensorFlow, no store
+
 
 def runs_frame(rows: list[dict]) -> pd.DataFrame:
     """Trial runs as load.py makes them, from (knob values, train/test accuracy) rows."""

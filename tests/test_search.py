@@ -17,6 +17,8 @@ from study.config import load_sweep
 from study.errors import StudyError
 from study.schema import FixedParam
 
+pytestmark = pytest.mark.unit  # pure logic: no TensorFlow, no store
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SAMPLED = textwrap.dedent("""

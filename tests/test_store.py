@@ -14,6 +14,8 @@ import pytest
 from study import store as store_module
 from study.store import SQLITE_TIMEOUT, Store
 
+pytestmark = pytest.mark.unit  # pure logic: no TensorFlow, no store
+
 ENV = ("STUDY_STORE", "STUDY_STORAGE", "STUDY_TRACKING_URI", "STUDY_ARTIFACTS")
 PG = "postgresql://alice:s3cret-pw@db.example.org:5432/optuna"
 PG_MLFLOW = "postgresql+psycopg2://bob:hunter2@db.example.org/mlflow"

@@ -8,10 +8,11 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from conftest import TINY
 from optuna.trial import TrialState
 
-from conftest import TINY
-from study import objective, store as store_module
+from study import objective
+from study import store as store_module
 from study.config import load_sweep
 from study.errors import StudyError
 from study.sweep import Interrupted, prepare, run_sweep

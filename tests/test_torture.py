@@ -11,11 +11,11 @@ import time
 
 import optuna
 import pytest
+from conftest import STUDY, TINY, run_env
 from optuna.trial import TrialState
 
-from conftest import STUDY, TINY, run_env
-from study.store import Store
 from study.budget import counted
+from study.store import Store
 
 FAST_BEATS = {"STUDY_HEARTBEAT_SECONDS": "1", "STUDY_GRACE_SECONDS": "3"}
 
