@@ -127,7 +127,8 @@ FINAL: dict[str, Metric] = {m.key: m for m in [
     Metric("artifact", "gzip_bytes", doc="what the file takes compressed: where pruning and clustering show"),
     Metric("artifact", "compression_ratio", doc="the base's float32 TFLite bytes / this artifact's bytes"),
     Metric("artifact", "gzip_compression_ratio"),
-    Metric("artifact", "latency_ms", doc="median single-example invoke on the TFLite interpreter"),
+    Metric("artifact", "latency_ms", doc="median single-example invoke on LiteRT, one thread, after a warm-up"),
+    Metric("artifact", "latency_iqr_ms", doc="its spread: the interquartile range of the invokes timed"),
     Metric("artifact", "bits"),
     Metric("model", "nonzero_params"),
     Metric("model", "sparsity"),
@@ -226,6 +227,7 @@ class Tag(StrEnum):
     ARTIFACT = "study.artifact"  # what the compressed file is, in words
     DEPLOYABLE = "study.deployable"  # 'true': a runtime (LiteRT) runs the file
     BASE_RUN_ID = "study.base_run_id"
+    WIDTHS = "study.widths"  # structured pruning: the width each hidden layer kept, as JSON
     CONTROL_RUN_ID = "study.control_run_id"
 
 

@@ -162,9 +162,9 @@ COMPRESSION_METHODS = get_args(CompressionMethod)
 # The compress.* knobs each method reads: a sampler skips the others (a conditional search space).
 METHOD_KNOBS = {
     "none": (),
-    "prune": ("sparsity", "schedule", "structure", "finetune_epochs"),
+    "prune": ("sparsity", "schedule", "structure", "criterion", "finetune_epochs"),
     "quantize": ("bits", "scheme", "finetune_epochs"),
-    "prune_quantize": ("sparsity", "schedule", "structure", "finetune_epochs"),
+    "prune_quantize": ("sparsity", "schedule", "structure", "criterion", "finetune_epochs"),
     "cluster": ("clusters", "finetune_epochs"),
     "distill": ("temperature", "alpha"),
     "architecture": (),
@@ -172,13 +172,25 @@ METHOD_KNOBS = {
 
 def knobs_read(method: str, bits: int = 8, scheme: str = "qat", structure: str = "unstructured") -> tuple[str, ...]:
     """The compress.* knobs a trial with these settings reads: quantization reads `scheme` only at
-    8 bits and fine-tunes only under quantization-aware training; 2:4 pruning has its own sparsity."""
-    if method in ("prune", "prune_quantize") and structure == "2:4":
-        return tuple(k for k in METHOD_KNOBS[method] if k != "sparsity")
+    8 bits and fine-tunes only under quantization-aware training; 2:4 pruning has its own sparsity;
+    only structured (channels) pruning ranks units by a `criterion`, and it has no schedule."""
+    if method in ("prune", "prune_quantize"):
+        unread = {"2:4": ("sparsity", "criterion"), "channels": ("schedule",)}.get(structure, ("criterion",))
+        return tuple(k for k in METHOD_KNOBS[method] if k not in unread)
     if method != "quantize":
         return METHOD_KNOBS[method]
-    trains = bits < 8 or (bits == 8 and scheme == "qat")
-    return ("bits",) + (("scheme",) if bits == 8 else ()) + (("finetune_epochs",) if trains else ())
+    return ("bits",) + (("scheme",) if bits in SCHEMED_BITS else ()) + (("finetune_epochs",) if trains(bits, scheme) else ())
+
+
+SCHEMED_BITS = (8, 4)  # the bit-widths that read compress.scheme (4: ptq_dynamic is LiteRT's int4)
+
+
+def trains(bits: int, scheme: str) -> bool:
+    """Whether quantizing to `bits` by `scheme` fine-tunes (quantization-aware training): 2-7 bits
+    do, except int4 by the LiteRT quantizer (post-training); 8 bits under qat."""
+    if bits == 4 and scheme == "ptq_dynamic":
+        return False
+    return bits < 8 or (bits == 8 and scheme == "qat")
 
 
 # Methods that train a model of their own from the sweep's model and train sections.
@@ -189,11 +201,16 @@ class CompressSpec(_Strict):
     """How a trial compresses the base model (only in sweeps with a `base`)."""
 
     method: CompressionMethod = "none"  # none: the base as it is, the uncompressed reference
-    sparsity: float = Field(0.5, ge=0, le=0.98)  # prune: target fraction of zero weights
+    sparsity: float = Field(0.5, ge=0, le=0.98)  # prune: fraction of weights zeroed (channels: of each hidden layer's units removed)
     schedule: Literal["polynomial", "constant"] = "polynomial"  # Zhu & Gupta's cubic ramp, or all at once
-    structure: Literal["unstructured", "2:4"] = "unstructured"  # 2:4 keeps 2 of every 4 weights (sparsity 0.5)
+    # unstructured: any weights; 2:4: 2 of every 4 (sparsity 0.5); channels: whole neurons and filters
+    # removed, a smaller dense model (shrink.py)
+    structure: Literal["unstructured", "2:4", "channels"] = "unstructured"
+    criterion: Literal["l1", "l2"] = "l1"  # channels: a unit's importance, the norm of its weights (Li et al. 2017)
     bits: int = 8  # quantize: 32 float, 16 float16, 8 int8, 2-7 packed by us
-    scheme: Literal["qat", "ptq_dynamic", "ptq_int8"] = "qat"  # how 8-bit weights are made
+    # how 8-bit (and 4-bit) weights are made: quantization-aware training; post-training dynamic range
+    # (at 4 bits: int4 weights by the LiteRT quantizer, which LiteRT runs); post-training full integer
+    scheme: Literal["qat", "ptq_dynamic", "ptq_int8"] = "qat"
     clusters: int = Field(16, ge=2, le=4096)  # cluster: distinct values per layer
     finetune_epochs: int = Field(2, ge=1, le=100_000)  # prune, cluster, quantization-aware training
     temperature: float = Field(4.0, gt=0, le=1e3)  # distill: softens the teacher's logits (Hinton et al. 2015)
@@ -205,6 +222,13 @@ class CompressSpec(_Strict):
         if value not in (2, 3, 4, 5, 6, 7, 8, 16, 32):
             raise ValueError(f"must be 2 to 8, 16 or 32, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _int4_scheme(self):
+        if self.method == "quantize" and self.bits == 4 and self.scheme == "ptq_int8":
+            raise ValueError("compress.scheme: 4-bit weights come by qat (our .qpack file) or ptq_dynamic "
+                             "(LiteRT's int4); ptq_int8 makes 8-bit activations, use bits: 8")
+        return self
 
 
 class Setup(_Strict):

@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 import optuna
+from pydantic import ValidationError
 
 from study.config import Sweep
 from study.schema import (
     TRAINS_OWN_MODEL,
     CategoricalParam,
+    CompressSpec,
     FloatParam,
     IntParam,
     knobs_read,
@@ -117,7 +119,8 @@ def build_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
 def grid_points(sweep: Sweep) -> list[dict[str, Any]]:
     """The grid sampler's trials: every combination of the searched values, keeping only the keys
     a trial reads and each distinct configuration once, in an order shuffled by the sweep's seed
-    (so a half-finished grid is a fair sample of it)."""
+    (so a half-finished grid is a fair sample of it). Combinations no method can make (4-bit
+    weights by ptq_int8) are left out, as knobs a method does not read are."""
     if sweep.config.sampler.name != "grid":
         return []
     space = sweep.grid()
@@ -128,6 +131,8 @@ def grid_points(sweep: Sweep) -> list[dict[str, Any]]:
         compress = None
         if defaults is not None:
             compress = {**defaults, **{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("compress.")}}
+        if compress is not None and not _makeable(compress):
+            continue
         point = {k: v for k, v in values.items() if relevant(k, compress)}
         identity = json.dumps(point, sort_keys=True)
         if identity not in seen:
@@ -135,6 +140,14 @@ def grid_points(sweep: Sweep) -> list[dict[str, Any]]:
             points.append(point)
     random.Random(sweep.config.seed).shuffle(points)
     return points
+
+
+def _makeable(compress: dict) -> bool:
+    try:
+        CompressSpec.model_validate(compress)
+    except ValidationError:
+        return False
+    return True
 
 
 def grid_size(sweep: Sweep) -> int | None:

@@ -30,7 +30,7 @@ def mutate(text: str, rng: random.Random) -> bytes:
             lines[i] = re.sub(r"(?<=[\s\[,:])-?[0-9][0-9.e_-]*", lambda m: rng.choice(EXTREMES), lines[i], count=1)
         elif op == 1 and lines:  # a value becomes an odd string
             value = ": " + repr(rng.choice(STRINGS))
-            lines[i] = re.sub(r":\s*\S.*$", lambda m: value, lines[i])
+            lines[i] = re.sub(r":\s*\S.*$", lambda m, value=value: value, lines[i])
         elif op == 2 and lines:
             del lines[i]
         elif op == 3 and lines:

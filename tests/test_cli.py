@@ -109,6 +109,7 @@ def test_bad_command_line_values_exit_2(tmp_path):
     assert study(tmp_path, "nonsense").returncode == 2
 
 
+@pytest.mark.slow
 def test_run_prints_the_summary_and_where_to_look(write_sweep, tmp_path):
     path = write_sweep("cli", TINY)
     result = study(tmp_path, "run", str(path), "--store", "store", "--trials", "2", "--set", "train.epochs=1")
@@ -286,6 +287,7 @@ def test_the_mlflow_ui_opens_a_sweep_on_its_trial_runs(write_sweep, tmp_path):
         proc.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_ui_on_a_busy_port_says_so_and_fails(write_sweep, tmp_path):
     path = write_sweep("busy", TINY)
     assert study(tmp_path, "run", str(path), "--store", "store", "--trials", "1", "--quiet").returncode == 0

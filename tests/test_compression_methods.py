@@ -28,10 +28,12 @@ from study.sweep import prepare
 CASES = [
     ("none", {}),
     ("prune", {"compress.sparsity": 0.5}),
+    ("prune", {"compress.structure": "channels", "compress.sparsity": 0.5}),  # a smaller dense model
     ("prune_quantize", {"compress.sparsity": 0.5}),
     ("quantize", {"compress.bits": 16}),  # post-training float16 (TFLite)
     ("quantize", {"compress.bits": 8, "compress.scheme": "qat"}),  # quantization-aware int8 (TFLite)
     ("quantize", {"compress.bits": 4}),  # our packed 4-bit file
+    ("quantize", {"compress.bits": 4, "compress.scheme": "ptq_dynamic"}),  # LiteRT's int4 (TFLite)
     ("cluster", {"compress.clusters": 8}),
     ("distill", {}),
     ("architecture", {}),
@@ -44,6 +46,7 @@ METRICS_EVERY_METHOD_LOGS = [
 
 def test_every_method_has_a_case():
     assert {method for method, _ in CASES} == set(METHODS)
+    assert {s.get("compress.structure") for m, s in CASES if m == "prune"} >= {None, "channels"}
 
 
 @pytest.fixture(scope="module")

@@ -276,6 +276,7 @@ def test_compression_metrics_need_a_base(write_sweep):
     assert "artifact/val_accuracy is measured by compression sweeps; add a base section" in message
 
 
+@pytest.mark.slow
 def test_hundreds_of_mutated_sweep_files_give_one_line_errors_quickly_and_never_a_traceback(tmp_path):
     """Fuzz: mutated shipped sweeps (extreme numbers, odd strings, deep nesting, alias bombs, huge
     grids, bytes that are not UTF-8) in a memory-capped process. STUDY_FUZZ_COUNT runs more."""

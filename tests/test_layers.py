@@ -19,7 +19,7 @@ LAYERS = [
     "names", "errors", "measure", "schema", "config", "search", "budget",
     "datasets", "keras_compat", "models", "training", "multifit", "replicate", "objective",
     "compression.layers", "compression.artifact", "compression.packing", "compression.qpack", "compression.export",
-    "compression.prune", "compression.quantize", "compression.cluster", "compression.distill", "compression.pipeline",
+    "compression.prune", "compression.shrink", "compression.quantize", "compression.cluster", "compression.distill", "compression.pipeline",
     "processes", "store", "tracking", "recovery", "compression.base", "runner", "worker", "sweep",
     "progress", "listing", "serve", "report.stats", "report.decompose", "report.regimes", "report.tables", "report.verdicts", "report.load",
     "report.sections", "report.figures", "report.page", "report.render", "report.build",

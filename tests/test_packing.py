@@ -92,6 +92,7 @@ def test_early_stopping_restores_the_best_weights_as_keras_does():
     assert restored == pytest.approx(losses[best], rel=1e-4), "the weights are the best epoch's"
 
 
+@pytest.mark.slow
 def test_pruning_stops_one_member_and_leaves_the_others_as_they_were():
     def make(i):
         return member(seed=i, on_epoch=(lambda e, m: "enough" if e == 2 else None) if i == 1 else None, **KINDS[i])
@@ -155,6 +156,7 @@ def trial_outcomes(pack: int):
     return results, observers
 
 
+@pytest.mark.slow
 def test_trials_packed_tell_their_observers_what_trials_alone_would():
     alone, seen_alone = trial_outcomes(pack=1)
     packed, seen_packed = trial_outcomes(pack=9)

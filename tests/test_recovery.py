@@ -40,6 +40,7 @@ def settle(study, tracker, sweep):
     return recovery.recover(study, tracker.client, sweep.metrics)
 
 
+@pytest.mark.slow
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_queued_again(staged):
     sweep, study, tracker = staged
     trial = asked(study)  # killed between ask and the first heartbeat: Optuna's own check never sees it
@@ -93,6 +94,7 @@ def test_a_trial_that_finished_in_mlflow_is_recorded_not_trained_again(staged):
     assert count_trials(trials).finished == 1 and count_trials(trials).failed == 0, "counted once"
 
 
+@pytest.mark.slow
 def test_a_trial_that_keeps_killing_its_worker_is_retried_only_up_to_the_cap(write_sweep, store, monkeypatch):
     monkeypatch.setattr(store_module, "GRACE_SECONDS", 1)
     sweep = load_sweep(write_sweep("oom", TINY.replace("sampler: grid", "sampler: random\nbudget: {trials: 10}")))

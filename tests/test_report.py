@@ -35,6 +35,7 @@ def demo_like(tmp_path_factory):
     return store
 
 
+@pytest.mark.slow
 def test_report_of_a_finished_sweep_has_every_section_and_file(demo_like, tmp_path):
     built = build_report(demo_like, "minidemo", tmp_path / "reports")
     page = built.path.read_text()
@@ -62,6 +63,7 @@ def test_links_to_mlflow_runs_when_the_server_is_known(demo_like, tmp_path):
     assert "?workflowType=machine_learning" in page, "links open the UI's Model training view"
 
 
+@pytest.mark.slow
 def test_regression_sweep_reports_the_exact_squared_error_decomposition(write_sweep, store, tmp_path):
     text = textwrap.dedent("""
         dataset: {name: polynomial, num_samples: 30, noise: 0.3, test_samples: 200}
@@ -78,6 +80,7 @@ def test_regression_sweep_reports_the_exact_squared_error_decomposition(write_sw
     assert "bias²" in page and "known noise variance" in page
 
 
+@pytest.mark.slow
 def test_a_compression_sweep_gets_the_pareto_section(write_sweep, store, tmp_path):
     text = textwrap.dedent("""
         dataset: {name: mnist1d, num_samples: 400}

@@ -60,7 +60,7 @@ def expected_keys(method: str, bits: int) -> set[str]:
     keys |= {
         "none": set(),
         "prune": {"compress.sparsity"},
-        "quantize": {"compress.bits"} | ({"compress.scheme"} if bits == 8 else set()),
+        "quantize": {"compress.bits"} | ({"compress.scheme"} if bits in (4, 8) else set()),  # 4: ptq_dynamic is LiteRT's int4
         "distill": {"compress.temperature", "model.width"},
     }[method]
     return keys
@@ -90,7 +90,12 @@ def test_every_key_is_relevant_outside_compression_sweeps():
     ("compress.sparsity", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "2:4"}, False),
     ("compress.sparsity", {"method": "quantize", "bits": 8, "scheme": "qat", "structure": "unstructured"}, False),
     ("compress.scheme", {"method": "quantize", "bits": 8, "scheme": "qat", "structure": "unstructured"}, True),
-    ("compress.scheme", {"method": "quantize", "bits": 4, "scheme": "qat", "structure": "unstructured"}, False),
+    ("compress.scheme", {"method": "quantize", "bits": 4, "scheme": "qat", "structure": "unstructured"}, True),  # LiteRT's int4
+    ("compress.scheme", {"method": "quantize", "bits": 5, "scheme": "qat", "structure": "unstructured"}, False),
+    ("compress.finetune_epochs", {"method": "quantize", "bits": 4, "scheme": "ptq_dynamic", "structure": "unstructured"}, False),
+    ("compress.criterion", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "channels"}, True),
+    ("compress.criterion", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "unstructured"}, False),
+    ("compress.schedule", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "channels"}, False),
     ("compress.finetune_epochs", {"method": "quantize", "bits": 8, "scheme": "ptq_int8", "structure": "unstructured"}, False),
     ("compress.finetune_epochs", {"method": "quantize", "bits": 8, "scheme": "qat", "structure": "unstructured"}, True),
     ("compress.finetune_epochs", {"method": "quantize", "bits": 32, "scheme": "qat", "structure": "unstructured"}, False),
@@ -237,16 +242,16 @@ def test_a_compression_grid_keeps_each_distinct_setting_a_trial_reads_once(write
         "{type: float, low: 0.5, high: 0.9}", "[0.5, 0.9]") + "sampler: grid\n"))
     points = search.grid_points(sweep)
     # by hand: each method's own knobs times the learning rate's 2 values
-    per_method = {"none": 1, "prune": 2, "quantize": 1 + 2, "distill": 2 * 2}  # quantize: 4 bits, or 8 bits x 2 schemes
+    per_method = {"none": 1, "prune": 2, "quantize": 2 + 2, "distill": 2 * 2}  # quantize: 4 and 8 bits x 2 schemes
     assert search.grid_size(sweep) == len(points) == 2 * sum(per_method.values())
     for p in points:
         assert set(p) == expected_keys(p["compress.method"], p.get("compress.bits", 8)), p
     assert len({tuple(sorted(p.items())) for p in points}) == len(points), "no setting twice"
 
 
-@pytest.mark.parametrize("name, size", [("quantization", 8 + 3), ("demo_compression", 6), ("demo", 2 * 3 * 2)])
+@pytest.mark.parametrize("name, size", [("quantization", 7 + 3 + 2), ("demo_compression", 6), ("demo", 2 * 3 * 2)])
 def test_the_shipped_grids_have_the_sizes_their_comments_state(name, size):
-    """quantization: bits 2-7, 16, 32 alone and 8 bits with 3 schemes; demo_compression: none, prune,
+    """quantization: bits 2, 3, 5, 6, 7, 16, 32 alone, 8 bits with 3 schemes, 4 with 2; demo_compression: none, prune,
     prune_quantize, distill and quantize at 4 or 8 bits; demo: 2 kinds x 3 widths x 2 dropouts."""
     assert search.grid_size(load_sweep(ROOT / "sweeps" / f"{name}.yaml")) == size
 

@@ -41,7 +41,8 @@ STUDIES = {
     "double_descent": ({"model.width"}, 7, 3),
     "demo_compression": ({"compress.method", "compress.bits"}, 6, 1),
     "pruning": ({"compress.method", "compress.sparsity", "compress.schedule", "compress.structure"}, 24, 1),
-    "quantization": ({"compress.bits", "compress.scheme"}, 11, 1),
+    "quantization": ({"compress.bits", "compress.scheme"}, 12, 1),
+    "structured_pruning": ({"compress.method", "compress.structure", "compress.sparsity"}, 9, 1),
     "distillation": ({"model.width", "compress.temperature", "compress.alpha"}, 12, 1),
     "architecture": ({"model.conv", "model.width_multiplier"}, 8, 1),
     "compression": ({"compress.method", "compress.sparsity", "compress.structure", "compress.bits", "compress.scheme",
@@ -63,6 +64,7 @@ def test_each_shipped_sweep_searches_what_it_studies_at_the_size_the_readme_stat
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+@pytest.mark.slow
 def test_shipped_sweep_runs_on_a_tiny_budget(path, store):
     sweep = load_sweep(path, tiny(path))
     assert sweep.config.description, "every shipped sweep says what it studies"

@@ -127,6 +127,7 @@ def test_a_sweep_whose_trials_all_fail_stops_and_says_why(write_sweep, store):
         run_sweep(load_sweep(write_sweep("broken", text.replace("model.width: [4, 8, 16]", "model.width: [1, 2, 3, 4]"))), store)
 
 
+@pytest.mark.slow
 def test_resume_completes_to_n_trials_and_never_repeats_finished_work(write_sweep, store):
     sweep = load_sweep(write_sweep("resume", TINY))
     run_sweep(sweep, store, trials=2)
@@ -143,6 +144,7 @@ def test_resume_completes_to_n_trials_and_never_repeats_finished_work(write_swee
     assert again.counts.done == 5 and len(study_of(store, "resume").trials) == 6, "a finished sweep starts nothing"
 
 
+@pytest.mark.slow
 def test_interrupt_fails_the_trial_in_both_stores_and_resume_retries_it(write_sweep, store, monkeypatch):
     sweep = load_sweep(write_sweep("stop", TINY), {"pack": 1})
     real = objective.run_trials
@@ -176,6 +178,7 @@ def test_interrupt_fails_the_trial_in_both_stores_and_resume_retries_it(write_sw
     assert len(finished_runs) == 6
 
 
+@pytest.mark.slow
 def test_an_interrupted_pack_queues_every_trial_in_it_again(write_sweep, store, monkeypatch):
     sweep = load_sweep(write_sweep("stoppack", TINY), {"pack": 4})
 
@@ -196,6 +199,7 @@ def test_an_interrupted_pack_queues_every_trial_in_it_again(write_sweep, store, 
     assert len([r for r in runs_of(store, "stoppack") if r.info.status == "FINISHED"]) == 6
 
 
+@pytest.mark.slow
 def test_a_trial_whose_worker_died_is_failed_and_retried(write_sweep, store, monkeypatch):
     monkeypatch.setattr(store_module, "GRACE_SECONDS", 1)
     sweep = load_sweep(write_sweep("dead", TINY))
@@ -258,6 +262,7 @@ def test_in_packs_the_pruner_judges_against_the_trials_of_earlier_packs(write_sw
     assert [m.step for m in store.mlflow().get_metric_history(run.info.run_id, "epoch/val_accuracy")] == [1]
 
 
+@pytest.mark.slow
 def test_several_objectives_mark_the_pareto_set(write_sweep, store):
     text = TINY.replace("objective: {val/accuracy: maximize}", "objective: {val/accuracy: maximize, model/params: minimize}")
     run_sweep(load_sweep(write_sweep("pareto", text)), store, trials=4)
@@ -285,6 +290,7 @@ def test_a_deleted_experiment_is_reported_with_the_fix(write_sweep, store):
         run_sweep(sweep, store, trials=2)
 
 
+@pytest.mark.slow
 def test_settings_that_already_ran_are_not_trained_again(write_sweep, store):
     text = TINY.replace("model.width: [4, 8, 16]\n", "").replace("sampler: grid", "sampler: random\nbudget: {trials: 5}")
     summary = run_sweep(load_sweep(write_sweep("small", text)), store)
@@ -310,7 +316,7 @@ def test_an_error_that_ctrl_c_caused_counts_as_an_interruption_not_a_failure():
         try:
             raise KeyboardInterrupt
         except KeyboardInterrupt:
-            raise RuntimeError("while logging")
+            raise RuntimeError("while logging")  # noqa: B904 - the implicit chain is what interruption() reads
     except RuntimeError as wrapped:
         assert interruption(wrapped), "a library's error raised while handling Ctrl+C"
     assert not interruption(ValueError("bad value"))

@@ -26,8 +26,13 @@ TFLITE_MODES = {
     "dynamic": "tflite int8 weights, float activations (post-training dynamic range)",
     "int8": "tflite int8 weights and activations (post-training, representative data)",
     "qat": "tflite int8 (quantization-aware training)",
+    "int4": "tflite int4 weights, float activations (LiteRT quantizer, post-training dynamic range)",
 }
-LATENCY_REPEATS = 50
+# Latency: one example at a time on one thread, as a device serves requests. Warm-up invokes
+# first (caches, XNNPACK's packing); then rounds of invokes, so that a burst of load from another
+# process on a shared machine shows as spread, not as the answer.
+LATENCY_WARMUP = 20
+LATENCY_ROUNDS, LATENCY_PER_ROUND = 5, 40
 
 
 def to_tflite(model: keras.Model, mode: str, path: Path, representative: np.ndarray | None = None) -> Artifact:
@@ -41,6 +46,8 @@ def to_tflite(model: keras.Model, mode: str, path: Path, representative: np.ndar
     elif mode in ("dynamic", "qat"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         bits = 8
+    elif mode == "int4":  # converted as float32 first, then its weights quantized by the LiteRT quantizer
+        bits = 4
     elif mode == "int8":
         if representative is None:
             raise ValueError("full-integer quantization needs representative inputs")
@@ -52,8 +59,19 @@ def to_tflite(model: keras.Model, mode: str, path: Path, representative: np.ndar
     elif mode != "float32":
         raise ValueError(f"unknown TFLite mode {mode!r}; choose one of {', '.join(TFLITE_MODES)}")
     with quiet_stderr():  # the converter prints its settings to fd 2
-        path.write_bytes(converter.convert())
+        flatbuffer = converter.convert()
+    path.write_bytes(int4_weights(flatbuffer) if mode == "int4" else flatbuffer)
     return Artifact(path=path, kind=TFLITE_MODES[mode], deployable=True, bits=bits)
+
+
+def int4_weights(flatbuffer: bytes) -> bytes:
+    """The float32 TFLite model with every fully connected and convolution kernel stored as int4,
+    one scale per output channel, computed in float at run time (LiteRT's dynamic-range int4
+    kernels). Google's LiteRT quantizer writes it; TFLite's own converter stops at int8."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    result = quantizer.Quantizer(flatbuffer, recipe.dynamic_wi4_afp32()).quantize(enable_progress_report=False)
+    return bytes(result.quantized_model)
 
 
 class TfliteRunner:
@@ -81,17 +99,22 @@ class TfliteRunner:
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output["index"]).copy()
 
-    def latency_ms(self, example: np.ndarray, repeats: int = LATENCY_REPEATS) -> float:
-        """Median wall time of one single-example invoke, in milliseconds."""
+    def latency_ms(self, example: np.ndarray) -> tuple[float, float]:
+        """Median and interquartile range, in milliseconds, of single-example invokes after a
+        warm-up, over several rounds (see LATENCY_ROUNDS)."""
         self._resize((1, *example.shape))
         self.interpreter.set_tensor(self.input["index"], example[None].astype(np.float32))
-        self.interpreter.invoke()  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
+        for _ in range(LATENCY_WARMUP):
             self.interpreter.invoke()
-            times.append(time.perf_counter() - start)
-        return float(np.median(times) * 1000)
+        times = []
+        for _ in range(LATENCY_ROUNDS):
+            for _ in range(LATENCY_PER_ROUND):
+                start = time.perf_counter()
+                self.interpreter.invoke()
+                times.append(time.perf_counter() - start)
+            time.sleep(0.01)  # rounds apart in time: a passing burst of load touches one, not all
+        low, median, high = np.percentile(np.array(times) * 1000, [25, 50, 75])
+        return float(median), float(high - low)
 
 
 class QpackRunner:
@@ -103,8 +126,8 @@ class QpackRunner:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.model(x, training=False).numpy()
 
-    def latency_ms(self, example: np.ndarray) -> float:
-        return float("nan")  # no device runtime reads the file: there is no latency to measure
+    def latency_ms(self, example: np.ndarray) -> tuple[float, float]:
+        return float("nan"), float("nan")  # no device runtime reads the file: there is no latency to measure
 
 
 def open_artifact(artifact: Artifact) -> TfliteRunner | QpackRunner:

@@ -9,6 +9,7 @@ comes from.
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from study import measure
-from study.compression import cluster, prune, qpack, quantize
+from study.compression import cluster, prune, qpack, quantize, shrink
 from study.compression.artifact import Artifact
 from study.compression.distill import Distiller, teacher_targets
 from study.compression.export import open_artifact, to_tflite
@@ -35,7 +36,7 @@ from study.replicate import (
     prepare_inputs,
     save_model,
 )
-from study.schema import Setup
+from study.schema import Setup, trains
 from study.training import FitResult, compile_model, fit
 
 REPRESENTATIVE_EXAMPLES = 200  # inputs that calibrate full-integer quantization
@@ -90,10 +91,22 @@ def keep_base(base, ctx: Context) -> Compressed:
 
 def apply_pruning(base, ctx: Context) -> Compressed:
     spec = ctx.setup.compress
+    if spec.structure == "channels":
+        return apply_structured_pruning(base, ctx)
     model = prune.prunable_copy(base, spec.sparsity, spec.schedule, spec.structure, ctx.steps(spec.finetune_epochs))
     fitted = ctx.fine_tune(model, spec.finetune_epochs, prune.prune_callbacks())
     plain = prune.strip(model)
     return Compressed(plain, plain, to_tflite(plain, "float32", ctx.path("model.tflite")), fitted)
+
+
+def apply_structured_pruning(base, ctx: Context) -> Compressed:
+    """Remove whole neurons and filters (the lowest-norm `sparsity` of each hidden layer's units),
+    then fine-tune the smaller dense model."""
+    spec = ctx.setup.compress
+    model, widths = shrink.shrink(base, spec.sparsity, spec.criterion)
+    fitted = ctx.fine_tune(model, spec.finetune_epochs)
+    artifact = to_tflite(model, "float32", ctx.path("model.tflite"))
+    return Compressed(model, model, artifact, fitted, tags={Tag.WIDTHS: json.dumps(widths)})
 
 
 def apply_prune_then_quantize(base, ctx: Context) -> Compressed:
@@ -109,7 +122,7 @@ def apply_prune_then_quantize(base, ctx: Context) -> Compressed:
 
 def apply_quantization(base, ctx: Context) -> Compressed:
     spec = ctx.setup.compress
-    if spec.bits > 8 or (spec.bits == 8 and spec.scheme != "qat"):  # post-training: nothing to fine-tune
+    if not trains(spec.bits, spec.scheme):  # post-training: nothing to fine-tune
         representative = ctx.inputs.x_train[:REPRESENTATIVE_EXAMPLES]
         artifact = quantize.export_post_training(base, spec.bits, spec.scheme, ctx.path("model.tflite"), representative)
         return Compressed(base, base, artifact)
@@ -202,7 +215,7 @@ def artifact_metrics(artifact: Artifact, task: str, inputs: Data, base) -> tuple
     for split, x, y in (("val", inputs.x_val, inputs.y_val), ("test", inputs.x_test, inputs.y_test)):
         outputs[split] = run(x)
         metrics.update({f"artifact/{split}_{k}": v for k, v in measure.split_metrics(task, y, outputs[split]).items()})
-    metrics["artifact/latency_ms"] = run.latency_ms(inputs.x_test[0])
+    metrics["artifact/latency_ms"], metrics["artifact/latency_iqr_ms"] = run.latency_ms(inputs.x_test[0])
     return metrics, outputs["test"]
 
 
@@ -224,7 +237,7 @@ def run_compression_replicate(setup, data, index: int, seed: int, workdir: Path,
             return result
     metrics, _ = measure_model(compressed.evaluated, data.task, ctx.inputs)
     file_metrics, test_outputs = artifact_metrics(compressed.artifact, data.task, ctx.inputs, base_ref)
-    if not measure.all_finite({**metrics, **{k: v for k, v in file_metrics.items() if k != "artifact/latency_ms"}}):
+    if not measure.all_finite({**metrics, **{k: v for k, v in file_metrics.items() if not k.startswith("artifact/latency")}}):
         result.status, result.reason = TrialState.DIVERGED, "the compressed model's outputs are not finite"
         return result
     table = layer_table(compressed.plain)

@@ -9,6 +9,8 @@
   stored at their bit-width in a `.qpack` file (see packing.py), reloaded and evaluated from that
   file. TFLite stores nothing below int8, so these files run on our loader, not on devices:
   their size and accuracy are real, their deployability is not (tagged study.deployable=false).
+- 4 with `scheme: ptq_dynamic`: post-training int4 weights (per output channel) written by
+  Google's LiteRT quantizer into a .tflite file that LiteRT runs (export.int4_weights): deployable.
 """
 
 from __future__ import annotations
@@ -135,7 +137,10 @@ POST_TRAINING = {"ptq_dynamic": "dynamic", "ptq_int8": "int8"}  # 8-bit schemes 
 
 def export_post_training(model: keras.Model, bits: int, scheme: str, path: Path, representative: np.ndarray) -> Artifact:
     """The TFLite file of `model` quantized after training: float32 (bits 32), float16 weights
-    (16), or 8-bit by `scheme` (dynamic range, or full integer calibrated on `representative`)."""
+    (16), 8-bit by `scheme` (dynamic range, or full integer calibrated on `representative`), or
+    int4 weights by the LiteRT quantizer (4)."""
     if bits == 8:
         return to_tflite(model, POST_TRAINING[scheme], path, representative)
+    if bits == 4:
+        return to_tflite(model, "int4", path)
     return to_tflite(model, {32: "float32", 16: "float16"}[bits], path)

@@ -236,8 +236,8 @@ def pareto(comp: pd.DataFrame, fronts: dict[str, pd.Series], sizes: dict[str, st
     each Pareto frontier drawn and the uncompressed base marked."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     for ax, (which, column) in zip(axes, sizes.items()):
-        sns.scatterplot(data=comp, x=column, y=accuracy, hue="method", style="method", s=70, ax=ax,
-                        legend=which == "raw")
+        hue = "label" if "label" in comp else "method"  # prune (channels) apart from unstructured pruning
+        sns.scatterplot(data=comp, x=column, y=accuracy, hue=hue, style=hue, s=70, ax=ax, legend=which == "raw")
         front = comp[fronts[which]].sort_values(column)
         ax.step(front[column], front[accuracy], where="post", color="black", lw=1.2, label="Pareto frontier")
         if pd.notna(base.get(which)) and pd.notna(base.get("accuracy")):
@@ -250,6 +250,24 @@ def pareto(comp: pd.DataFrame, fronts: dict[str, pd.Series], sizes: dict[str, st
     axes[0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def latency(timed: pd.DataFrame, accuracy: str, latency: str, spread: str | None) -> plt.Figure:
+    """Accuracy of each file a runtime runs against its median single-example latency, with the
+    interquartile range of the timed invokes as a horizontal bar, and the Pareto frontier."""
+    fig, ax = plt.subplots(figsize=(11, 4.6))
+    hue = "label" if "label" in timed else "method"
+    if spread is not None and spread in timed:
+        half = pd.to_numeric(timed[spread], errors="coerce").fillna(0) / 2
+        ax.errorbar(timed[latency], timed[accuracy], xerr=half, fmt="none", ecolor="#999", elinewidth=1, zorder=1)
+    sns.scatterplot(data=timed, x=latency, y=accuracy, hue=hue, style=hue, s=70, ax=ax, zorder=2)
+    front = timed[timed["front"]].sort_values(latency)
+    ax.step(front[latency], front[accuracy], where="post", color="black", lw=1.2, label="Pareto frontier")
+    ax.set_xscale("log")
+    ax.set_xlabel("median latency of one example, ms (LiteRT, one thread; log scale)")
+    ax.set_ylabel("test accuracy of the file")
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    return _finish(fig, ax, "Accuracy against latency")
 
 
 def accuracy_against(comp: pd.DataFrame, x: str, xlabel: str, accuracy: str, hue: str | None, log_x=False,

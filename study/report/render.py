@@ -147,6 +147,12 @@ def render_compression(page: Page, c: sections.Compression, counts: sections.Tri
     page.figure(figures.pareto(c.comp, c.fronts, tables.SIZE, tables.ACCURACY, c.base), "pareto",
                 "Test accuracy of every compressed file against its size, coloured by method; black steps: the Pareto "
                 "frontier (no other file is both smaller and more accurate); star: the uncompressed float32 base.")
+    if not c.timed.empty:
+        page.figure(figures.latency(c.timed, tables.ACCURACY, tables.LATENCY, tables.LATENCY_IQR), "accuracy-vs-latency",
+                    "Test accuracy of every file a runtime runs against its median latency for one example on LiteRT "
+                    "(one thread, after warm-up invokes; bars: the interquartile range of the timed "
+                    "invokes); black steps: the Pareto frontier. Packed .qpack files have no runtime, so no latency. "
+                    "Latency is measured on the machine that ran the trial, in the same process as its training.")
     if c.pruned is not None:
         page.figure(figures.accuracy_against(c.pruned, sections.SPARSITY, "measured sparsity", tables.ACCURACY, c.pruned_hue),
                     "accuracy-vs-sparsity", "Test accuracy of the file against the measured fraction of zero weights.")

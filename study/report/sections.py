@@ -259,6 +259,7 @@ class Compression:
     pairs: pd.DataFrame = field(default_factory=pd.DataFrame)  # tables.distillation_pairs
     frontier: pd.DataFrame = field(default_factory=pd.DataFrame)  # the page's frontier table
     claims: list[verdicts.Claim] = field(default_factory=list)
+    timed: pd.DataFrame = field(default_factory=pd.DataFrame)  # tables.latency_runs: files a runtime runs
 
 
 def compression_claims(comp: pd.DataFrame, references: pd.DataFrame) -> list[verdicts.Claim]:
@@ -308,10 +309,11 @@ def compression(data: SweepRuns) -> Compression:
         "file": front.get(names.tag_column(Tag.ARTIFACT), ""), "test accuracy": front[tables.ACCURACY],
         "bytes": front[tables.SIZE["raw"]], "gzip bytes": front[tables.SIZE["gzip"]],
         "ratio": front.get(names.column("artifact/compression_ratio")),
-        "latency ms": front.get(names.column("artifact/latency_ms")), "run": front["run_id"],
+        "latency ms": front.get(tables.LATENCY), "latency IQR ms": front.get(tables.LATENCY_IQR), "run": front["run_id"],
     })
     return Compression(comp, fronts, tables.base_point(comp, data.references), pruned, hue, _quantized(comp),
-                       tables.distillation_pairs(comp), frontier, compression_claims(comp, data.references))
+                       tables.distillation_pairs(comp), frontier, compression_claims(comp, data.references),
+                       tables.latency_runs(comp))
 
 
 def is_compression(data: SweepRuns) -> bool:

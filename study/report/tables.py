@@ -164,7 +164,27 @@ def compression_runs(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     done = runs[(runs["state"] == TrialState.FINISHED) & runs[SIZE["raw"]].notna() & runs[ACCURACY].notna()].copy()
     done["method"] = done.get(names.tag_column(Tag.METHOD), pd.Series("?", index=done.index)).fillna("?")
+    structure = done.get("params.compress.structure", pd.Series(None, index=done.index, dtype=object))
+    shaped = done["method"].isin(["prune", "prune_quantize"]) & structure.isin(["channels", "2:4"])
+    done["label"] = done["method"].where(~shaped, done["method"] + " (" + structure.fillna("") + ")")  # charts' legend
     return done.reset_index(drop=True)
+
+
+LATENCY = names.column("artifact/latency_ms")
+LATENCY_IQR = names.column("artifact/latency_iqr_ms")
+
+
+def latency_runs(comp: pd.DataFrame) -> pd.DataFrame:
+    """The files whose latency was measured (those a runtime runs), with their Pareto mask
+    (`front`: no other file is both faster and more accurate)."""
+    if comp.empty or LATENCY not in comp:
+        return pd.DataFrame()
+    timed = comp[pd.to_numeric(comp[LATENCY], errors="coerce").notna()].copy()
+    if timed.empty:
+        return timed
+    values = timed[[ACCURACY, LATENCY]].to_numpy(dtype=float)
+    timed["front"] = measure.pareto_mask(values, ["maximize", "minimize"])
+    return timed.reset_index(drop=True)
 
 
 def frontier(comp: pd.DataFrame, size: str) -> pd.Series:
