@@ -13,7 +13,8 @@ finds the trial and settles it:
   outcome and before Optuna did), the outcome is recorded in Optuna as a new trial with the same
   settings and values, linked to the failed one: nothing is trained again;
 - otherwise the run is closed as failed and the settings are queued again, at most MAX_RETRIES
-  times (a trial that kills its worker, e.g. out of memory, must not loop forever).
+  times (a trial that kills its worker, e.g. out of memory, must not loop forever; a Ctrl+C
+  does not count: `deaths`).
 
 Last, trial runs still RUNNING in MLflow whose Optuna trial has ended (a run created a moment
 before a Ctrl+C or kill, whose id never reached the trial) are closed as interrupted.
@@ -51,7 +52,7 @@ def recover(study: optuna.Study, client, metrics: list[str], orphans: bool = Fal
     stale = storage._get_stale_trial_ids(study._study_id)  # type: ignore[attr-defined]  # Optuna's own stale check
     for trial_id in [*stale, *_never_beat(study)]:
         try:
-            if len(retry_attrs(storage.get_trial(trial_id))["retry_history"]) > MAX_RETRIES:  # said while it can be
+            if deaths(study, storage.get_trial(trial_id)) > MAX_RETRIES:  # said while it can be
                 storage.set_trial_user_attr(trial_id, Attr.REASON, f"its worker died {MAX_RETRIES + 1} times "
                                             "(out of memory?): not retried")
             if not storage.set_trial_state_values(trial_id, state=OptunaState.FAIL):
@@ -119,17 +120,27 @@ def retry_attrs(trial) -> dict:
 
 with warnings.catch_warnings():  # "experimental" since Optuna 2.8; its behaviour is what we test
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+    RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)  # our cap counts deaths only
 
 
 def queue_again(study: optuna.Study, trial) -> bool:
     """Queue a failed trial's exact settings again with Optuna's retry callback (which links the
-    retry to it), unless it was retried MAX_RETRIES times already. The retry inherits the failed
+    retry to it), unless its worker died more than MAX_RETRIES times (`deaths`). The retry inherits the failed
     trial's user attrs; the runner resets ours when it begins (`runner._begin`)."""
-    if len(retry_attrs(trial)["retry_history"]) > MAX_RETRIES:
+    if deaths(study, trial) > MAX_RETRIES:
         return False
     RETRY(study, trial)
     return True
+
+
+def deaths(study: optuna.Study, trial) -> int:
+    """How often a trial's settings were lost with their worker: the trials of its retry chain,
+    itself included, that the user did not interrupt. A Ctrl+C is not the trial's fault, so it
+    never uses up the retries that stop a trial which keeps killing its worker (out of memory)."""
+    chain = retry_attrs(trial)["retry_history"]
+    known = {t.number: t for t in study.get_trials(deepcopy=False)} if len(chain) > 1 else {}
+    known[trial.number] = trial
+    return sum(1 for n in chain if n in known and known[n].user_attrs.get(Attr.STATE) != TrialState.INTERRUPTED)
 
 
 class Settle:
@@ -141,7 +152,6 @@ class Settle:
     def __call__(self, study: optuna.Study, trial) -> None:
         run = self._run_of(study, trial)
         attrs = retry_attrs(trial)
-        history = attrs["retry_history"]
         if run is not None and run.info.status == "FINISHED" and all(m in run.data.metrics for m in self.metrics):
             state = run.data.tags.get(Tag.STATE, TrialState.FINISHED)
             outcome: dict[str, Any] = {"state": OptunaState.COMPLETE, "values": [run.data.metrics[m] for m in self.metrics]}
@@ -157,9 +167,9 @@ class Settle:
             return
         if run is not None and run.info.status == "RUNNING":
             end_orphan_run(self.client, run.info.run_id, "its worker stopped (no heartbeat); the trial is queued again"
-                           if len(history) <= MAX_RETRIES else "its worker stopped (no heartbeat) too often")
+                           if deaths(study, trial) <= MAX_RETRIES else "its worker stopped (no heartbeat) too often")
         if not queue_again(study, trial):
-            log.warning("trial %d: its worker died %d times; not retried", trial.number, len(history))
+            log.warning("trial %d: its worker died %d times; not retried", trial.number, deaths(study, trial))
 
     def _run_of(self, study: optuna.Study, trial):
         """The trial's MLflow run: by the id it recorded, else by the trial number it is tagged with."""

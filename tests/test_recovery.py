@@ -12,7 +12,7 @@ from conftest import TINY
 from mlflow.entities import Metric, RunTag
 from optuna.trial import TrialState
 
-from study import recovery
+from study import names, recovery
 from study import store as store_module
 from study.budget import count_trials
 from study.config import load_sweep
@@ -122,3 +122,24 @@ def test_a_resumed_sweep_completes_exactly_after_a_worker_died(staged, store):
     assert summary.counts.finished == 6 and summary.counts.failed == 0
     states = [r.info.status for r in store.mlflow().search_runs([tracker.experiment_id], "tags.`study.role` = 'trial'")]
     assert states.count("FINISHED") == 6 and "RUNNING" not in states
+
+
+def test_ctrl_c_never_uses_up_the_retries_that_stop_a_trial_killing_its_worker():
+    """Interrupted by the user any number of times, settings are queued again; lost with their
+    worker more than MAX_RETRIES times, they are not (an out-of-memory trial must not loop)."""
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    study.enqueue_trial({"x": 1})
+    for _ in range(recovery.MAX_RETRIES + 3):  # Ctrl+C, again and again, on the same settings
+        trial = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+        trial.set_user_attr(names.Attr.STATE, names.TrialState.INTERRUPTED)
+        study.tell(trial, state=TrialState.FAIL)
+        assert recovery.queue_again(study, study._storage.get_trial(trial._trial_id))
+    assert [t.state for t in study.trials].count(TrialState.WAITING) == 1
+    for died in range(1, recovery.MAX_RETRIES + 2):  # now the worker dies under it each time
+        trial = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+        assert trial.params == {"x": 1}, "the retry has the same settings"
+        trial.set_user_attr(names.Attr.STATE, names.TrialState.RUNNING)
+        study.tell(trial, state=TrialState.FAIL)
+        frozen = study._storage.get_trial(trial._trial_id)
+        assert recovery.deaths(study, frozen) == died
+        assert recovery.queue_again(study, frozen) == (died <= recovery.MAX_RETRIES)
