@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ["demo", "capacity", "regularization", "epochs", "data_size", "features", "double_descent",
-         "demo_compression", "pruning", "quantization", "distillation", "architecture", "compression"]
+         "demo_compression", "pruning", "structured_pruning", "quantization", "distillation", "architecture", "compression"]
 
 
 def main() -> int:

@@ -90,6 +90,7 @@ def test_a_compression_sweep_gets_the_pareto_section(write_sweep, store, tmp_pat
         compress: {method: quantize}
         search:
           compress.bits: [4, 8, 32]
+          compress.scheme: [qat, ptq_dynamic]
         objective: {artifact/val_accuracy: maximize, artifact/size_bytes: minimize}
         sampler: grid
     """)
@@ -100,6 +101,9 @@ def test_a_compression_sweep_gets_the_pareto_section(write_sweep, store, tmp_pat
     assert "Test accuracy of the file against its bit-width" in page
     figures = {path.name.split("-", 1)[1]: path.read_text() for path in (built.path.parent / "figures").glob("*.svg")}
     assert "float32 base" in figures["accuracy-vs-bits.svg"], "bit-widths are read against the float32 base"
+    # every file LiteRT runs (the .qpack does not) is timed: LiteRT's int4 is among them
+    assert "Accuracy against latency" in figures["accuracy-vs-latency.svg"] and "Test accuracy of every file a runtime runs" in page
+    assert "int4 weights" in (built.path.parent / "runs.csv").read_text(), "LiteRT's int4 file is one of the files"
     for metric in ("artifact/val_accuracy", "artifact/size_bytes"):
         assert f"Optimization history: {metric}" in figures["history.svg"], "every objective's history"
     assert "Overfitting and underfitting" not in page
