@@ -9,6 +9,7 @@ drawing.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from study.errors import StudyError, did_you_mean
 from study.names import Role, Tag
 from study.report import regimes, tables
 from study.store import Store, quiet_libraries
+
+log = logging.getLogger(__name__)
 
 PAGE = 1000  # runs per MLflow search request
 CURVES = (names.TRAIN_LOSS.key, names.VAL_LOSS.key)  # the per-epoch curves the learning-curve chart draws
@@ -125,7 +128,8 @@ def predictions(client, run_id: str) -> dict[str, np.ndarray] | None:
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = client.download_artifacts(run_id, PREDICTIONS, folder)
-        except Exception:  # never logged (a failed trial) or gone: the page says what is missing
+        except Exception as exc:  # never logged (a failed trial) or gone: the page says what is missing
+            log.debug("run %s: no predictions.npz (%s)", run_id, exc)
             return None
         with np.load(path) as saved:
             return {k: saved[k] for k in saved.files}
@@ -137,14 +141,16 @@ def _sweep_text(client, sweep_run: dict) -> str | None:
     with tempfile.TemporaryDirectory() as folder:
         try:
             return Path(client.download_artifacts(sweep_run["run_id"], SWEEP_FILE, folder)).read_text()
-        except Exception:  # logged by a version that did not keep it: the page goes without
+        except Exception as exc:  # logged by a version that did not keep it: the page goes without
+            log.debug("the sweep run has no sweep.yaml (%s)", exc)
             return None
 
 
 def _optuna_trials(store: Store, name: str) -> OptunaTrials | None:
     try:
         study = optuna.load_study(study_name=name, storage=store.optuna())
-    except Exception:  # the Optuna side may be elsewhere or gone; the report says so
+    except Exception as exc:  # the Optuna side may be elsewhere or gone; the report says so
+        log.warning("study %s: its Optuna trials could not be read (%s); the report goes on without them", name, exc)
         return None
     return OptunaTrials(study.get_trials(deepcopy=False), list(study.directions), dict(study.user_attrs))
 
@@ -175,8 +181,8 @@ def _runs(client, experiment_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]
     for base_id in {row.get(names.tag_column(Tag.BASE_RUN_ID)) for row in trials} - present - {None, ""}:
         try:
             references.append(_row(client.get_run(base_id)))
-        except Exception:  # deleted since: the report goes without the base's own numbers
-            pass
+        except Exception as exc:  # deleted since: the report goes without the base's own numbers
+            log.debug("a reference run could not be read (%s)", exc)
     runs = _frame(trials)
     if not runs.empty:
         runs["trial"] = pd.to_numeric(runs[names.tag_column(Tag.TRIAL)], errors="coerce")

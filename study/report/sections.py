@@ -5,6 +5,7 @@ store or draws; render.py draws the records and fills the template.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import optuna
@@ -23,6 +24,8 @@ SPARSITY, BITS = names.column("model/sparsity"), names.column("artifact/bits")
 REGIME_COLUMNS = ["train_error", "train_low", "train_high", "test_error", "test_low", "test_high", "gap", "gap_low",
                   "gap_high", "train_interval", "test_interval", "reference", "reference_source", "fit", "fit_limit",
                   "generalisation", "gap_limit", "interpolating", "regime"]
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------- counts
@@ -356,7 +359,8 @@ def importances(study: optuna.Study, objective: dict[str, str], metric: str) -> 
     try:
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # variance explained, either direction
         return optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)
-    except Exception:  # too few distinct values for fANOVA: the page says importances are missing
+    except Exception as exc:  # too few distinct values for fANOVA: the page says importances are missing
+        log.debug("no fANOVA importances for %s: %s", metric, exc)
         return {}
 
 

@@ -285,10 +285,14 @@ def distillation_claim(pairs: pd.DataFrame) -> Claim | None:
 
 
 def sparse_dense_claim(comp: pd.DataFrame, accuracy: str, gzip: str) -> Claim | None:
-    """Each small dense model against the largest pruned file of no more gzip bytes (chosen by
+    """Each small dense model (a smaller architecture trained from scratch, or one that structured
+    pruning shrank) against the largest unstructured-pruned file of no more gzip bytes (chosen by
     size, never by accuracy, and each pruned file used once, smallest budgets first)."""
-    sparse = comp[comp["method"].isin(["prune", "prune_quantize"])].sort_values(gzip, ascending=False)
-    dense = comp[comp["method"] == "architecture"].sort_values(gzip)
+    structure = comp.get("params.compress.structure", pd.Series("", index=comp.index)).fillna("")
+    pruned = comp["method"].isin(["prune", "prune_quantize"])
+    shrunk = pruned & (structure == "channels")
+    sparse = comp[pruned & ~shrunk].sort_values(gzip, ascending=False)
+    dense = comp[(comp["method"] == "architecture") | shrunk].sort_values(gzip)
     gains: list[float] = []
     used: set = set()
     for _, small in dense.iterrows():
