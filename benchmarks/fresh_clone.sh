@@ -20,4 +20,4 @@ echo "make demo:    $(grep 'Elapsed (wall clock)' "$work/time.txt" | awk '{print
 echo "peak memory:  $(grep 'Maximum resident' "$work/time.txt" | awk '{printf "%.1f GiB", $NF / 1048576}')"
 echo ".venv:        $(du -sh .venv | cut -f1)"
 grep -a -E '^(demo|demo_compression): (complete|partial)' "$work/demo.log" || true
-[ "${KEEP:-0}" = 1 ] && echo "kept:         $work/study"
+if [ "${KEEP:-0}" = 1 ]; then echo "kept:         $work/study"; fi
