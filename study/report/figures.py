@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -253,18 +254,21 @@ def pareto(comp: pd.DataFrame, fronts: dict[str, pd.Series], sizes: dict[str, st
 
 
 def latency(timed: pd.DataFrame, accuracy: str, latency: str, spread: str | None) -> plt.Figure:
-    """Accuracy of each file a runtime runs against its median single-example latency, with the
-    interquartile range of the timed invokes as a horizontal bar, and the Pareto frontier."""
+    """Accuracy of each file a runtime runs against its median single-example latency (in µs),
+    with the interquartile range of the timed invokes as a horizontal bar, and the Pareto frontier."""
     fig, ax = plt.subplots(figsize=(11, 4.6))
     hue = "label" if "label" in timed else "method"
+    timed = timed.assign(_us=pd.to_numeric(timed[latency], errors="coerce") * 1000)
     if spread is not None and spread in timed:
-        half = pd.to_numeric(timed[spread], errors="coerce").fillna(0) / 2
-        ax.errorbar(timed[latency], timed[accuracy], xerr=half, fmt="none", ecolor="#999", elinewidth=1, zorder=1)
-    sns.scatterplot(data=timed, x=latency, y=accuracy, hue=hue, style=hue, s=70, ax=ax, zorder=2)
-    front = timed[timed["front"]].sort_values(latency)
-    ax.step(front[latency], front[accuracy], where="post", color="black", lw=1.2, label="Pareto frontier")
+        half = pd.to_numeric(timed[spread], errors="coerce").fillna(0) * 1000 / 2
+        ax.errorbar(timed["_us"], timed[accuracy], xerr=half, fmt="none", ecolor="#999", elinewidth=1, zorder=1)
+    sns.scatterplot(data=timed, x="_us", y=accuracy, hue=hue, style=hue, s=70, ax=ax, zorder=2)
+    front = timed[timed["front"]].sort_values("_us")
+    ax.step(front["_us"], front[accuracy], where="post", color="black", lw=1.2, label="Pareto frontier")
     ax.set_xscale("log")
-    ax.set_xlabel("median latency of one example, ms (LiteRT, one thread; log scale)")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
+    ax.set_xlabel("median latency of one example, µs (LiteRT, one thread; log scale)")
     ax.set_ylabel("test accuracy of the file")
     ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
     return _finish(fig, ax, "Accuracy against latency")

@@ -150,7 +150,7 @@ def render_compression(page: Page, c: sections.Compression, counts: sections.Tri
     if not c.timed.empty:
         page.figure(figures.latency(c.timed, tables.ACCURACY, tables.LATENCY, tables.LATENCY_IQR), "accuracy-vs-latency",
                     "Test accuracy of every file a runtime runs against its median latency for one example on LiteRT "
-                    "(one thread, after warm-up invokes; bars: the interquartile range of the timed "
+                    "(µs, one thread, after warm-up invokes; bars: the interquartile range of the timed "
                     "invokes); black steps: the Pareto frontier. Packed .qpack files have no runtime, so no latency. "
                     "Latency is measured on the machine that ran the trial, in the same process as its training.")
     if c.pruned is not None:
