@@ -301,7 +301,7 @@ def test_settings_that_already_ran_are_not_trained_again(write_sweep, store):
     assert len(runs_of(store, "small")) == 2, "no run for a repeat"
     from study.report import tables
 
-    counts = tables.state_counts(pd.DataFrame(), study).set_index("state")["Optuna trials"]
+    counts = tables.state_counts(pd.DataFrame(), study.get_trials(deepcopy=False)).set_index("state")["Optuna trials"]
     assert counts["skipped (repeat)"] == len(skipped) and counts["finished"] == 2, "the report says why trials were skipped"
 
 

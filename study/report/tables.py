@@ -12,7 +12,7 @@ import pandas as pd
 
 from study import measure, names
 from study.budget import count_trials
-from study.names import STOPPED, Tag, TrialState
+from study.names import STOPPED, Attr, Tag, TrialState
 from study.report import decompose, regimes
 
 MAX_PANELS = 6  # per-knob charts with more panels than this give way to the effects chart
@@ -258,9 +258,7 @@ def state_counts(runs: pd.DataFrame, trials) -> pd.DataFrame:
     """Trials per state as `study.budget.count_trials` counts the Optuna trials (None: the study
     was not found), beside the MLflow runs with those `study.state` tags and their run status;
     waiting and skipped trials (over the budget, or repeating settings that ran) have no run.
-    `trials` is a list of frozen trials (an Optuna study is read for its trials)."""
-    if trials is not None and hasattr(trials, "get_trials"):
-        trials = trials.get_trials(deepcopy=False)
+    `trials` is the loaded list of frozen trials: nothing here reads a store."""
     counts = count_trials(list(trials)) if trials is not None else None
     by_tag = runs["state"].value_counts().to_dict() if not runs.empty else {}
     rows = []
@@ -270,8 +268,8 @@ def state_counts(runs: pd.DataFrame, trials) -> pd.DataFrame:
     rows.append(("waiting", counts.waiting if counts is not None else 0, 0, "no run yet"))
     skipped: dict[str, int] = {}
     for trial in trials or []:
-        if trial.user_attrs.get("study_skipped"):  # why: 'budget' or 'repeat' (settings that already ran)
-            key = f"skipped ({trial.user_attrs['study_skipped']})"
+        if trial.user_attrs.get(Attr.SKIPPED):  # why: 'budget' or 'repeat' (settings that already ran)
+            key = f"skipped ({trial.user_attrs[Attr.SKIPPED]})"
             skipped[key] = skipped.get(key, 0) + 1
     rows.extend((label, n, 0, "no run") for label, n in skipped.items())
     rows.extend((state, 0, n, "?") for state, n in by_tag.items())  # a state this version does not know
