@@ -162,9 +162,9 @@ COMPRESSION_METHODS = get_args(CompressionMethod)
 # The compress.* knobs each method reads: a sampler skips the others (a conditional search space).
 METHOD_KNOBS = {
     "none": (),
-    "prune": ("sparsity", "schedule", "structure", "criterion", "finetune_epochs"),
+    "prune": ("sparsity", "schedule", "structure", "criterion", "scope", "finetune_epochs"),
     "quantize": ("bits", "scheme", "finetune_epochs"),
-    "prune_quantize": ("sparsity", "schedule", "structure", "criterion", "finetune_epochs"),
+    "prune_quantize": ("sparsity", "schedule", "structure", "criterion", "scope", "finetune_epochs"),
     "cluster": ("clusters", "finetune_epochs"),
     "distill": ("temperature", "alpha"),
     "architecture": (),
@@ -175,7 +175,7 @@ def knobs_read(method: str, bits: int = 8, scheme: str = "qat", structure: str =
     8 bits and fine-tunes only under quantization-aware training; 2:4 pruning has its own sparsity;
     only structured (channels) pruning ranks units by a `criterion`, and it has no schedule."""
     if method in ("prune", "prune_quantize"):
-        unread = {"2:4": ("sparsity", "criterion"), "channels": ("schedule",)}.get(structure, ("criterion",))
+        unread = {"2:4": ("sparsity", "criterion", "scope"), "channels": ("schedule",)}.get(structure, ("criterion", "scope"))
         return tuple(k for k in METHOD_KNOBS[method] if k not in unread)
     if method != "quantize":
         return METHOD_KNOBS[method]
@@ -207,6 +207,7 @@ class CompressSpec(_Strict):
     # removed, a smaller dense model (shrink.py)
     structure: Literal["unstructured", "2:4", "channels"] = "unstructured"
     criterion: Literal["l1", "l2"] = "l1"  # channels: a unit's importance, the norm of its weights (Li et al. 2017)
+    scope: Literal["layer", "global"] = "layer"  # channels: sparsity of each hidden layer's units, or of all ranked together
     bits: int = 8  # quantize: 32 float, 16 float16, 8 int8, 2-7 packed by us
     # how 8-bit (and 4-bit) weights are made: quantization-aware training; post-training dynamic range
     # (at 4 bits: int4 weights by the LiteRT quantizer, which LiteRT runs); post-training full integer

@@ -96,6 +96,8 @@ def test_every_key_is_relevant_outside_compression_sweeps():
     ("compress.criterion", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "channels"}, True),
     ("compress.criterion", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "unstructured"}, False),
     ("compress.schedule", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "channels"}, False),
+    ("compress.scope", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "channels"}, True),
+    ("compress.scope", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "2:4"}, False),
     ("compress.finetune_epochs", {"method": "quantize", "bits": 8, "scheme": "ptq_int8", "structure": "unstructured"}, False),
     ("compress.finetune_epochs", {"method": "quantize", "bits": 8, "scheme": "qat", "structure": "unstructured"}, True),
     ("compress.finetune_epochs", {"method": "quantize", "bits": 32, "scheme": "qat", "structure": "unstructured"}, False),

@@ -103,3 +103,22 @@ def test_the_output_layer_keeps_every_class():
     small, widths = shrink.shrink(model, 0.9)
     assert "logits" not in widths and small.get_layer("logits").units == 10
     assert widths == {"dense_1": 2, "dense_2": 2}  # ceil(0.1 * 12)
+
+
+def test_a_global_fraction_removes_that_share_of_all_hidden_units_and_keeps_a_unit_in_every_layer():
+    model = _model("mlp", "standard", "tabular", (40,))
+    dense_1 = model.get_layer("dense_1")
+    kernel, bias = (w.numpy() for w in dense_1.weights)
+    kernel[:, :6] *= 1e-3  # six weak units in the first layer only
+    dense_1.set_weights([kernel, bias])
+    plan = shrink.global_plan(model, 0.25)  # 6 of the 24 hidden units go
+    assert sum(12 - len(keep) for keep in plan.values()) == 6
+    assert plan["dense_1"].tolist() == list(range(6, 12)) and len(plan["dense_2"]) == 12, "the weak ones, wherever they are"
+    small, widths = shrink.shrink(model, 0.25, scope="global")
+    assert widths == {"dense_1": 6, "dense_2": 12}
+    assert all(len(keep) >= 1 for keep in shrink.global_plan(model, 0.99).values())
+    same, _ = shrink.shrink(model, 0.0, scope="global")
+    x = np.random.default_rng(1).normal(size=(4, 40)).astype(np.float32)
+    np.testing.assert_allclose(same(x, training=False), model(x, training=False), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown scope"):
+        shrink.shrink(model, 0.5, scope="everywhere")

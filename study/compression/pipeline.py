@@ -103,7 +103,7 @@ def apply_structured_pruning(base, ctx: Context) -> Compressed:
     """Remove whole neurons and filters (the lowest-norm `sparsity` of each hidden layer's units),
     then fine-tune the smaller dense model."""
     spec = ctx.setup.compress
-    model, widths = shrink.shrink(base, spec.sparsity, spec.criterion)
+    model, widths = shrink.shrink(base, spec.sparsity, spec.criterion, spec.scope)
     fitted = ctx.fine_tune(model, spec.finetune_epochs)
     artifact = to_tflite(model, "float32", ctx.path("model.tflite"))
     return Compressed(model, model, artifact, fitted, tags={Tag.WIDTHS: json.dumps(widths)})

@@ -2,7 +2,8 @@
 
 Unstructured pruning (prune.py) zeroes weights inside layers of unchanged shape: the file keeps
 its raw size and its latency, and shrinks only once compressed. Here every hidden layer keeps the
-`1 - fraction` of its output units (a Dense layer's neurons, a conv layer's filters) whose weights
+`1 - fraction` of its output units (or, with scope 'global', the network keeps `1 - fraction` of
+all its hidden units, ranked together) (a Dense layer's neurons, a conv layer's filters) whose weights
 have the largest L1 (or L2) norm, and loses the rest, together with the weights that read them in
 the next layer (rows of a Dense kernel, input channels of a conv kernel, and through a Flatten the
 positions of each removed channel). The output layer keeps all its units. The result is a plain
@@ -21,6 +22,7 @@ import numpy as np
 from study.keras_compat import keras
 
 CRITERIA = ("l1", "l2")
+SCOPES = ("layer", "global")  # the fraction of each hidden layer's units, or of all of them ranked together
 PASS_THROUGH = ("InputLayer", "Dropout", "Activation", "Rescaling", "ReLU")  # they keep the channel axis as it is
 
 
@@ -52,9 +54,40 @@ def _flattened(keep: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return (np.arange(positions)[:, None] * channels + keep[None, :]).reshape(-1)
 
 
-def shrink(model: keras.Model, fraction: float, criterion: str = "l1") -> tuple[keras.Model, dict[str, int]]:
-    """A copy of `model` whose hidden Dense and Conv2D layers keep `1 - fraction` of their units,
+def global_plan(model: keras.Model, fraction: float, criterion: str = "l1") -> dict[str, np.ndarray]:
+    """Which units each hidden layer keeps when `fraction` of all hidden units go at once: units
+    are ranked across layers by their score relative to their layer's mean score (raw norms
+    differ in scale from layer to layer), and every layer keeps at least its best unit."""
+    hidden = _hidden_layers(model)
+    scores = {layer.name: unit_scores(_unit_kernel(layer), criterion) for layer in hidden}
+    relative = {name: s / (s.mean() or 1.0) for name, s in scores.items()}
+    pooled = np.concatenate(list(relative.values()))
+    drop = int(np.floor(fraction * len(pooled) + 1e-9))
+    threshold = np.sort(pooled)[drop - 1] if drop else -np.inf
+    plan = {}
+    for name, r in relative.items():
+        keep = np.flatnonzero(r > threshold)
+        plan[name] = keep if len(keep) else np.array([int(np.argmax(r))])
+    return plan
+
+
+def _hidden_layers(model: keras.Model) -> list:
+    weighted = [layer for layer in model.layers if type(layer).__name__ in ("Dense", "Conv2D", "SeparableConv2D")]
+    return weighted[:-1]  # the output layer keeps every unit
+
+
+def _unit_kernel(layer) -> np.ndarray:
+    """The kernel whose last axis is the layer's output units (a separable conv's pointwise one)."""
+    return layer.weights[1 if type(layer).__name__ == "SeparableConv2D" else 0].numpy()
+
+
+def shrink(model: keras.Model, fraction: float, criterion: str = "l1", scope: str = "layer") -> tuple[keras.Model, dict[str, int]]:
+    """A copy of `model` whose hidden Dense and conv layers lose `fraction` of their units: of each
+    layer's (scope 'layer'), or of all hidden units ranked together (scope 'global', `global_plan`),
     with the surviving weights. Returns it and the kept width of each shrunk layer."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    plan = global_plan(model, fraction, criterion) if scope == "global" else {}
     config = model.get_config()
     by_name = {entry["config"]["name"]: entry for entry in config["layers"]}
     output_names = {name for name, *_ in config["output_layers"]}
@@ -74,14 +107,16 @@ def shrink(model: keras.Model, fraction: float, criterion: str = "l1") -> tuple[
             if layer.name == last_weighted or layer.name in output_names:  # the output keeps every unit
                 weights[layer.name], keep = [kernel, *bias], None
                 continue
-            keep = units_to_keep(unit_scores(kernel, criterion), fraction)
+            keep = plan.get(layer.name, None)
+            keep = units_to_keep(unit_scores(kernel, criterion), fraction) if keep is None else keep
             weights[layer.name] = [kernel[:, keep], *(b[keep] for b in bias)]
             by_name[layer.name]["config"]["units"] = widths[layer.name] = len(keep)
         elif kind == "Conv2D":
             kernel, *bias = values
             if keep is not None:
                 kernel = kernel[:, :, keep, :]
-            keep = units_to_keep(unit_scores(kernel, criterion), fraction)
+            keep = plan.get(layer.name, None)
+            keep = units_to_keep(unit_scores(kernel, criterion), fraction) if keep is None else keep
             weights[layer.name] = [kernel[..., keep], *(b[keep] for b in bias)]
             by_name[layer.name]["config"]["filters"] = widths[layer.name] = len(keep)
         elif kind == "SeparableConv2D":
@@ -91,7 +126,8 @@ def shrink(model: keras.Model, fraction: float, criterion: str = "l1") -> tuple[
                 depthwise = depthwise[:, :, keep, :]
                 rows = (keep[:, None] * multiplier + np.arange(multiplier)[None, :]).reshape(-1)
                 pointwise = pointwise[:, :, rows, :]
-            keep = units_to_keep(unit_scores(pointwise, criterion), fraction)
+            keep = plan.get(layer.name, None)
+            keep = units_to_keep(unit_scores(pointwise, criterion), fraction) if keep is None else keep
             weights[layer.name] = [depthwise, pointwise[..., keep], *(b[keep] for b in bias)]
             by_name[layer.name]["config"]["filters"] = widths[layer.name] = len(keep)
         elif kind in PASS_THROUGH:  # elementwise or channel-preserving: a Dropout's generator state is copied
