@@ -25,6 +25,7 @@ RetryHeartbeatStaleTrialCallback writes them, so `budget.counted` counts each tr
 
 from __future__ import annotations
 
+import copy
 import datetime
 import logging
 import warnings
@@ -129,7 +130,7 @@ def queue_again(study: optuna.Study, trial) -> bool:
     trial's user attrs; the runner resets ours when it begins (`runner._begin`)."""
     if deaths(study, trial) > MAX_RETRIES:
         return False
-    RETRY(study, trial)
+    RETRY(study, copy.deepcopy(trial))  # the callback appends to the trial's own retry_history list
     return True
 
 

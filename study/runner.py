@@ -206,8 +206,20 @@ def _attempt(function, *args):
         return exc
 
 
+def reset_inherited(trial) -> None:
+    """A retry starts as itself: Optuna's retry callback copies the failed trial's user attrs (its
+    state, reason and MLflow run id), which would otherwise point at the run of the trial it
+    repeats. Idempotent, and a no-op for a trial that is not a retry (a new trial has none of them)."""
+    attrs = trial.user_attrs
+    if attrs.get(Attr.STATE, TrialState.RUNNING) != TrialState.RUNNING or attrs.get(Attr.REASON) or attrs.get(Attr.RUN_ID):
+        trial.set_user_attr(Attr.STATE, TrialState.RUNNING)
+        trial.set_user_attr(Attr.REASON, "")
+        trial.set_user_attr(Attr.RUN_ID, "")
+
+
 def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], tmp: Path) -> Started | str:
     """Sample the trial's settings and start its MLflow run; 'duplicate' or 'failed' if it cannot."""
+    reset_inherited(trial)
     params = suggest(trial, sweep)
     key = json.dumps(params, sort_keys=True, default=str)
     earlier = finished_with(study, params, trial.number)
@@ -218,9 +230,6 @@ def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], 
         study.tell(trial, state=OptunaState.FAIL)
         return DUPLICATE
     taken[key] = trial.number
-    if Attr.STATE in trial.user_attrs:  # a retry: Optuna's retry callback copied the failed trial's attrs
-        for attr in (Attr.STATE, Attr.REASON, Attr.RUN_ID):
-            trial.set_user_attr(attr, TrialState.RUNNING if attr == Attr.STATE else "")
     run = None
     try:
         setup = sweep.resolve(params)

@@ -44,7 +44,7 @@ from study.names import EPOCH_PREFIX, Role, SweepState, Tag, TrialState
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 10.0  # live per-epoch curves in the UI without one write per epoch
-ERROR_CHARS = 5000  # a failed trial's traceback: its end says what went wrong (MLflow would keep the start)
+ERROR_CHARS = 5000  # a failed trial's traceback (its end says what went wrong; MLflow would keep the start), a reason
 STATUS = {  # a trial's state -> its MLflow run's status
     TrialState.FINISHED: RunStatus.FINISHED,
     TrialState.PRUNED: RunStatus.KILLED,
@@ -405,7 +405,7 @@ class TrialRun:
             for epoch, row in enumerate(result.mean_history(), start=1):
                 metrics.extend(Metric(EPOCH_PREFIX + k, v, now, epoch) for k, v in row.items())
         first = next((r for r in result.replicates if r.model_path is not None), None)
-        tags = {Tag.STATE: result.status, Tag.REASON: result.reason, **(first.tags if first else {})}
+        tags = {Tag.STATE: result.status, Tag.REASON: result.reason[:ERROR_CHARS], **(first.tags if first else {})}
         if first is not None:
             model_dir = outputs / "model"
             model_dir.mkdir(exist_ok=True)
@@ -423,11 +423,18 @@ class TrialRun:
             self.flush()
         except Exception as exc:  # the run must still be closed even if the store hiccups
             log.warning("run %s: its last epochs could not be logged: %s", self.run_id, exc)
-        tags = {Tag.STATE: state, Tag.REASON: reason}
+        tags = {Tag.STATE: state, Tag.REASON: reason[:ERROR_CHARS]}
         if error is not None:
             tags[Tag.ERROR] = "".join(traceback.format_exception(error))[-ERROR_CHARS:]
-        for run_id in [*self.replicate_runs.values(), self.run_id]:
-            self.tracker.end_run(run_id, state, tags=tags)
+        failure = None
+        for run_id in [*self.replicate_runs.values(), self.run_id]:  # the trial's own run last, closed whatever happens
+            try:
+                self.tracker.end_run(run_id, state, tags=tags)
+            except Exception as exc:
+                log.warning("run %s could not be closed: %s", run_id, exc)
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
 
 def end_orphan_run(client: MlflowClient, run_id: str, reason: str) -> None:

@@ -86,8 +86,8 @@ def work(job: Job, progress=None) -> Stop:
     from study import objective  # noqa: F401 - TensorFlow is imported here, once per worker
 
     refs = references(sweep, tracker, job.store)
-    recover(study, tracker.client, sweep.metrics, orphans=True)
     try:
+        recover(study, tracker.client, sweep.metrics, orphans=True)
         return _loop(job, study, sweep, tracker, progress, refs)
     except KeyboardInterrupt:  # between trials: nothing is running, nothing to mark
         return Stop.INTERRUPTED
@@ -111,6 +111,7 @@ def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None) -> list[opt
             if counts.done + counts.running >= target:
                 break
         trial = study.ask()
+        runner.reset_inherited(trial)  # a retry starts as itself, even one skipped below
         study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]  # at once: a worker that dies now is found by its heartbeat
         if over_budget(study, trial, target):
             trial.set_user_attr(Attr.SKIPPED, "budget")

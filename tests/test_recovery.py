@@ -143,3 +143,24 @@ def test_ctrl_c_never_uses_up_the_retries_that_stop_a_trial_killing_its_worker()
         frozen = study._storage.get_trial(trial._trial_id)
         assert recovery.deaths(study, frozen) == died
         assert recovery.queue_again(study, frozen) == (died <= recovery.MAX_RETRIES)
+
+
+def test_a_retry_starts_as_itself_not_as_the_trial_it_repeats():
+    """Optuna's retry callback copies the failed trial's user attrs; a retry must not keep the old
+    trial's MLflow run id (recovery would settle it by the wrong run) or its state and reason."""
+    from study.runner import reset_inherited
+
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    first = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    first.set_user_attr(names.Attr.RUN_ID, "0123abcd")  # its worker died: no state was ever set
+    study.tell(first, state=TrialState.FAIL)
+    assert recovery.queue_again(study, study._storage.get_trial(first._trial_id))
+    retry = study.ask()
+    assert retry.user_attrs[names.Attr.RUN_ID] == "0123abcd", "what Optuna's callback does"
+    reset_inherited(retry)
+    assert retry.user_attrs == {names.Attr.STATE: "running", names.Attr.REASON: "", names.Attr.RUN_ID: ""}
+    assert retry.params == first.params
+    reset_inherited(retry)  # idempotent
+    fresh = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    reset_inherited(fresh)
+    assert fresh.user_attrs == {}, "a new trial is left alone"

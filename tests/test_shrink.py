@@ -122,3 +122,17 @@ def test_a_global_fraction_removes_that_share_of_all_hidden_units_and_keeps_a_un
     np.testing.assert_allclose(same(x, training=False), model(x, training=False), atol=1e-5)
     with pytest.raises(ValueError, match="unknown scope"):
         shrink.shrink(model, 0.5, scope="everywhere")
+
+
+def test_a_global_plan_removes_exactly_its_share_when_scores_tie_and_leaves_a_model_without_hidden_layers_alone():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(4,))
+    hidden = keras.layers.Dense(4, kernel_initializer="ones", name="a")(inputs)
+    hidden = keras.layers.Dense(4, kernel_initializer="ones", name="b")(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(hidden))
+    plan = shrink.global_plan(model, 0.25)  # 8 equal units: exactly 2 go, not every unit at the tie
+    assert sum(len(keep) for keep in plan.values()) == 6
+    linear = build_model(ModelSpec(kind="mlp", depth=0), (40,), "tabular", n_outputs=10)
+    assert shrink.global_plan(linear, 0.5) == {}
+    small, widths = shrink.shrink(linear, 0.5, scope="global")
+    assert widths == {} and small.count_params() == linear.count_params()

@@ -59,15 +59,20 @@ def global_plan(model: keras.Model, fraction: float, criterion: str = "l1") -> d
     are ranked across layers by their score relative to their layer's mean score (raw norms
     differ in scale from layer to layer), and every layer keeps at least its best unit."""
     hidden = _hidden_layers(model)
+    if not hidden:
+        return {}
     scores = {layer.name: unit_scores(_unit_kernel(layer), criterion) for layer in hidden}
     relative = {name: s / (s.mean() or 1.0) for name, s in scores.items()}
+    owner = np.concatenate([np.full(len(r), i) for i, r in enumerate(relative.values())])
+    unit = np.concatenate([np.arange(len(r)) for r in relative.values()])
     pooled = np.concatenate(list(relative.values()))
     drop = int(np.floor(fraction * len(pooled) + 1e-9))
-    threshold = np.sort(pooled)[drop - 1] if drop else -np.inf
+    dropped = np.zeros(len(pooled), dtype=bool)
+    dropped[np.lexsort((unit, owner, pooled))[:drop]] = True  # the weakest first; ties by position, never all of them
     plan = {}
-    for name, r in relative.items():
-        keep = np.flatnonzero(r > threshold)
-        plan[name] = keep if len(keep) else np.array([int(np.argmax(r))])
+    for i, (name, r) in enumerate(relative.items()):
+        keep = unit[(owner == i) & ~dropped]
+        plan[name] = keep if len(keep) else np.array([int(np.argmax(r))])  # every layer keeps its best unit
     return plan
 
 
