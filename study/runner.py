@@ -43,24 +43,28 @@ DUPLICATE = "duplicate"  # what run_pack answers for a trial that repeats settin
 
 
 class Heartbeat:
-    """Records the heartbeats of the trials in training in Optuna's storage, from a thread."""
+    """Records the heartbeats of a pack's trials in Optuna's storage, from a thread, until each is
+    told (`forget`)."""
 
     def __init__(self, storage, trial_ids: list[int]):
-        self.storage, self.trial_ids = storage, trial_ids
+        self.storage, self.trial_ids = storage, set(trial_ids)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self):
         while not self.stop.wait(HEARTBEAT_SECONDS):
-            for trial_id in self.trial_ids:
+            for trial_id in list(self.trial_ids):
                 try:
                     self.storage.record_heartbeat(trial_id)
                 except Exception as exc:  # a missed beat is not worth failing the trial for
                     log.debug("trial %d: heartbeat not recorded: %s", trial_id, exc)
 
-    def __enter__(self):  # the first beat was recorded as the trial was asked (_loop)
+    def __enter__(self):  # the first beat was recorded as the trial was asked (worker._ask_pack)
         self.thread.start()
         return self
+
+    def forget(self, trial_id: int) -> None:
+        self.trial_ids.discard(trial_id)
 
     def __exit__(self, *exc):
         self.stop.set()
@@ -154,14 +158,17 @@ def run_pack(
     started: list[Started] = []
     with tempfile.TemporaryDirectory(prefix="study-") as tmp:
         try:
-            taken: dict[str, int] = {}
-            for trial in trials:
-                begun = _begin(trial, study, sweep, tracker, taken, Path(tmp))
-                if isinstance(begun, str):
-                    states[trial.number] = begun
-                else:
-                    started.append(begun)
-            with Heartbeat(study._storage, [s.trial._trial_id for s in started]):
+            # every asked trial beats from now on: beginning a pack (runs created, settings logged)
+            # can outlast the grace period on a loaded machine, and its trials must not look dead
+            with Heartbeat(study._storage, [t._trial_id for t in trials]) as beat:
+                taken: dict[str, int] = {}
+                for trial in trials:
+                    begun = _begin(trial, study, sweep, tracker, taken, Path(tmp))
+                    if isinstance(begun, str):
+                        states[trial.number] = begun
+                        beat.forget(trial._trial_id)
+                    else:
+                        started.append(begun)
                 observers = [Observer(s.trial, s.run, sweep) for s in started]
                 if references is None:
                     jobs = [
@@ -179,6 +186,7 @@ def run_pack(
                     ]
                 for begun, outcome in zip(started, outcomes):
                     states[begun.trial.number] = _conclude(begun, outcome, study, sweep, tracker)
+                    beat.forget(begun.trial._trial_id)
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not leave things half-written
             try:

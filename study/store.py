@@ -94,6 +94,18 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.root / ".setup.lock"), timeout=LOCK_SECONDS)
 
+    def ask_lock(self):
+        """An exclusive lock around asking Optuna for a trial, for the processes of a local store:
+        on SQLite, Optuna's pop of a queued trial (a grid point, a retry) is a read then a write
+        without a row lock, so two workers asking at the same moment can both get the same one.
+        A database server locks the row itself (a no-op there)."""
+        if not self.is_local:
+            return contextlib.nullcontext()
+        from filelock import FileLock
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.root / ".ask.lock"), timeout=LOCK_SECONDS)
+
     def mlflow(self):
         from mlflow import MlflowClient
 

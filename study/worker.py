@@ -4,6 +4,7 @@ on many machines each `study worker` is one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -101,18 +102,19 @@ def trials_per_pack(sweep: Sweep) -> int:
     return max(1, sweep.config.pack // sweep.config.replicates)
 
 
-def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None) -> list[optuna.Trial]:
+def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None, lock=None) -> list[optuna.Trial]:
     """Ask up to `trials_per_pack` trials, fewer where the budget ends; those asked over it are
-    marked skipped."""
+    marked skipped. Each ask happens under `lock` (Store.ask_lock: one process at a time)."""
     trials: list[optuna.Trial] = []
     while len(trials) < trials_per_pack(sweep):
         if trials and target is not None:
             counts = count_trials(study.get_trials(deepcopy=False))
             if counts.done + counts.running >= target:
                 break
-        trial = study.ask()
+        with lock if lock is not None else contextlib.nullcontext():
+            trial = study.ask()
+            study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]  # at once: a worker that dies now is found by its heartbeat
         runner.reset_inherited(trial)  # a retry starts as itself, even one skipped below
-        study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]  # at once: a worker that dies now is found by its heartbeat
         if over_budget(study, trial, target):
             trial.set_user_attr(Attr.SKIPPED, "budget")
             study.tell(trial, state=OptunaState.FAIL)
@@ -122,6 +124,7 @@ def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None) -> list[opt
 
 
 def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, progress, refs) -> Stop:
+    ask_lock = job.store.ask_lock()
     failures = duplicates = 0
     last_failed = None
     while True:
@@ -136,7 +139,7 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, progres
         if job.target is not None and not counts.waiting and counts.done + counts.running >= job.target:
             time.sleep(WAIT_SECONDS)  # others are finishing the last trials; one may fail and be retried
             continue
-        trials = _ask_pack(study, sweep, job.target)
+        trials = _ask_pack(study, sweep, job.target, ask_lock)
         if not trials:
             continue
         try:
