@@ -10,8 +10,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-SPLITS = ("train", "val", "test")  # the names of the splits (names.SPLITS; measure stays free of imports)
-
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, stable for large logits."""

@@ -227,7 +227,6 @@ def reset_inherited(trial) -> None:
 
 def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], tmp: Path) -> Started | str:
     """Sample the trial's settings and start its MLflow run; 'duplicate' or 'failed' if it cannot."""
-    reset_inherited(trial)
     params = suggest(trial, sweep)
     key = json.dumps(params, sort_keys=True, default=str)
     earlier = finished_with(study, params, trial.number)

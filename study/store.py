@@ -87,24 +87,23 @@ class Store:
     def lock(self):
         """An exclusive lock on a local store's set-up (a no-op for database servers, where
         `study init` runs once before the workers)."""
-        if not self.is_local:
-            return contextlib.nullcontext()
-        from filelock import FileLock
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.root / ".setup.lock"), timeout=LOCK_SECONDS)
+        return self._file_lock(".setup.lock")
 
     def ask_lock(self):
         """An exclusive lock around asking Optuna for a trial, for the processes of a local store:
         on SQLite, Optuna's pop of a queued trial (a grid point, a retry) is a read then a write
         without a row lock, so two workers asking at the same moment can both get the same one.
         A database server locks the row itself (a no-op there)."""
+        return self._file_lock(".ask.lock")
+
+    def _file_lock(self, name: str):
+        """A lock file in a local store's folder; nothing for a database server."""
         if not self.is_local:
             return contextlib.nullcontext()
         from filelock import FileLock
 
         self.root.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.root / ".ask.lock"), timeout=LOCK_SECONDS)
+        return FileLock(str(self.root / name), timeout=LOCK_SECONDS)
 
     def mlflow(self):
         from mlflow import MlflowClient

@@ -26,11 +26,6 @@ from study import names
 from study.keras_compat import keras, tf
 from study.schema import TrainSpec
 
-# Keras log keys -> per-epoch metric names (logged as `epoch/<name>`), and the sweep file's
-# monitors -> Keras log keys: both derived from the one vocabulary.
-EPOCH_NAMES = names.KERAS_KEYS
-MONITORS = {monitor: metric.keras_key for monitor, metric in names.MONITORS.items()}
-
 EVAL_BATCH = 1024  # evaluation batches: large, as no gradients are kept
 
 OnEpoch = Callable[[int, dict[str, float]], "str | None"]  # returns a reason to stop, or None
@@ -97,7 +92,7 @@ class _EpochHook(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        metrics = {EPOCH_NAMES[k]: float(v) for k, v in logs.items() if k in EPOCH_NAMES}
+        metrics = {names.KERAS_KEYS[k]: float(v) for k, v in logs.items() if k in names.KERAS_KEYS}
         self.result.history.append(metrics)
         self.result.epochs = epoch + 1
         if self.result.stopped != "diverged":
@@ -144,7 +139,7 @@ def fit(
     if spec.early_stopping.enabled:
         es = spec.early_stopping
         stopper = keras.callbacks.EarlyStopping(
-            monitor=MONITORS[es.monitor],
+            monitor=names.MONITORS[es.monitor].keras_key,
             mode="max" if es.monitor == "val/accuracy" else "min",
             patience=es.patience,
             min_delta=es.min_delta,

@@ -4,7 +4,6 @@ on many machines each `study worker` is one."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import time
@@ -102,7 +101,7 @@ def trials_per_pack(sweep: Sweep) -> int:
     return max(1, sweep.config.pack // sweep.config.replicates)
 
 
-def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None, lock=None) -> list[optuna.Trial]:
+def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None, lock) -> list[optuna.Trial]:
     """Ask up to `trials_per_pack` trials, fewer where the budget ends; those asked over it are
     marked skipped. Each ask happens under `lock` (Store.ask_lock: one process at a time)."""
     trials: list[optuna.Trial] = []
@@ -111,7 +110,7 @@ def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None, lock=None) 
             counts = count_trials(study.get_trials(deepcopy=False))
             if counts.done + counts.running >= target:
                 break
-        with lock if lock is not None else contextlib.nullcontext():
+        with lock:
             trial = study.ask()
             study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]  # at once: a worker that dies now is found by its heartbeat
         runner.reset_inherited(trial)  # a retry starts as itself, even one skipped below

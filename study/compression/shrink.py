@@ -95,8 +95,7 @@ def shrink(model: keras.Model, fraction: float, criterion: str = "l1", scope: st
     plan = global_plan(model, fraction, criterion) if scope == "global" else {}
     config = model.get_config()
     by_name = {entry["config"]["name"]: entry for entry in config["layers"]}
-    output_names = {name for name, *_ in config["output_layers"]}
-    last_weighted = [layer.name for layer in model.layers if layer.weights][-1]
+    hidden = {layer.name for layer in _hidden_layers(model)}
     weights: dict[str, list[np.ndarray]] = {}
     widths: dict[str, int] = {}
     keep: np.ndarray | None = None  # the kept indices on the last axis of the current tensor
@@ -109,7 +108,7 @@ def shrink(model: keras.Model, fraction: float, criterion: str = "l1", scope: st
             kernel, *bias = values
             if keep is not None:
                 kernel = kernel[keep, :]
-            if layer.name == last_weighted or layer.name in output_names:  # the output keeps every unit
+            if layer.name not in hidden:  # the output keeps every unit
                 weights[layer.name], keep = [kernel, *bias], None
                 continue
             keep = plan.get(layer.name, None)

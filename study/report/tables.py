@@ -182,16 +182,20 @@ def latency_runs(comp: pd.DataFrame) -> pd.DataFrame:
     timed = comp[pd.to_numeric(comp[LATENCY], errors="coerce").notna()].copy()
     if timed.empty:
         return timed
-    values = timed[[ACCURACY, LATENCY]].to_numpy(dtype=float)
-    timed["front"] = measure.pareto_mask(values, ["maximize", "minimize"])
+    timed["front"] = pareto_front(timed, LATENCY)
     return timed.reset_index(drop=True)
 
 
 def frontier(comp: pd.DataFrame, size: str) -> pd.Series:
     """Pareto-optimal rows: no other row is both smaller (in `size`) and more accurate."""
+    return pareto_front(comp, SIZE[size])
+
+
+def pareto_front(comp: pd.DataFrame, cost: str) -> pd.Series:
+    """Rows no other row beats on both accuracy (higher) and `cost` (lower: bytes, latency)."""
     if comp.empty:
         return pd.Series(dtype=bool)
-    values = comp[[ACCURACY, SIZE[size]]].to_numpy(dtype=float)
+    values = comp[[ACCURACY, cost]].to_numpy(dtype=float)
     return pd.Series(measure.pareto_mask(values, ["maximize", "minimize"]), index=comp.index)
 
 
