@@ -310,8 +310,9 @@ class Sweep:
 
     @property
     def config_hash(self) -> str:
-        """sha256 of what the study means, budget and packing excluded: a resumed study must match it."""
-        meaning = self.config.model_dump(mode="json", exclude={"budget", "description", "pack"})
+        """sha256 of what the study means, budget, packing and the report's margin excluded: a resumed
+        study must match it."""
+        meaning = self.config.model_dump(mode="json", exclude={"budget", "description", "pack", "smallest_effect"})
         return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

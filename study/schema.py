@@ -430,6 +430,10 @@ class SweepConfig(_Strict):
     # error rate or a mean squared error): the report judges underfitting against it. None: the
     # data's own noise floor where it is known (generated and shipped data), else chance.
     reference_error: float | None = Field(None, ge=0, le=1e12)
+    # The smallest effect worth acting on, in the error's units (an error rate or a mean squared
+    # error): a claim whose effect is shown to lie within ± this is 'negligible'. None: 1 point of
+    # error rate, or 10% of the noise variance σ² for squared error (1% of chance where σ² is unknown).
+    smallest_effect: float | None = Field(None, gt=0, le=1e12)
     dataset: DatasetSpec
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()

@@ -210,6 +210,8 @@ class Tracker:
         }
         if self.sweep.config.reference_error is not None:
             all_params["reference_error"] = str(self.sweep.config.reference_error)
+        if self.sweep.config.smallest_effect is not None:
+            all_params["smallest_effect"] = str(self.sweep.config.smallest_effect)
         trial_run = TrialRun(self, run.info.run_id, name, all_params)
         try:
             self.log(run.info.run_id, params=all_params)

@@ -21,9 +21,9 @@ LAYERS = [
     "compression.layers", "compression.artifact", "compression.packing", "compression.qpack", "compression.export",
     "compression.prune", "compression.shrink", "compression.quantize", "compression.cluster", "compression.distill", "compression.pipeline",
     "processes", "store", "tracking", "recovery", "compression.base", "runner", "worker", "sweep",
-    "progress", "listing", "serve", "report.stats", "report.decompose", "report.regimes", "report.tables", "report.verdicts", "report.load",
+    "progress", "listing", "serve", "report.stats", "report.seeds", "report.decompose", "report.regimes", "report.tables", "report.verdicts", "report.load",
     "report.sections", "report.figures", "report.page", "report.render", "report.build",
-    "cli", "__main__",
+    "frames", "cli", "__main__",
 ]
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from study.report import decompose, regimes, stats, tables, verdicts
+from study.report.seeds import Seeds
 
 pytestmark = pytest.mark.unit  # pure logic: no TensorFlow, no store
 
@@ -113,64 +114,151 @@ def test_regression_fit_is_judged_against_the_known_noise_variance():
 
 
 # ------------------------------------------------------------------------------------ verdicts
-def factorial(effects: dict[str, tuple[float, float]], sd: float, replicates: int = 2, base=(0.05, 0.40)) -> pd.DataFrame:
-    """A 2^k design: each knob adds (train, test) error at its high setting."""
-    rows, knobs = [], list(effects)
+def seeded(settings: list[dict], train: list[np.ndarray], test: list[np.ndarray], test_n: int = 1000) -> tuple[pd.DataFrame, Seeds]:
+    """Trials whose replicates share their seeds, as load.py reads them: per setting, its training
+    and held-out error at each seed (arrays of R), the trial row (mean and population std) and the
+    per-seed rows of seeds.Seeds."""
+    rows, per_seed = [], []
+    for i, (params, tr, te) in enumerate(zip(settings, train, test)):
+        r = len(tr)
+        rows.append(trial(i, float(np.mean(tr)), float(np.mean(te)), replicates=r, sd=float(np.std(te)),
+                          train_sd=float(np.std(tr)), gap_sd=float(np.std(np.subtract(te, tr))), test_n=test_n, **params))
+        per_seed += [{"run_id": f"r{i}", "seed": s, "train_error": a, "val_error": b, "test_error": b}
+                     for s, a, b in zip(range(r), tr, te)]
+    return analysed(rows), Seeds(pd.DataFrame(per_seed), {}, float("nan"))
+
+
+def grid(effects: dict[str, tuple[float, float]], seeds: int, rng: np.random.Generator, sd: float = 0.004,
+         redraws: tuple[str, ...] = (), base=(0.05, 0.40)) -> tuple[pd.DataFrame, Seeds]:
+    """A 2^k grid: each knob adds (train, test) error at its high setting. Every setting's error at
+    seed s carries that seed's draw, shared by every setting (common random numbers); a knob in
+    `redraws` re-draws it at its high level (as dropout 1e-6 re-draws the initialisation), so the
+    settings at one level of it are near-copies at each seed."""
+    knobs = list(effects)
+    shared = {levels: rng.normal(scale=sd, size=(2, seeds)) for levels in
+              [tuple(lv for lv in range(2)) for _ in range(1)][0:0]}  # filled lazily below
+    draws: dict = {}
+    settings, trains, tests = [], [], []
     for i in range(2 ** len(knobs)):
         levels = [(i >> j) & 1 for j in range(len(knobs))]
-        train = base[0] + sum(effects[k][0] * lv for k, lv in zip(knobs, levels))
-        test = base[1] + sum(effects[k][1] * lv for k, lv in zip(knobs, levels))
-        settings = {k.replace(".", "__"): (lv if k != "train.early_stopping.enabled" else str(bool(lv))) for k, lv in zip(knobs, levels)}
-        rows.append(trial(i, train, test, replicates=replicates, sd=sd, **settings))
-    return analysed(rows)
+        key = tuple(lv for k, lv in zip(knobs, levels) if k in redraws)
+        if key not in draws:
+            draws[key] = rng.normal(scale=sd, size=(2, seeds))
+        jitter = rng.normal(scale=sd / 50, size=(2, seeds))  # the near-copies differ a little
+        train = base[0] + sum(effects[k][0] * lv for k, lv in zip(knobs, levels)) + draws[key][0] + jitter[0]
+        test = base[1] + sum(effects[k][1] * lv for k, lv in zip(knobs, levels)) + draws[key][1] + jitter[1]
+        settings.append({k.replace(".", "__"): (lv if k != "train.early_stopping.enabled" else str(bool(lv)))
+                         for k, lv in zip(knobs, levels)})
+        trains.append(train)
+        tests.append(test)
+    del shared
+    return seeded(settings, trains, tests)
 
 
 KNOBS = ["model.l1", "model.l2", "model.dropout", "train.early_stopping.enabled"]
 
 
-def claims_of(errs, searched) -> dict[str, verdicts.Claim]:
-    return {c.claim: c for c in verdicts.judge(verdicts.remedy_claims(errs, searched, "classification"))}
+def claims_of(errs, seeds, searched) -> dict[str, verdicts.Claim]:
+    return {c.claim: c for c in verdicts.judge(verdicts.remedy_claims(errs, seeds, searched, "classification"))}
 
 
-def test_penalties_that_close_the_gap_without_moving_held_out_error_are_not_confirmed():
-    errs = factorial({"model.l1": (0.08, 0.002), "model.l2": (0.06, -0.001), "model.dropout": (0.03, -0.03),
-                      "train.early_stopping.enabled": (0.10, 0.022)}, sd=0.004)
-    claims = claims_of(errs, KNOBS)
-    l1, l2 = claims["L1 weight penalty reduces overfitting"], claims["L2 weight penalty reduces overfitting"]
-    assert l1.quantity == "held-out error" and l1.verdict == "inconclusive" and l2.verdict == "inconclusive"
-    assert "gap changed by" in l1.evidence and "replicates" in l1.decide
-    assert claims["early stopping reduces overfitting"].verdict == "contradicted", "held-out error rose by 2.2 points"
-    assert claims["dropout reduces overfitting"].verdict == "confirmed"
+def test_near_copy_settings_at_shared_seeds_are_not_confirmed_more_than_alpha():
+    """The null grid of issue 20: every remedy inert, dropout re-drawing the initialisation, so the
+    8 settings at each dropout level are near-copies at each seed. Pooling their spread as if they
+    were 8·R independent models confirmed something in half of such grids; seed by seed, the
+    family-wise rate stays at 5%."""
+    rng = np.random.default_rng(20)
+    wrong = 0
+    for _ in range(100):
+        errs, seeds = grid({k: (0.0, 0.0) for k in KNOBS}, 3, rng, sd=0.01, redraws=("model.dropout",))
+        wrong += any(c.verdict in ("confirmed", "contradicted") for c in claims_of(errs, seeds, KNOBS).values())
+    assert wrong <= 8, f"{wrong} of 100 null grids carry a verdict"
+
+
+def test_two_seeds_with_holm_over_four_claims_cannot_decide_and_the_page_says_why():
+    # the shipped regularization sweep's dropout: −3.6 points at both seeds, per-seed p ≈ 0.04
+    errs, seeds = grid({"model.l1": (0.0, 0.0), "model.l2": (0.0, 0.0), "model.dropout": (0.03, -0.036),
+                        "train.early_stopping.enabled": (0.1, 0.01)}, 2, np.random.default_rng(1), sd=0.003,
+                       redraws=("model.dropout", "train.early_stopping.enabled"))
+    claims = claims_of(errs, seeds, KNOBS)
+    assert claims["early stopping reduces overfitting"].verdict == "inconclusive"
+    assert not any(c.verdict in ("confirmed", "contradicted") for c in claims.values())
+    dropout = claims["dropout reduces overfitting"]
+    assert "1.0 degrees of freedom" in dropout.decide and "standard errors" in dropout.decide, dropout.decide
+    assert "seeds per setting would decide it" in dropout.decide
+
+
+def test_a_planted_three_point_effect_with_six_seeds_is_confirmed():
+    errs, seeds = grid({"model.dropout": (0.02, -0.03)}, 6, np.random.default_rng(2), sd=0.01)
+    claim = claims_of(errs, seeds, ["model.dropout"])["dropout reduces overfitting"]
+    assert claim.verdict == "confirmed" and claim.replicates == 6 and "6 shared seeds" in claim.test
+
+
+def test_an_effect_inside_the_margin_with_tight_intervals_is_negligible():
+    errs, seeds = grid({"model.l2": (0.001, 0.001)}, 6, np.random.default_rng(3), sd=0.001)
+    claim = claims_of(errs, seeds, ["model.l2"])["L2 weight penalty reduces overfitting"]
+    assert claim.verdict == "negligible" and claim.margin == 0.01 and claim.p_negligible < 0.05
+
+
+def test_the_sweep_file_sets_the_smallest_effect_of_interest():
+    errs, seeds = grid({"model.l2": (0.001, 0.004)}, 6, np.random.default_rng(3), sd=0.001)
+    claim = claims_of(errs, seeds, ["model.l2"])["L2 weight penalty reduces overfitting"]
+    assert claim.verdict == "negligible" and claim.p_value < 0.01, "a significant rise of 0.4 points, inside 1 point"
+    claim = claims_of(errs.assign(**{"params.smallest_effect": 0.002}), seeds, ["model.l2"])["L2 weight penalty reduces overfitting"]
+    assert claim.verdict == "contradicted" and claim.margin == 0.002
+
+
+def test_the_test_sets_noise_is_added_from_paired_per_example_errors():
+    errs, seeds = grid({"model.dropout": (0.0, -0.03)}, 6, np.random.default_rng(4), sd=0.005)
+    rng = np.random.default_rng(5)
+    n = 200  # a small test set: the seeds agree, but 200 examples cannot pin 3 points down
+    examples = {}
+    for run_id, rows in seeds.rows.groupby("run_id"):
+        errors = np.stack([(rng.random(n) < rate).astype(np.float32) for rate in rows["test_error"]])
+        examples[run_id] = (rows["seed"].to_numpy(), errors)
+    paired = Seeds(seeds.rows, examples, float(n))
+    seeds_only = claims_of(errs, seeds, ["model.dropout"])["dropout reduces overfitting"]
+    with_test = claims_of(errs, paired, ["model.dropout"])["dropout reduces overfitting"]
+    assert with_test.se > 2 * seeds_only.se and "200 test examples" in with_test.test
+    assert with_test.fixed_se > 0 and seeds_only.fixed_se == 0
+
+
+def test_seeds_to_decide_a_true_null_points_at_negligible_not_at_dozens_of_seeds():
+    diff = stats.Difference(0.001, 0.004, 2, "t", n=3)
+    needed, why = stats.seeds_to_decide(diff, 3, 0.0125, 0.01)
+    assert why == "negligible" and needed is not None and needed <= 12
 
 
 def test_dropout_that_raises_held_out_error_is_contradicted():
-    errs = factorial({"model.dropout": (0.05, 0.055)}, sd=0.004, replicates=3)
-    assert claims_of(errs, ["model.dropout"])["dropout reduces overfitting"].verdict == "contradicted"
+    errs, seeds = grid({"model.dropout": (0.05, 0.055)}, 3, np.random.default_rng(6), sd=0.004)
+    assert claims_of(errs, seeds, ["model.dropout"])["dropout reduces overfitting"].verdict == "contradicted"
 
 
 def test_one_seed_per_setting_gives_inconclusive_verdicts():
-    errs = factorial({"model.dropout": (0.05, -0.10)}, sd=0.0, replicates=1)
-    claim = claims_of(errs, ["model.dropout"])["dropout reduces overfitting"]
+    errs, seeds = grid({"model.dropout": (0.05, -0.10)}, 1, np.random.default_rng(7), sd=0.0)
+    claim = claims_of(errs, seeds, ["model.dropout"])["dropout reduces overfitting"]
     assert claim.verdict == "inconclusive" and math.isnan(claim.p_value) and "add replicates" in claim.decide
 
 
 def test_more_data_contradicts_the_articles_too_much_data_claim():
-    rows = [trial(i, train=tr, test=te, replicates=2, sd=0.01, dataset__train_size=n)
-            for i, (n, tr, te) in enumerate([(250, 0.00, 0.43), (4000, 0.05, 0.25), (32000, 0.06, 0.15)])]
-    claims = claims_of(analysed(rows), ["dataset.train_size"])
+    shift = np.array([0.004, -0.003, 0.001, -0.002, 0.0])
+    errs, seeds = seeded([{"dataset__train_size": n} for n in (250, 4000, 32000)],
+                         [tr + shift for tr in (0.00, 0.05, 0.06)], [te + shift * 2 for te in (0.43, 0.25, 0.15)])
+    claims = claims_of(errs, seeds, ["dataset.train_size"])
     assert claims["more training data reduces overfitting"].verdict == "confirmed"
     too_much = claims["too much training data causes overfitting (the article's claim)"]
     assert too_much.verdict == "contradicted" and too_much.quantity.startswith("gap")
 
 
 def test_epochs_claim_is_judged_on_held_out_error():
-    rows = [trial(i, train=tr, test=te, replicates=3, sd=0.005, train__epochs=e)
-            for i, (e, tr, te) in enumerate([(1, 0.5, 0.5), (10, 0.1, 0.30), (100, 0.0, 0.36)])]
-    claim = claims_of(analysed(rows), ["train.epochs"])["too many epochs overfit"]
+    shift = np.array([0.003, -0.002, 0.001, -0.004, 0.002])
+    trains = [0.5 + shift, 0.1 + shift, 0.0 + shift * 0]
+    errs, seeds = seeded([{"train__epochs": e} for e in (1, 10, 100)], trains, [te + shift for te in (0.5, 0.30, 0.36)])
+    claim = claims_of(errs, seeds, ["train.epochs"])["too many epochs overfit"]
     assert claim.verdict == "confirmed" and "lowest at 10 epochs" in claim.evidence, claim.evidence
-    flat = [trial(i, train=tr, test=te, replicates=3, sd=0.005, train__epochs=e)
-            for i, (e, tr, te) in enumerate([(1, 0.5, 0.5), (10, 0.1, 0.30), (100, 0.0, 0.30)])]
-    assert claims_of(analysed(flat), ["train.epochs"])["too many epochs overfit"].verdict == "inconclusive"
+    errs, seeds = seeded([{"train__epochs": e} for e in (1, 10, 100)], trains,
+                         [0.5 + shift, 0.30 + shift, 0.30 + shift[::-1] * 3])
+    assert claims_of(errs, seeds, ["train.epochs"])["too many epochs overfit"].verdict != "confirmed"
 
 
 def test_holm_makes_a_marginal_claim_inconclusive_among_many():
@@ -253,15 +341,10 @@ def test_jackknife_intervals_use_t_with_r_minus_1_degrees_of_freedom():
     assert d.variance.df == 2 and d.variance.half_width == pytest.approx(stats.t_quantile(2) * d.variance.se)
 
 
-def test_a_missing_spread_adds_no_degrees_of_freedom():
-    diff = stats.seed_difference(stats.Groups.of([0.30], [float("nan")], [3]), stats.Groups.of([0.31], [float("nan")], [3]))
-    assert math.isnan(diff.se) and math.isnan(diff.p_value)
-
-
 def test_an_unbalanced_design_gives_no_verdict():
-    rows = [trial(0, 0.1, 0.40, replicates=3, sd=0.005, model__dropout=0.0, model__width=64),
-            trial(1, 0.2, 0.30, replicates=3, sd=0.005, model__dropout=0.5, model__width=256)]
-    claim = claims_of(analysed(rows), ["model.dropout"])["dropout reduces overfitting"]
+    errs, seeds = seeded([{"model__dropout": 0.0, "model__width": 64}, {"model__dropout": 0.5, "model__width": 256}],
+                         [np.array([0.1, 0.11, 0.09])] * 2, [np.array([0.40, 0.41, 0.39]), np.array([0.30, 0.31, 0.29])])
+    claim = claims_of(errs, seeds, ["model.dropout"])["dropout reduces overfitting"]
     assert claim.verdict == "inconclusive" and "unbalanced" in claim.test and "grid" in claim.decide
 
 
@@ -282,25 +365,31 @@ def test_decomposition_rows_check_the_predictions_against_the_measured_error():
 
 
 # -------------------------------------------------------------------------------- double descent
-def width_series(tests: list[float], trains: list[float], widths=(8, 16, 32, 48, 64, 128, 256), sd=0.01) -> pd.DataFrame:
-    rows = [trial(i, train=tr, test=te, replicates=3, sd=sd, model__width=w) for i, (w, tr, te) in enumerate(zip(widths, trains, tests))]
-    errs = analysed(rows)
-    return tables.series_table(errs.assign(value=errs["params.model.width"]))
+def width_series(tests: list[float], trains: list[float], widths=(8, 16, 32, 48, 64, 128, 256), sd=0.01
+                 ) -> tuple[pd.DataFrame, Seeds]:
+    """Three seeds per width, shared by every width; each width's errors spread by `sd` around its mean."""
+    rng = np.random.default_rng(11)
+    spread = [sd * np.array([1.0, -1.0, 0.0]) @ np.eye(3)[rng.permutation(3)] for _ in widths]  # population sd ≈ 0.82·sd
+    errs, seeds = seeded([{"model__width": w} for w in widths], [tr + 0 * d for tr, d in zip(trains, spread)],
+                         [te + d for te, d in zip(tests, spread)])
+    return tables.series_table(errs.assign(value=errs["params.model.width"])), seeds
 
 
 TRAINS = [0.58, 0.44, 0.28, 0.08, 0.0, 0.0, 0.0]
 
 
 def test_double_descent_is_found_at_the_interpolation_threshold():
-    found = regimes.descent(width_series([0.59, 0.51, 0.53, 0.57, 0.55, 0.49, 0.47], TRAINS), "model.width")
+    found = regimes.descent(*width_series([0.59, 0.51, 0.53, 0.57, 0.55, 0.49, 0.47], TRAINS)[:1], "model.width",
+                            width_series([0.59, 0.51, 0.53, 0.57, 0.55, 0.49, 0.47], TRAINS)[1])
     assert found.threshold == 64 and found.peak == 48 and found.double_descent
     assert "Double descent" in found.text and "model.width = 48: 0.570" in found.text
 
 
 def test_a_monotone_or_noisy_curve_is_not_double_descent():
-    monotone = regimes.descent(width_series([0.59, 0.51, 0.48, 0.46, 0.45, 0.44, 0.43], TRAINS), "model.width")
+    monotone = regimes.descent(*width_series([0.59, 0.51, 0.48, 0.46, 0.45, 0.44, 0.43], TRAINS)[:1], "model.width")
     assert monotone.threshold == 64 and not monotone.double_descent
-    noisy = regimes.descent(width_series([0.59, 0.51, 0.52, 0.53, 0.52, 0.50, 0.49], TRAINS, sd=0.05), "model.width")
+    table, seeds = width_series([0.59, 0.51, 0.52, 0.53, 0.52, 0.50, 0.49], TRAINS, sd=0.05)
+    noisy = regimes.descent(table, "model.width", seeds)
     assert not noisy.double_descent and "no significant peak" in noisy.text
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 from study import names
 from study.errors import StudyError, did_you_mean
 from study.names import Role, Tag
-from study.report import regimes, tables
+from study.report import regimes, seeds, tables
 from study.store import Store, quiet_libraries
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ PAGE = 1000  # runs per MLflow search request
 CURVES = (names.TRAIN_LOSS.key, names.VAL_LOSS.key)  # the per-epoch curves the learning-curve chart draws
 SWEEP_FILE = "sweep.yaml"  # the sweep run's copy of its sweep file
 PREDICTIONS = "predictions.npz"  # each trial's test-set outputs of every replicate, labels and truth
+# Per-example predictions pair the test set's noise in a claim's contrast; beyond this many
+# finished trials the report reads none (a conservative unpaired bound replaces them).
+MAX_PAIRED = 400
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class SweepRuns:
     optuna: OptunaTrials | None = None  # None when the storage has no such study
     histories: dict[str, pd.DataFrame] = field(default_factory=dict)  # run id -> epoch and CURVES columns
     predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # run id -> predictions.npz
+    seeds: seeds.Seeds = field(default_factory=seeds.Seeds)  # every replicate's errors: the unit of replication
     store: str = ""  # where it was read from, in words
 
     @property
@@ -191,6 +195,29 @@ def _runs(client, experiment_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]
     return runs, _frame(references), sweep_run
 
 
+def _replicate_runs(client, experiment_id: str) -> pd.DataFrame:
+    """The replicate runs of one experiment (nested under their trial runs)."""
+    return _frame([_row(run) for run in _pages(client, experiment_id, f"tags.`{Tag.ROLE}` = '{Role.REPLICATE}'")])
+
+
+def _seeds(client, experiment_id: str, runs: pd.DataFrame, errs: pd.DataFrame, saved: dict) -> seeds.Seeds:
+    """Every finished replicate's errors, and the per-example test errors of the trials a claim
+    compares (all finished trials, up to MAX_PAIRED), from their predictions."""
+    if errs.empty:
+        return seeds.Seeds()
+    classification = regimes.task_of(runs) == "classification"
+    several = bool((errs["replicates"] > 1).any())
+    rows = seeds.seed_rows(runs, _replicate_runs(client, experiment_id) if several else pd.DataFrame(), classification)
+    examples = {}
+    if len(errs) <= MAX_PAIRED and tables.compression_runs(runs).empty:  # compression claims pair files, not seeds
+        for run_id in errs["run_id"]:
+            p = saved.get(run_id) or predictions(client, run_id)
+            if p is not None and "outputs" in p and "seeds" in p:
+                examples[run_id] = (np.asarray(p["seeds"]), seeds.example_errors(p["outputs"], p["y_test"]))
+    test_size = pd.to_numeric(errs.get("metrics.data/test_size"), errors="coerce").dropna()
+    return seeds.Seeds(rows, examples, float(test_size.iloc[0]) if len(test_size) else float("nan"), classification)
+
+
 def load_sweep_runs(store: Store, name: str) -> SweepRuns:
     """Everything the report needs of sweep `name`; a StudyError names the known sweeps if absent."""
     quiet_libraries()
@@ -202,10 +229,12 @@ def load_sweep_runs(store: Store, name: str) -> SweepRuns:
     errs = regimes.errors(runs)  # which runs' curves and predictions the sections will need
     curves = {pick.run_id: history(client, pick.run_id) for pick in tables.learning_curve_runs(errs)}
     saved = {rid: p for rid in tables.decomposed_runs(errs) if (p := predictions(client, rid)) is not None}
+    replicates = _seeds(client, experiment.experiment_id, runs, errs, saved)
     return SweepRuns(
         name=name, experiment_id=experiment.experiment_id, description=experiment.tags.get("mlflow.note.content", ""),
         runs=runs, references=references, sweep_run=sweep_run, sweep_text=_sweep_text(client, sweep_run),
         optuna=_optuna_trials(store, name), histories=curves, predictions=saved, store=store.describe(),
+        seeds=replicates,
     )
 
 

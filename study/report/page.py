@@ -221,7 +221,11 @@ class Page:
             return
         items = []
         for c in claims:
-            test = f"p = {c.p_value:.2g} ({c.test})" if math.isfinite(c.p_value) else f"no test possible ({c.test})"
+            test = f"p = {c.p_value:.2g} against no effect" if math.isfinite(c.p_value) else f"no test possible ({c.test})"
+            if math.isfinite(c.p_negligible):
+                test += f", p = {c.p_negligible:.2g} against an effect of ±{c.margin * c.scale:.3g}{c.unit} or more"
+            if math.isfinite(c.p_value):
+                test += f" ({c.test})"
             decide = f" To decide: {c.decide}." if c.decide else ""
             items.append(ClaimItem(c.verdict, c.claim, c.quantity, c.evidence, test, decide))
         self.blocks.append(Claims(items))

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from study.report import seeds as seed_contrasts
 from study.report import stats
 
 FIT_MARGIN = {"classification": 0.05, "regression": 0.25}  # absolute error rate / share of the reference
@@ -237,14 +238,15 @@ class Descent:
         return self.peak is not None
 
 
-def descent(table: pd.DataFrame, knob: str) -> Descent:
+def descent(table: pd.DataFrame, knob: str, seeds: seed_contrasts.Seeds | None = None) -> Descent:
     """`table`: one row per knob value, with columns value, interpolating, test_error, test_low,
     test_high, test_std (population, over seeds) and replicates. The threshold is where
     interpolation starts when moving in the knob's direction towards interpolation (growing
     capacity or epochs, shrinking data). A peak is the value with the highest held-out error within
     two values of the threshold that is significantly above the best value on each side of it
-    (error rises, then falls): by a t-test over seeds with replicates (both share the test set, so
-    its noise cancels), by non-overlapping test-set intervals without."""
+    (error rises, then falls): by the paired test over shared seeds (seeds.contrast, with the test
+    set's noise) where `seeds` holds the runs' replicates (column `runs`), by non-overlapping
+    test-set intervals without."""
     if table.empty or len(table) < 2:
         return Descent(knob, None, None, "")
     ordered = table.sort_values("value", ascending=knob not in AWAY_FROM_INTERPOLATION).reset_index(drop=True)
@@ -265,7 +267,7 @@ def descent(table: pd.DataFrame, knob: str) -> Descent:
         return Descent(knob, threshold, None, text + " Held-out error shows no peak near it (its maximum is at an end).")
     peak = ordered.loc[candidate]
     sides = [before.loc[before["test_error"].idxmin()], after.loc[after["test_error"].idxmin()]]
-    rises = [_significantly_above(peak, side) for side in sides]
+    rises = [_significantly_above(peak, side, seeds) for side in sides]
     numbers = "; ".join(f"{knob} = {row['value']:g}: {row['test_error']:.3f}" for row in (sides[0], peak, sides[1]))
     if all(ok for ok, _ in rises):
         how = rises[0][1]
@@ -276,12 +278,10 @@ def descent(table: pd.DataFrame, knob: str) -> Descent:
                    text + f" Held-out error has no significant peak near it ({numbers}; {rises[0][1]}).")
 
 
-def _significantly_above(peak: pd.Series, side: pd.Series) -> tuple[bool, str]:
+def _significantly_above(peak: pd.Series, side: pd.Series, seeds: seed_contrasts.Seeds | None) -> tuple[bool, str]:
     """Whether `peak`'s held-out error is significantly above `side`'s, and the test used."""
-    if peak["replicates"] >= 2 and side["replicates"] >= 2:
-        diff = stats.seed_difference(
-            stats.Groups.of([side["test_error"]], [side["test_std"]], [side["replicates"]]),
-            stats.Groups.of([peak["test_error"]], [peak["test_std"]], [peak["replicates"]]),
-        )
-        return diff.p_value < stats.ALPHA and diff.effect > 0, "t-test over seeds, 5% level"
+    if seeds is not None and "runs" in peak and peak["replicates"] >= 2 and side["replicates"] >= 2:
+        diff = seed_contrasts.contrast(seeds, side["runs"], peak["runs"], "test")
+        if np.isfinite(diff.se):
+            return diff.p_value < stats.ALPHA and diff.effect > 0, f"{diff.source}, 5% level"
     return bool(peak["test_low"] > side["test_high"]), "95% test-set intervals that do not overlap"

@@ -15,7 +15,7 @@ from study import measure, names
 from study.budget import Counts, count_trials
 from study.listing import best_summary
 from study.names import Tag, TrialState
-from study.report import regimes, tables, verdicts
+from study.report import regimes, seeds, tables, verdicts
 from study.report.load import OptunaTrials, SweepRuns
 
 MAX_TABLE_ROWS = 60  # rows shown in the page's regimes table; runs.csv has them all
@@ -142,7 +142,7 @@ def _capacity_like(knob: str) -> bool:
     return knob in regimes.TOWARDS_INTERPOLATION or knob in ("dataset.train_size",)
 
 
-def knob_views(errs: pd.DataFrame, knobs: list[str], categorical: list[str]) -> list[KnobView]:
+def knob_views(errs: pd.DataFrame, knobs: list[str], categorical: list[str], replicates: seeds.Seeds | None = None) -> list[KnobView]:
     """Per numeric knob: its panels (one per combination of the other varied knobs), or why none."""
     views = []
     for knob in knobs:
@@ -155,7 +155,7 @@ def knob_views(errs: pd.DataFrame, knobs: list[str], categorical: list[str]) -> 
             continue
         panels = []
         for title, rows in split:
-            descent = regimes.descent(tables.series_table(rows), knob) if _capacity_like(knob) else None
+            descent = regimes.descent(tables.series_table(rows), knob, replicates) if _capacity_like(knob) else None
             panels.append(tables.Panel(title, rows, tables.sweet_spot(rows), descent))
         ncols = errs[f"params.{categorical[0]}"].nunique() if categorical and len(panels) > 1 else min(len(panels), 2)
         descents = [{"knob": knob, "series": p.title, "threshold": p.descent.threshold, "peak": p.descent.peak,
@@ -205,7 +205,7 @@ def _interval(value: float, low: float, high: float) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def regime_table(errs: pd.DataFrame, searched: list[str]) -> RegimeTable:
+def regime_table(errs: pd.DataFrame, replicates: seeds.Seeds, searched: list[str]) -> RegimeTable:
     counts = errs["regime"].value_counts()
     summary = pd.DataFrame({"regime": counts.index, "trials": counts.values,
                             "what the article recommends": [regimes.ADVICE[r] for r in counts.index]})
@@ -224,7 +224,7 @@ def regime_table(errs: pd.DataFrame, searched: list[str]) -> RegimeTable:
     known = shown["reference"].dropna()
     reference = (f"{known.iloc[0]:.4g} ({shown['reference_source'].iloc[0]})" if len(known) else
                  "none known (give reference_error in the sweep file); chance is the fallback")
-    return RegimeTable(summary, verdicts.effects_table(errs, searched), frame, len(errs), reference)
+    return RegimeTable(summary, verdicts.effects_table(errs, replicates, searched), frame, len(errs), reference)
 
 
 def bias_variance(data: SweepRuns) -> BiasVariance:
@@ -240,13 +240,14 @@ def bias_variance(data: SweepRuns) -> BiasVariance:
         sized = errs.dropna(subset=[SIZE_BYTES, "test_error"])
         front = pd.Series(measure.pareto_mask(sized[["test_error", SIZE_BYTES]].to_numpy(float), ["minimize", "minimize"]),
                           index=sized.index)
-    views = knob_views(errs, knobs, categorical)
+    views = knob_views(errs, knobs, categorical, data.seeds)
     return BiasVariance(
         errs, task, name, regimes.Rules(task).text(), views=views,
         two_level=[v.knob for v in views if v.kind == "two-level"], params_facet=facet,
         show_params=PARAMS in errs and errs[PARAMS].nunique() > 2, sized=sized, front=front,
         learning=learning_curves(data, errs), decomposition=decomposition(data, errs, knobs, categorical),
-        regimes=regime_table(errs, data.searched), claims=verdicts.remedy_claims(errs, data.searched, task),
+        regimes=regime_table(errs, data.seeds, data.searched),
+        claims=verdicts.remedy_claims(errs, data.seeds, data.searched, task),
     )
 
 

@@ -7,8 +7,8 @@ Two sources of noise are told apart and named wherever an interval is drawn:
 - the test set: a held-out error measured on n examples is a sample of the error on the data
   distribution (binomial for an error rate, the standard error over examples for a mean loss).
 Replicates share the test set, so its noise does not show in their spread: an interval for one
-setting combines both in quadrature. A comparison of two settings on the same test set is paired:
-the test set's noise largely cancels, and only the seeds' spread is used.
+setting combines both in quadrature. A comparison of two settings is paired twice over: by seed
+(settings share their seeds) and by test example (seeds.py).
 """
 
 from __future__ import annotations
@@ -109,6 +109,8 @@ class Difference:
     df: float
     source: str  # what the noise estimate comes from
     one_sided: bool = False  # p-value of the one-sided test in the direction the effect lies
+    fixed_se: float = 0.0  # the part of `se` that more seeds would not shrink (the test set's)
+    n: int = 0  # the independent units (seeds, pairs) whose spread `se` comes from; 0: none counted
 
     @property
     def statistic(self) -> float:
@@ -134,39 +136,37 @@ class Difference:
         return f"{self.effect * scale:+.{digits}f}{unit} [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
 
 
-def seed_difference(a: Groups, b: Groups) -> Difference:
-    """Difference of two groups of settings' means, each setting measured with R seeds (paired on
-    the test set): noise from the pooled within-setting variance over seeds (a factorial
-    design's error term). Without replicates the noise is unknown (se = NaN)."""
-    pooled_ss = a.within_ss + b.within_ss
-    pooled_df = a.within_df + b.within_df
-    effect = b.mean - a.mean
-    if pooled_df <= 0:
-        return Difference(effect, float("nan"), float("nan"), "no replicates")
-    variance = pooled_ss / pooled_df
-    se = math.sqrt(variance * (1 / a.observations + 1 / b.observations))
-    return Difference(effect, se, pooled_df, "seeds (pooled within-setting variance)")
+def equivalence_p(diff: Difference, margin: float) -> float:
+    """Two one-sided tests (TOST) of 'the effect lies within ±margin': the larger of the p-values
+    of 'effect ≤ −margin' and 'effect ≥ +margin' (NaN without a noise estimate or a margin)."""
+    if not (np.isfinite(diff.se) and np.isfinite(margin) and margin > 0 and np.isfinite(diff.effect)):
+        return float("nan")
+    if diff.se == 0:
+        return 0.0 if abs(diff.effect) < margin else 1.0
+    dist = sps.t(diff.df) if np.isfinite(diff.df) else sps.norm
+    return float(max(dist.sf((diff.effect + margin) / diff.se), dist.cdf((diff.effect - margin) / diff.se)))
 
 
-@dataclass(frozen=True)
-class Groups:
-    """Settings pooled at one level of a knob: the mean over all their replicate observations and
-    the within-setting sum of squares over seeds."""
-
-    mean: float
-    observations: int  # replicate values in all
-    within_ss: float
-    within_df: int
-
-    @classmethod
-    def of(cls, means, population_stds, replicates) -> Groups:
-        means = np.asarray(means, dtype=float)
-        stds = np.asarray(population_stds, dtype=float)
-        r = np.asarray(replicates, dtype=float)
-        observations = float(r.sum())
-        mean = float((means * r).sum() / observations) if observations else float("nan")
-        several = (r >= 2) & np.isfinite(stds)  # a setting whose spread is unknown adds no degrees of freedom
-        return cls(mean, int(observations), float((stds[several] ** 2 * r[several]).sum()), int((r[several] - 1).sum()))
+def seeds_to_decide(diff: Difference, seeds: int, level: float, margin: float, limit: int = 1000) -> tuple[int | None, str]:
+    """The fewest seeds (up to `limit`) at which an effect as measured, with the seeds' spread as
+    measured, would be significant at `level` (two-sided) or shown within ±`margin` (two
+    one-sided tests at `level`), and which; (None, why) when no number of seeds would. The test
+    set's part of the noise (`diff.fixed_se`) does not shrink with seeds."""
+    if not (np.isfinite(diff.se) and diff.se > 0 and seeds >= 1):
+        return None, "no noise estimate"
+    seed_var = max(diff.se**2 - diff.fixed_se**2, 0.0) * seeds
+    effect = abs(diff.effect)
+    for n in range(seeds + 1, limit + 1):
+        se = math.sqrt(seed_var / n + diff.fixed_se**2)
+        if effect > t_quantile(n - 1, 1 - level) * se:
+            return n, "significant"
+        if np.isfinite(margin) and effect + float(sps.t.ppf(1 - level, n - 1)) * se < margin:
+            return n, "negligible"
+    never_significant = effect <= z_quantile(1 - level) * diff.fixed_se
+    never_negligible = not np.isfinite(margin) or effect + z_quantile(1 - 2 * level) * diff.fixed_se >= margin
+    if diff.fixed_se > 0 and never_significant and never_negligible:
+        return None, "the test set's own noise is too large for any number of seeds: a larger test set"
+    return None, f"more than {limit} seeds"
 
 
 def paired_differences(values) -> Difference:
@@ -174,7 +174,8 @@ def paired_differences(values) -> Difference:
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return Difference(float(values.mean()) if len(values) else float("nan"), float("nan"), float("nan"), "one pair")
-    return Difference(float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values))), len(values) - 1, f"{len(values)} pairs")
+    return Difference(float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values))), len(values) - 1,
+                      f"Student's t over {len(values)} pairs", n=len(values))
 
 
 def holm(p_values: list[float], alpha: float = ALPHA) -> list[bool]:

@@ -87,8 +87,8 @@ def series_table(rows: pd.DataFrame) -> pd.DataFrame:
     numbers are averaged only when a sampler repeated it): the columns regimes.descent needs."""
     columns = ["test_error", "test_low", "test_high", "test_std", "train_error"]
     table = rows.groupby("value", sort=True).agg(
-        {**{c: "mean" for c in columns}, "replicates": "min", "interpolating": "all"})
-    return table.reset_index()
+        {**{c: "mean" for c in columns}, "replicates": "min", "interpolating": "all", "run_id": list})
+    return table.rename(columns={"run_id": "runs"}).reset_index()
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,20 @@
 """The article's claims as tests: each names the quantity it is judged on, measures an effect with
-its interval, and comes out confirmed, contradicted or inconclusive after Holm's correction for
-the number of claims on the page. Pure functions of the tables (regimes.errors, tables.compression_runs).
+its interval, and comes out confirmed, contradicted, negligible or inconclusive after Holm's
+correction over every test on the page. Pure functions of the tables (regimes.errors,
+seeds.Seeds, tables.compression_runs).
 
 - A remedy against overfitting is judged on held-out error (the gap is reported beside it): it
   must lower held-out error, not merely close the gap by raising training error.
 - A remedy against underfitting is judged on training error (held-out error beside it).
 - Effects compare a knob's lowest and highest setting, averaged over the other knobs (a main
   effect, when both settings meet the same values of the others, as in a grid; otherwise the
-  claim is inconclusive); their noise is the pooled spread over seeds within settings, so one
-  seed per setting leaves a claim inconclusive. Settings share the test set, whose noise cancels
-  in a difference.
+  claim is inconclusive). The unit of replication is the seed, shared by every setting: the
+  effect is tested over the per-seed contrasts (seeds.py says why that is valid under common
+  random numbers and a pooled within-setting spread is not), and a held-out error adds the test
+  set's own noise from the paired per-example predictions.
+- Practical significance: each claim has a smallest effect of interest (`smallest_effect` in the
+  sweep file; else 1 point of error rate, or 10% of the noise variance σ² for squared error). Two
+  one-sided tests show an effect negligible when its whole 90% interval lies within ± that.
 - Compression claims about one file (8-bit quantization) use the test set's sampling error;
   claims about a training method (distillation, sparse against dense) need several pairs.
 """
@@ -21,6 +26,7 @@ from dataclasses import asdict, dataclass, replace
 
 import pandas as pd
 
+from study.report import seeds as seed_contrasts
 from study.report import stats, tables
 
 # The article's remedies, filed where they act (the article swaps its two lists).
@@ -37,6 +43,10 @@ REMEDIES = {
 }
 CLOSE_TO_FLOAT = 0.02  # "accuracy close to float": at most 2 points below the float32 base
 ABOUT_4X = 3.5  # "about 4× smaller": at least 3.5×
+SMALLEST_RATE_EFFECT = 0.01  # 1 point of error rate (or accuracy): smaller changes are not worth acting on
+SMALLEST_SHARE_OF_NOISE = 0.10  # squared error: 10% of the noise variance σ²
+SMALLEST_SHARE_OF_CHANCE = 0.01  # squared error without a known σ²: 1% of a constant guess's error
+VERDICTS = ("confirmed", "contradicted", "negligible", "inconclusive")
 
 
 @dataclass(frozen=True)
@@ -51,57 +61,87 @@ class Claim:
     se: float  # the effect's standard error (NaN: no noise estimate)
     test: str  # how the p-value was computed
     evidence: str  # the numbers, in words
-    replicates: int = 1  # per setting, where seeds are the noise; pairs, where pairs are
+    replicates: int = 1  # the seeds (or pairs) the noise comes from
     noise: str = "seeds"  # 'seeds', 'test set' or 'pairs': what more of would decide an inconclusive claim
-    verdict: str = "inconclusive"  # set by judge(): 'confirmed', 'contradicted' or 'inconclusive'
+    verdict: str = "inconclusive"  # set by judge(): one of VERDICTS
     decide: str = ""  # for an inconclusive verdict: what would decide it
+    margin: float = math.nan  # the smallest effect of interest (NaN: no equivalence test)
+    p_negligible: float = math.nan  # two one-sided tests of |effect| < margin
+    fixed_se: float = 0.0  # the part of `se` more seeds would not shrink (the test set's)
+    df: float = math.nan  # degrees of freedom of `se`
+    scale: float = 1.0  # to print the quantity: 100 for error rates in points
+    unit: str = ""  # ' points' for error rates
 
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
 
+    def difference(self) -> stats.Difference:
+        return stats.Difference(self.effect, self.se, self.df, self.test, fixed_se=self.fixed_se, n=self.replicates)
+
 
 def judge(claims: list[Claim], alpha: float = stats.ALPHA) -> list[Claim]:
-    """Verdicts by Holm's procedure over all `claims` (family-wise level `alpha`)."""
-    p_values = [c.p_value for c in claims]
+    """Verdicts by Holm's procedure over every test on the page (family-wise level `alpha`): two
+    per claim, against no effect and (where the claim has a margin) against an effect of at least
+    the margin. Negligible wins over significant: a real effect smaller than matters is negligible."""
+    p_values = [p for c in claims for p in (c.p_value, c.p_negligible)]
     rejected = stats.holm(p_values, alpha)
     judged = []
-    for i, (claim, significant) in enumerate(zip(claims, rejected)):
-        if significant and claim.effect != 0:
+    for i, claim in enumerate(claims):
+        significant, negligible = rejected[2 * i], rejected[2 * i + 1]
+        if negligible:
+            judged.append(replace(claim, verdict="negligible"))
+        elif significant and claim.effect != 0:
             agrees = (claim.effect < 0) == (claim.expected == "lower")
             judged.append(replace(claim, verdict="confirmed" if agrees else "contradicted"))
-            continue
-        judged.append(replace(claim, verdict="inconclusive", decide=_what_decides(claim, stats.holm_level(p_values, i, alpha))))
+        else:
+            level = stats.holm_level(p_values, 2 * i, alpha)
+            judged.append(replace(claim, verdict="inconclusive", decide=_what_decides(claim, level)))
     return judged
 
 
 def _what_decides(claim: Claim, level: float) -> str:
+    what = {"seeds": "seeds per setting", "pairs": "pairs", "test set": "times the test examples"}[claim.noise]
     if not math.isfinite(claim.p_value):
         if claim.noise == "pairs":
             return "no noise estimate from one pair: more pairs (settings or seeds)"
         if "unbalanced" in claim.test:
             return "a grid over the knobs, so that both settings meet the same values of the others"
+        if "share no seed" in claim.test:
+            return "the settings share no seed: run them with the same sweep seed and replicates"
         return "no noise estimate: add replicates (seeds) to the sweep"
-    diff = stats.Difference(claim.effect, claim.se, math.inf, "")
-    needed = stats.replicates_to_decide(diff, claim.replicates, level)
-    what = {"seeds": "replicates per setting", "pairs": "pairs", "test set": "times the test examples"}[claim.noise]
-    if needed is None:
-        return f"no effect measured: no number of {what} is likely to decide it"
-    if needed > 100 * claim.replicates:
-        return f"the effect is far smaller than its noise: over 100× the {what} would be needed"
+    diff = claim.difference()
     if claim.noise == "test set":
+        needed = stats.replicates_to_decide(diff, claim.replicates, level)
+        if needed is None:
+            return "no effect measured: no test set is likely to decide it"
         return f"about {needed / claim.replicates:.1f} {what} would decide it if the effect is as measured"
-    return f"about {needed} {what} would decide it if the effect is as measured (now {claim.replicates})"
+    few = ""
+    if math.isfinite(claim.df) and claim.df < 3:
+        q = stats.t_quantile(claim.df, 1 - level)
+        few = (f"{claim.replicates} {claim.noise} leave the test {claim.df:.1f} degrees of freedom: at this claim's level "
+               f"(p < {level:.2g}, Holm) the effect would have to exceed {q:.0f} standard errors. ")
+    needed, why = stats.seeds_to_decide(diff, claim.replicates, level, claim.margin)
+    if needed is None:
+        return few + (f"no number of {what} up to 1000 would decide it" if why.startswith("more than") else why)
+    shown = "significant" if why == "significant" else f"within ±{claim.margin * claim.scale:.3g}{claim.unit} (negligible)"
+    return (few + f"about {needed} {what} would decide it (now {claim.replicates}), if the effect and the spread are as "
+            f"measured: the effect would then be {shown}")
 
 
 def rules_text() -> str:
     return (
         "Each claim is tested on the quantity it names: the effect is the mean at the knob's highest setting minus the "
-        "mean at its lowest (averaged over the other knobs, which must take the same values at both, as in a grid); "
-        "its 95% interval and two-sided p-value come from the "
-        "spread over seeds within settings (Student's t, pooled). A claim is confirmed when the effect is significant "
-        "in the claimed direction after Holm's correction for the number of claims on this page (family-wise 5%), "
-        "contradicted when it is significant the other way, and inconclusive otherwise (one seed per setting gives no "
-        "noise estimate). Claims about one compressed file use the test set's sampling error (the 8-bit claim, whose "
+        "mean at its lowest (averaged over the other knobs, which must take the same values at both, as in a grid). "
+        "The unit of replication is the seed: replicate r of every setting trains with the same seed, so the effect is "
+        "measured seed by seed (the high settings' mean minus the low settings' mean at each shared seed) and tested with "
+        "Student's t over those per-seed contrasts (R − 1 degrees of freedom for R seeds); a held-out error adds the test "
+        "set's own noise, from the per-example predictions of both levels (paired). Each claim has a smallest effect of "
+        "interest (the sweep file's smallest_effect; else 1 point of error rate or accuracy, or 10% of the noise "
+        "variance σ² for a squared error). Two tests per claim, Holm's correction over every test on this page "
+        "(family-wise 5%): confirmed when the effect is significant in the claimed direction, contradicted when "
+        "significant the other way, negligible when two one-sided tests place it within ± the smallest effect of "
+        "interest (its 90% interval lies inside that band), and inconclusive otherwise, with roughly how many seeds "
+        "would decide it. Claims about one compressed file use the test set's sampling error (the 8-bit claim, whose "
         "'close to float' is a line at 2 points, is two one-sided tests at 5% with a 90% interval); claims about a "
         "training method compare several pairs (Student's t over pairs), and one pair is inconclusive."
     )
@@ -111,14 +151,10 @@ def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:.3g}"
 
 
-def _groups(rows: pd.DataFrame, quantity: str) -> stats.Groups:
-    std = rows[f"{quantity}_std"] if quantity != "gap" else rows["gap_std"]
-    return stats.Groups.of(rows[quantity if quantity == "gap" else f"{quantity}_error"], std, rows["replicates"])
-
-
 class _Units:
     def __init__(self, task: str):
         self.points = task == "classification"
+        self.scale, self.unit = (100.0, " points") if self.points else (1.0, "")
 
     def diff(self, d: stats.Difference) -> str:
         return d.text(1, 100, " points") if self.points else d.text(3)
@@ -127,14 +163,31 @@ class _Units:
         return f"{x:.3f}"
 
 
-def main_effect(errs: pd.DataFrame, knob: str, quantity: str, low=None, high=None) -> tuple[stats.Difference, pd.DataFrame, pd.DataFrame]:
+def smallest_effect(errs: pd.DataFrame, task: str) -> float:
+    """The smallest effect of interest on an error: the sweep file's `smallest_effect`, else 1 point
+    of error rate, or for squared error a share of the noise variance σ² (of chance without it)."""
+    given = tables.numeric(errs["params.smallest_effect"]).dropna() if "params.smallest_effect" in errs else pd.Series()
+    if len(given):
+        return float(given.iloc[0])
+    if task == "classification":
+        return SMALLEST_RATE_EFFECT
+    reference = pd.to_numeric(errs.get("reference", pd.Series(dtype=float)), errors="coerce").dropna()
+    reference = reference[reference > 0]
+    if len(reference):
+        return SMALLEST_SHARE_OF_NOISE * float(reference.iloc[0])
+    chance = pd.to_numeric(errs.get("chance", pd.Series(dtype=float)), errors="coerce").dropna()
+    return SMALLEST_SHARE_OF_CHANCE * float(chance.iloc[0]) if len(chance) else math.nan
+
+
+def main_effect(errs: pd.DataFrame, seeds: seed_contrasts.Seeds, knob: str, quantity: str, low=None, high=None
+                ) -> tuple[stats.Difference, pd.DataFrame, pd.DataFrame]:
     """Mean of `quantity` ('train', 'test' or 'gap') at the knob's `high` minus at its `low`
-    setting (default: its extremes), with the seeds' noise; and the rows at each."""
+    setting (default: its extremes), tested over the shared seeds; and the rows at each."""
     value = tables.numeric(errs[f"params.{knob}"])
     low = value.min() if low is None else low
     high = value.max() if high is None else high
     at_low, at_high = errs[value == low], errs[value == high]
-    diff = stats.seed_difference(_groups(at_low, quantity), _groups(at_high, quantity))
+    diff = seed_contrasts.contrast(seeds, at_low["run_id"], at_high["run_id"], quantity)
     if not _balanced(errs, knob, at_low, at_high):
         diff = stats.Difference(diff.effect, math.nan, math.nan,
                                 "unbalanced design: the other knobs differ between the two settings (not a grid)")
@@ -153,17 +206,21 @@ def _balanced(errs: pd.DataFrame, knob: str, at_low: pd.DataFrame, at_high: pd.D
 
 
 def _claim(claim: str, quantity: str, diff: stats.Difference, expected: str, evidence: str, replicates: int,
-           noise: str = "seeds") -> Claim:
+           noise: str = "seeds", margin: float = math.nan, units: _Units | None = None) -> Claim:
     # a one-sided test at 5% goes with a 90% interval: it is confirmed exactly when the interval clears the line
     level = 1 - 2 * stats.ALPHA if diff.one_sided else stats.LEVEL
     low, high = diff.interval(level) if math.isfinite(diff.se) else (math.nan, math.nan)
+    margin = math.nan if diff.one_sided else margin
+    scale, unit = (units.scale, units.unit) if units else (1.0, "")
     return Claim(claim, quantity, diff.effect, low, high, expected, diff.p_value, diff.se, diff.source, evidence,
-                 replicates, noise)
+                 diff.n or replicates, noise, margin=margin, p_negligible=stats.equivalence_p(diff, margin),
+                 fixed_se=diff.fixed_se, df=diff.df, scale=scale, unit=unit)
 
 
-def remedy_claims(errs: pd.DataFrame, searched: list[str], task: str) -> list[Claim]:
+def remedy_claims(errs: pd.DataFrame, seeds: seed_contrasts.Seeds, searched: list[str], task: str) -> list[Claim]:
     """The article's remedies this sweep varies, the data-size claim and the epochs warning (unjudged)."""
     units = _Units(task)
+    margin = smallest_effect(errs, task)
     claims = []
     replicates = int(errs["replicates"].min()) if not errs.empty else 1
     for knob in searched:
@@ -171,9 +228,9 @@ def remedy_claims(errs: pd.DataFrame, searched: list[str], task: str) -> list[Cl
         if knob not in REMEDIES or column not in errs or errs[column].nunique() < 2:
             continue
         name, against = REMEDIES[knob]
-        test, at_low, at_high = main_effect(errs, knob, "test")
-        train, _, _ = main_effect(errs, knob, "train")
-        gap, _, _ = main_effect(errs, knob, "gap")
+        test, at_low, at_high = main_effect(errs, seeds, knob, "test")
+        train, _, _ = main_effect(errs, seeds, knob, "train")
+        gap, _, _ = main_effect(errs, seeds, knob, "gap")
         value = tables.numeric(errs[column])
         span = f"{knob} {_fmt(value.min())} → {_fmt(value.max())} ({len(at_low)} and {len(at_high)} settings)"
         if against == "overfitting":
@@ -181,25 +238,25 @@ def remedy_claims(errs: pd.DataFrame, searched: list[str], task: str) -> list[Cl
                 f"{name} reduces overfitting", "held-out error", test, "lower",
                 f"{span}: held-out error {units.value(at_low['test_error'].mean())} → {units.value(at_high['test_error'].mean())}, "
                 f"change {units.diff(test)}; the gap changed by {units.diff(gap)} and training error by {units.diff(train)}",
-                replicates))
+                replicates, margin=margin, units=units))
         else:
             claims.append(_claim(
                 f"{name} reduces underfitting", "training error", train, "lower",
                 f"{span}: training error {units.value(at_low['train_error'].mean())} → {units.value(at_high['train_error'].mean())}, "
                 f"change {units.diff(train)}; held-out error changed by {units.diff(test)}",
-                replicates))
+                replicates, margin=margin, units=units))
         if knob == "dataset.train_size":
             claims.append(_claim(
                 "too much training data causes overfitting (the article's claim)", "gap (held-out − training error)", gap,
                 "higher",
                 f"{span}: gap {units.value(at_low['gap'].mean())} → {units.value(at_high['gap'].mean())}, change "
-                f"{units.diff(gap)}; held-out error changed by {units.diff(test)}", replicates))
+                f"{units.diff(gap)}; held-out error changed by {units.diff(test)}", replicates, margin=margin, units=units))
     if "train.epochs" in searched and "params.train.epochs" in errs and errs["params.train.epochs"].nunique() > 2:
-        claims.append(epochs_claim(errs, units, replicates))
+        claims.append(epochs_claim(errs, seeds, units, replicates, margin))
     return claims
 
 
-def effects_table(errs: pd.DataFrame, searched: list[str]) -> pd.DataFrame:
+def effects_table(errs: pd.DataFrame, seeds: seed_contrasts.Seeds, searched: list[str]) -> pd.DataFrame:
     """Each remedy knob's main effect (highest minus lowest setting) on training error, held-out
     error and the gap, with 95% intervals over seeds: rows remedy, knob, quantity, effect, low, high."""
     rows = []
@@ -210,14 +267,14 @@ def effects_table(errs: pd.DataFrame, searched: list[str]) -> pd.DataFrame:
         value = tables.numeric(errs[column])
         remedy = f"{REMEDIES[knob][0]} ({knob} {_fmt(value.min())} → {_fmt(value.max())})"
         for quantity, name in (("train", "training error"), ("test", "held-out error"), ("gap", "gap")):
-            diff, at_low, at_high = main_effect(errs, knob, quantity)
+            diff, at_low, at_high = main_effect(errs, seeds, knob, quantity)
             low, high = diff.interval() if math.isfinite(diff.se) else (math.nan, math.nan)
             rows.append({"remedy": remedy, "knob": knob, "quantity": name, "effect": diff.effect, "low": low, "high": high,
                          "settings": f"{len(at_low)} / {len(at_high)}"})
     return pd.DataFrame(rows)
 
 
-def epochs_claim(errs: pd.DataFrame, units: _Units, replicates: int) -> Claim:
+def epochs_claim(errs: pd.DataFrame, seeds: seed_contrasts.Seeds, units: _Units, replicates: int, margin: float) -> Claim:
     """'Too many epochs overfit', judged on held-out error: from the epoch count with the lowest
     mean validation error (chosen on validation data, so the test is not biased by the choice) to
     the most epochs."""
@@ -226,14 +283,14 @@ def epochs_claim(errs: pd.DataFrame, units: _Units, replicates: int) -> Claim:
     means = frame.groupby("epochs")["test_error"].mean()
     chooser = frame.groupby("epochs")["val_error"].mean() if frame["val_error"].notna().all() else means
     best, last = float(chooser.idxmin()), float(means.index.max())  # chosen on validation, tested on held-out
-    test, _, at_last = main_effect(errs, "train.epochs", "test", low=best, high=last)
-    gap, _, _ = main_effect(errs, "train.epochs", "gap", low=best, high=last)
+    test, _, at_last = main_effect(errs, seeds, "train.epochs", "test", low=best, high=last)
+    gap, _, _ = main_effect(errs, seeds, "train.epochs", "gap", low=best, high=last)
     evidence = (f"validation error is lowest at {_fmt(best)} epochs (held-out error {units.value(means[best])}); held-out error is "
                 f"{units.value(means[last])} at {_fmt(last)}: change {units.diff(test)}; the gap changed by {units.diff(gap)} "
                 f"and is {units.value(at_last['gap'].mean())} at {_fmt(last)} epochs")
     if best == last:
         evidence = f"validation error is lowest at the most epochs ({_fmt(last)}): no rise to detect"
-    return _claim("too many epochs overfit", "held-out error", test, "higher", evidence, replicates)
+    return _claim("too many epochs overfit", "held-out error", test, "higher", evidence, replicates, margin=margin, units=units)
 
 
 # ------------------------------------------------------------------------------ compression
@@ -271,7 +328,8 @@ def paired_claim(claim: str, quantity: str, gains: list[float], evidence: str) -
     """A training method against its control over several pairs: mean gain with Student's t over
     pairs; one pair gives no estimate of the noise (seeds, settings) and stays inconclusive."""
     diff = stats.paired_differences(gains)
-    return _claim(claim, quantity, diff, "higher", evidence, max(1, len(gains)), noise="pairs")
+    return _claim(claim, quantity, diff, "higher", evidence, max(1, len(gains)), noise="pairs", margin=SMALLEST_RATE_EFFECT,
+                  units=_Units("classification"))
 
 
 def distillation_claim(pairs: pd.DataFrame) -> Claim | None:
