@@ -417,3 +417,13 @@ def test_structured_pruning_is_a_small_dense_model_against_the_largest_sparse_fi
     assert claim is not None
     # 14,660 bytes: no pruned file is as small; 46,680 meets 34,120; 97,920 meets 61,320
     assert "for 0 of 2 small dense models that pruned file was more accurate" in claim.evidence
+
+
+def test_after_double_descent_the_overfit_advice_does_not_say_regularize_past_the_threshold():
+    from study.report.sections import advice
+
+    found = [{"knob": "model.width", "series": "all trials", "peak": 48.0, "threshold": 64.0, "double_descent": True}]
+    assert advice("overfit", []) == regimes.ADVICE["overfit"]
+    said = advice("overfit", found)
+    assert "not past the interpolation threshold" in said and "model.width past 48" in said
+    assert advice("underfit", found) == regimes.ADVICE["underfit"]

@@ -199,16 +199,30 @@ def decomposition(data: SweepRuns, errs: pd.DataFrame, knobs: list[str], categor
     return Decomposition(replicated, table, len(errs), knob, panels, log_x, shown)
 
 
+def advice(regime: str, descents: list[dict]) -> str:
+    """The article's remedy for a regime, unless this sweep found double descent: past the
+    interpolation threshold more capacity lowered held-out error, so an overfit model there is
+    not advised to be regularized as the article would have it."""
+    found = [d for d in descents if d.get("double_descent")]
+    if not found or regime not in ("overfit", "underfit and overfit"):
+        return regimes.ADVICE[regime]
+    where = "; ".join(f"{d['knob']} past {d['peak']:g} ({d['series']})" for d in found)
+    return (f"{regimes.ADVICE[regime]}; but not past the interpolation threshold, where this sweep found double descent "
+            f"({where}): there held-out error fell again as capacity grew, so more capacity, not regularization, is what "
+            "it measured lowering held-out error")
+
+
 def _interval(value: float, low: float, high: float) -> str:
     if not pd.notna(low):
         return f"{value:.3f}"
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def regime_table(errs: pd.DataFrame, replicates: seeds.Seeds, searched: list[str]) -> RegimeTable:
+def regime_table(errs: pd.DataFrame, replicates: seeds.Seeds, searched: list[str], descents: list[dict] | None = None
+                 ) -> RegimeTable:
     counts = errs["regime"].value_counts()
     summary = pd.DataFrame({"regime": counts.index, "trials": counts.values,
-                            "what the article recommends": [regimes.ADVICE[r] for r in counts.index]})
+                            "what the article recommends": [advice(r, descents or []) for r in counts.index]})
     shown = errs.sort_values("trial").head(MAX_TABLE_ROWS)
     frame = pd.DataFrame({"trial": shown["trial"], "run": shown["run_id"]})
     for k in searched:
@@ -246,7 +260,7 @@ def bias_variance(data: SweepRuns) -> BiasVariance:
         two_level=[v.knob for v in views if v.kind == "two-level"], params_facet=facet,
         show_params=PARAMS in errs and errs[PARAMS].nunique() > 2, sized=sized, front=front,
         learning=learning_curves(data, errs), decomposition=decomposition(data, errs, knobs, categorical),
-        regimes=regime_table(errs, data.seeds, data.searched),
+        regimes=regime_table(errs, data.seeds, data.searched, [d for view in views for d in view.descents]),
         claims=verdicts.remedy_claims(errs, data.seeds, data.searched, task),
     )
 
