@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from study.config import Sweep
+from study.names import Attr
 from study.search import grid_size
 
 
@@ -67,19 +68,22 @@ def count_trials(trials: list) -> Counts:
     return counts
 
 
-def target_trials(sweep: Sweep, trials: int | None = None) -> int | None:
-    """Done trials the sweep completes to: --trials, else the budget, capped by a grid's size."""
+def target_trials(sweep: Sweep, trials: int | None = None, rounds: int = 0) -> int | None:
+    """Done trials the sweep completes to: --trials, else the budget, capped by a grid's size
+    (times 1 + the rounds of added seeds, each a trial per setting: study run --until-decided)."""
     target = trials or sweep.config.budget.trials
     size = grid_size(sweep)
     if size is not None:
+        size *= 1 + rounds
         target = min(target or size, size)
     return target
 
 
-def finished_with(study: optuna.Study, params: dict, number: int) -> int | None:
-    """The number of a finished or pruned trial with exactly these settings, if there is one."""
+def finished_with(study: optuna.Study, params: dict, number: int, round_: int = 0) -> int | None:
+    """The number of a finished or pruned trial with exactly these settings (in the same round of
+    seeds), if there is one."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if t.number != number and t.params == params:
+        if t.number != number and t.params == params and int(t.user_attrs.get(Attr.ROUND, 0)) == round_:
             return t.number
     return None
 

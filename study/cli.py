@@ -15,6 +15,18 @@ from study.serve import ui_link
 from study.store import Store
 
 
+def package_version() -> str:
+    """The installed package's version (its metadata), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("study")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from study import __version__
+
+        return __version__
+
+
 def _store_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("where runs are kept (default: one folder, mlruns/)")
     group.add_argument("--store", metavar="DIR", help="folder of the local store (env STUDY_STORE; default mlruns)")
@@ -43,11 +55,20 @@ def cmd_run(args) -> int:
     sweep = load_sweep(args.sweep, overrides)
     store = _store(args)
     terminate_as_interrupt()  # SIGTERM stops a sweep as Ctrl+C does: the running trial is queued again
+    progress = None if args.quiet else Progress()
+    run = lambda trials: run_sweep(  # noqa: E731
+        sweep, store, trials=args.trials if trials is None else trials, timeout=args.timeout, workers=args.workers,
+        allow_changed=args.allow_changed, progress=progress,
+    )
+    decided = None
     try:
-        summary = run_sweep(
-            sweep, store, trials=args.trials, timeout=args.timeout, workers=args.workers,
-            allow_changed=args.allow_changed, progress=None if args.quiet else Progress(),
-        )
+        if args.until_decided:
+            from study.decide import run_until_decided
+
+            decided = run_until_decided(sweep, store, args.max_seeds, run)
+            summary = decided.summary
+        else:
+            summary = run(None)
     except Interrupted as exc:
         summary = exc.args[0]
         resume = shlex.join(["study", *args.argv])
@@ -58,6 +79,12 @@ def cmd_run(args) -> int:
         )
         return 130
     print(render_summary(summary, sweep, store))
+    if decided is not None:
+        seeds = sweep.config.replicates * (1 + len(decided.rounds))
+        print(f"until decided: {len(decided.rounds)} round(s) of new seeds, {seeds} seeds per setting; every look tests at "
+              f"5% / {decided.looks}")
+        for line in decided.undecided:
+            print(f"  undecided: {line}")
     return 0
 
 
@@ -131,11 +158,12 @@ def cmd_validate(args) -> int:
             bad += 1
             continue
         config = sweep.config
+        columns: list[str] = []
         if config.dataset.name == "csv":  # a user's file: it must exist and hold the target
-            from study.datasets import load_for_objective
+            from study.datasets import describe_columns, load_for_objective
 
             try:
-                load_for_objective(config.dataset, config.seed, sweep.path.parent, sweep.metrics)
+                columns = describe_columns(load_for_objective(config.dataset, config.seed, sweep.path.parent, sweep.metrics))
             except StudyError as exc:
                 print(f"error: {path}: {exc}", file=sys.stderr)
                 bad += 1
@@ -152,6 +180,8 @@ def cmd_validate(args) -> int:
             f"ok: {path}: {sweep.name} on {config.dataset.name}; searches {searched}; sampler {sampler}, "
             f"pruner {config.pruner.name}; {budget} × {config.replicates} replicate(s); objective {objective}"
         )
+        for line in columns:  # a csv's features and target, as the sweep will use them
+            print(line)
     return 2 if bad else 0
 
 
@@ -195,7 +225,7 @@ def cmd_ui(args) -> int:
     if store.is_local and not (store.root / "mlflow.db").exists():
         raise StudyError(f"no MLflow store in {store.root} yet; run a sweep first (study run sweeps/demo.yaml)")
     terminate_as_interrupt()
-    return serve_ui(store, args.host, args.port)
+    return serve_ui(store, args.host, args.port, args.workers)
 
 
 # --------------------------------------------------------------------------------- parser
@@ -218,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="study", description="Sweep studies of overfitting, underfitting and compression, tracked in MLflow."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="create or resume a sweep and run it to its budget")
@@ -229,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. train.epochs=5 (repeatable)")
     run.add_argument("--allow-changed", action="store_true", help="continue a study although its sweep file changed")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--until-decided", action="store_true",
+                     help="add seeds to every setting, a round of `replicates` at a time, until the report's claims are decided")
+    run.add_argument("--max-seeds", type=int, default=12, metavar="N",
+                     help="with --until-decided: at most N seeds per setting (default 12)")
     _store_options(run)
     run.set_defaults(func=cmd_run)
 
@@ -261,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui = commands.add_parser("ui", help="serve the MLflow UI on the store (127.0.0.1 only)")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ui.add_argument("--workers", type=int, default=1, metavar="N", help="server processes answering requests (default 1)")
     _store_options(ui)
     ui.set_defaults(func=cmd_ui)
     return parser

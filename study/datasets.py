@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from study.errors import BadInput, did_you_mean
 from study.schema import CsvSpec, DigitsSpec, Mnist1dSpec, PolynomialSpec
 
 # Settings that change which examples a replicate trains on, not the dataset itself.
-PER_REPLICATE = ("train_size", "label_noise")
+PER_REPLICATE = ("train_size", "label_noise", "resplit")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class Data:
     resample: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
     description: str = ""
     source: str = "{}"  # JSON: how the data was made or where it was read
+    features: tuple[tuple[str, str], ...] = ()  # a csv's feature columns, each (name, its type in the file)
+    target: tuple[str, str] | None = None  # a csv's target column (name, its type in the file)
 
     @property
     def n_classes(self) -> int:
@@ -252,8 +255,51 @@ def _infer_task(target) -> str:
     return "classification" if integral and numeric.nunique() <= 20 else "regression"
 
 
-def read_csv_table(spec: CsvSpec, base_dir: Path):
-    """(features (n, d) float32, target values, task, feature names) from the user's file."""
+@dataclass(frozen=True)
+class CsvTable:
+    """A user's CSV as a sweep reads it: features (n, d) as float32, the target column, the task,
+    and each column used with its type in the file (`column_type`)."""
+
+    x: np.ndarray
+    target: Any  # a pandas Series
+    task: str
+    features: list[str]
+    path: Path
+    types: dict[str, str]
+
+
+def column_type(values) -> str:
+    """A column's type as the file holds it: bool, int, float or text."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(values):
+        return "bool"
+    if pd.api.types.is_integer_dtype(values):
+        return "int"
+    return "float" if pd.api.types.is_float_dtype(values) else "text"
+
+
+PANDAS_INDEX = "Unnamed: 0"  # what pandas calls the header-less first column that `df.to_csv(path)` writes
+
+
+def _check_no_saved_index(frame, features: list[str], file: str) -> None:
+    """Refuse a leading header-less column of 0..n-1 among the features: the row numbers
+    `df.to_csv(path)` writes (index=True), not data. A feature list that leaves it out is fine."""
+    import pandas as pd
+
+    if not len(frame.columns) or str(frame.columns[0]) != PANDAS_INDEX or PANDAS_INDEX not in features:
+        return
+    values = pd.to_numeric(frame[PANDAS_INDEX], errors="coerce").to_numpy(dtype=np.float64)
+    if np.array_equal(values, np.arange(len(frame))):
+        raise BadInput(
+            f"dataset.features: column {PANDAS_INDEX!r} of {file} holds the row numbers 0..{len(frame) - 1}, "
+            "a pandas index that df.to_csv wrote, not data; write the file with index=False, "
+            "or list the columns to use in dataset.features"
+        )
+
+
+def read_csv_table(spec: CsvSpec, base_dir: Path) -> CsvTable:
+    """The user's file, checked: every column named exists, every cell is filled, features are numbers."""
     import pandas as pd
 
     path = resolve_csv_path(spec.path, base_dir)
@@ -275,6 +321,8 @@ def read_csv_table(spec: CsvSpec, base_dir: Path):
             raise BadInput(f"dataset.features: {name!r} is the target; remove it from features")
     if not features:
         raise BadInput(f"dataset.features: {path.name} has no feature columns besides the target")
+    if spec.features is None:  # columns the user listed are the ones they meant
+        _check_no_saved_index(frame, features, path.name)
     for name in [*features, spec.target]:
         empty = frame[name].isna().to_numpy()
         if empty.any():
@@ -287,11 +335,13 @@ def read_csv_table(spec: CsvSpec, base_dir: Path):
         raise BadInput(f"dataset.path: {path.name} has {len(frame)} rows; a sweep needs at least 10")
     x = np.column_stack([_numeric_column(frame, name, path.name, "dataset.features") for name in features])
     task = _infer_task(frame[spec.target]) if spec.task == "auto" else spec.task
-    return x.astype(np.float32), frame[spec.target], task, features, path
+    types = {name: column_type(frame[name]) for name in [*features, spec.target]}
+    return CsvTable(x.astype(np.float32), frame[spec.target], task, features, path, types)
 
 
 def _load_csv(spec: CsvSpec, seed: int, base_dir: Path) -> Data:
-    x, target, task, features, path = read_csv_table(spec, base_dir)
+    table = read_csv_table(spec, base_dir)
+    x, target, task, features, path = table.x, table.target, table.task, table.features, table.path
     classes: tuple[str, ...] = ()
     if task == "classification":
         labels = target.astype(str).to_numpy()
@@ -317,11 +367,31 @@ def _load_csv(spec: CsvSpec, seed: int, base_dir: Path) -> Data:
         spec, seed, scale(x_pool), y_pool, scale(x_test), y_test, stratify,
         name="csv", task=task, layout="tabular", classes=classes,
         source=json.dumps({"path": str(path), "target": spec.target, "features": features}),
+        features=tuple((name, table.types[name]) for name in features), target=(spec.target, table.types[spec.target]),
     )
     kind = f"{len(classes)} classes" if classes else "regression"
     return replace(
         data, description=f"{path.name}: {len(x)} rows, {len(features)} features, target {spec.target!r} ({kind}); {data.sizes()}"
     )
+
+
+def _listing(items, limit: int) -> str:
+    items = list(items)
+    more = f", ... and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def describe_columns(data: Data, limit: int = 12) -> list[str]:
+    """A csv's columns as a sweep uses them (`study validate`): the features, then the target, each
+    with its type in the file; nothing for the other datasets."""
+    if data.target is None:
+        return []
+    name, kind = data.target
+    task = f"classification, {data.n_classes} classes ({_listing(data.classes, limit)})" if data.classes else "regression"
+    return [
+        f"  features ({len(data.features)}): {_listing((f'{f} ({t})' for f, t in data.features), limit)}",
+        f"  target: {name} ({kind}): {task}",
+    ]
 
 
 LOADERS: dict[str, Callable[..., Data]] = {"mnist1d": _load_mnist1d, "digits": _load_digits, "polynomial": _load_polynomial, "csv": _load_csv}
@@ -332,7 +402,7 @@ def load_dataset(spec, seed: int, base_dir: Path | str = ".") -> Data:
 
     `base_dir` is the sweep file's folder, where relative CSV paths are also looked for.
     """
-    core = spec.model_copy(update={"train_size": None, "label_noise": 0.0})
+    core = spec.model_copy(update={"train_size": None, "label_noise": 0.0, "resplit": False})
     key = (core.model_dump_json(), seed, str(Path(base_dir).resolve()))
     if key not in _loaded:
         if len(_loaded) >= 4:  # a sweep over dataset settings keeps only the recent few
@@ -360,6 +430,18 @@ def train_rows(data: Data, spec) -> int:
     if spec.train_size is None:
         return len(data.x_train)
     return spec.train_size if isinstance(spec.train_size, int) else max(1, round(spec.train_size * len(data.x_train)))
+
+
+def resplit(data: Data, spec, seed: int) -> Data:
+    """`data` with its training and validation splits drawn again from their pool for `seed`
+    (stratified for classes), the test split untouched: what one replicate sees with
+    `dataset.resplit`. Generated data that draws a fresh training set per replicate keeps its own."""
+    if not getattr(spec, "resplit", False) or data.resample is not None:
+        return data
+    x_pool, y_pool = np.concatenate([data.x_train, data.x_val]), np.concatenate([data.y_train, data.y_val])
+    x_train, y_train, x_val, y_val = _split(x_pool, y_pool, len(data.x_val) / len(x_pool), seed,
+                                            data.task == names.CLASSIFICATION)
+    return replace(data, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
 
 
 def training_set(data: Data, spec, seed: int) -> tuple[np.ndarray, np.ndarray]:

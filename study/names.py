@@ -248,4 +248,7 @@ class Attr(StrEnum):
     CONFIG_HASH = "config_hash"
     METRICS = "metrics"
     DESCRIPTION = "description"
+    ROUND = "study_round"  # a trial's round of seeds: round k trains seeds seed + k·R ... (study run --until-decided)
+    LOOKS = "study_looks"  # the study's planned looks at its claims (--until-decided): each is tested at α / looks
+    ROUNDS = "study_rounds"  # the study's rounds of added seeds: which settings, and the claims that asked for them
     SWEEP_FILE = "sweep_file"

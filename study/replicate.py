@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from study import measure
-from study.datasets import Data, expand_features, training_set
+from study.datasets import Data, expand_features, resplit, training_set
 from study.keras_compat import keras
 from study.models import build_model, target_scale
 from study.names import REGRESSION, TrialState
@@ -82,8 +82,10 @@ class TrialResult:
 
 
 def prepare_inputs(setup: Setup, data: Data, seed: int) -> Data:
-    """The data one replicate sees: its own training set drawn for `seed`, and polynomial
-    features (if asked), which make every split tabular."""
+    """The data one replicate sees: its own training/validation split (with `dataset.resplit`)
+    and training set drawn for `seed`, and polynomial features (if asked), which make every split
+    tabular."""
+    data = resplit(data, setup.dataset, seed)
     x_train, y_train = training_set(data, setup.dataset, seed)
     if setup.model.poly_degree > 1:
         x_train, x_val, x_test = expand_features(setup.model.poly_degree, x_train, data.x_val, data.x_test)

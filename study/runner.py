@@ -139,6 +139,7 @@ class Started:
     data: Data
     run: TrialRun
     workdir: Path
+    first_seed: int  # replicate r trains with first_seed + r: the sweep's seed, shifted by the trial's round
     told: bool = False
 
 
@@ -172,7 +173,7 @@ def run_pack(
                 observers = [Observer(s.trial, s.run, sweep) for s in started]
                 if references is None:
                     jobs = [
-                        TrialJob(s.setup, s.data, sweep.config.seed, sweep.config.replicates, s.workdir, o)
+                        TrialJob(s.setup, s.data, s.first_seed, sweep.config.replicates, s.workdir, o)
                         for s, o in zip(started, observers)
                     ]
                     outcomes = run_trials(jobs, sweep.config.pack)
@@ -228,8 +229,9 @@ def reset_inherited(trial) -> None:
 def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], tmp: Path) -> Started | str:
     """Sample the trial's settings and start its MLflow run; 'duplicate' or 'failed' if it cannot."""
     params = suggest(trial, sweep)
-    key = json.dumps(params, sort_keys=True, default=str)
-    earlier = finished_with(study, params, trial.number)
+    round_ = int(trial.user_attrs.get(Attr.ROUND, 0))
+    key = json.dumps([params, round_], sort_keys=True, default=str)
+    earlier = finished_with(study, params, trial.number, round_)
     earlier = earlier if earlier is not None else taken.get(key)
     if earlier is not None:  # categorical spaces repeat: finished work is not done again
         trial.set_user_attr(Attr.SKIPPED, "repeat")
@@ -241,7 +243,7 @@ def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], 
     try:
         setup = sweep.resolve(params)
         data = load_dataset(setup.dataset, sweep.config.seed, sweep.path.parent)
-        run = tracker.start_trial(trial.number, params, setting_params(sweep, setup), data)
+        run = tracker.start_trial(trial.number, params, setting_params(sweep, setup), data, round_)
         trial.set_user_attr(Attr.RUN_ID, run.run_id)
     except BaseException as exc:
         if not interruption(exc):
@@ -253,7 +255,7 @@ def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], 
             finally:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
         raise KeyboardInterrupt from exc
-    return Started(trial, setup, data, run, tmp / f"trial-{trial.number}")
+    return Started(trial, setup, data, run, tmp / f"trial-{trial.number}", sweep.config.seed + round_ * sweep.config.replicates)
 
 
 def _conclude(begun: Started, outcome, study, sweep: Sweep, tracker: Tracker) -> str:

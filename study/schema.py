@@ -38,6 +38,9 @@ class _DatasetBase(_Strict):
     train_size: int | float | None = None  # count or fraction of the training split; None: all
     label_noise: float = Field(0.0, ge=0, lt=1)  # fraction of training labels flipped
     val_fraction: float = Field(0.2, ge=0.01, le=0.9)  # of the training pool, held out per epoch: some on each side
+    # Each replicate re-draws its training/validation split from the pool (with its seed), besides
+    # its initialisation: effects then average over splits too (Bouthillier et al. 2021).
+    resplit: bool = False
 
     _train_size = field_validator("train_size")(_check_train_size)
 

@@ -76,6 +76,8 @@ def _create_or_resume(sweep: Sweep, store: Store, data, allow_changed: bool) -> 
         )
     if [d.name.lower() for d in study.directions] != sweep.directions:
         raise StudyError(f"study {sweep.name!r} was created with other objectives; copy the sweep file to a new name")
+    if study.metric_names != sweep.metrics:  # optuna-dashboard and trials_dataframe() name each objective by them
+        study.set_metric_names(sweep.metrics)
     recorded = study.user_attrs.get(Attr.SWEEP_RUN_ID)
     sweep_run_id = tracker.open_sweep_run(recorded)
     if recorded is None:
@@ -116,7 +118,7 @@ def run_sweep(
     """Run `sweep` to its budget. Raises Interrupted on Ctrl+C (after marking the running trials)."""
     start = time.time()
     study, tracker, sweep_run_id = prepare(sweep, store, allow_changed)
-    target = target_trials(sweep, trials)
+    target = target_trials(sweep, trials, len(study.user_attrs.get(Attr.ROUNDS, [])))
     timeout = timeout or sweep.config.budget.timeout
     job = Job(
         sweep_path=str(sweep.path), overrides=sweep.overrides, store=store, target=target,

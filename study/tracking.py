@@ -191,8 +191,9 @@ class Tracker:
         self.log(self._sweep_run(), metrics=metrics, step=step)
 
     # ------------------------------------------------------------------------------ trial run
-    def start_trial(self, number: int, params: dict, setup_params: dict, data) -> TrialRun:
-        """Create the trial's run with every resolved setting as a param, and the dataset as an input."""
+    def start_trial(self, number: int, params: dict, setup_params: dict, data, round_: int = 0) -> TrialRun:
+        """Create the trial's run with every resolved setting as a param, and the dataset as an input;
+        a trial of a later round of seeds (`round_` k > 0) trains seeds seed + k·R + r."""
         tags = {  # top-level runs (the UI shows nested runs folded): linked to the sweep by a tag
             **self.base_tags,
             SWEEP_RUN: self._sweep_run(),
@@ -208,6 +209,8 @@ class Tracker:
             "seed": str(self.sweep.config.seed),
             "replicates": str(self.sweep.config.replicates),
         }
+        if round_:
+            all_params["round"] = str(round_)
         if self.sweep.config.reference_error is not None:
             all_params["reference_error"] = str(self.sweep.config.reference_error)
         if self.sweep.config.smallest_effect is not None:
@@ -360,7 +363,7 @@ class TrialRun:
         if not self.several:
             return self.run_id
         if replicate not in self.replicate_runs:
-            seed = int(self.params["seed"]) + replicate
+            seed = int(self.params["seed"]) + int(self.params.get("round", 0)) * self.tracker.sweep.config.replicates + replicate
             self.replicate_runs[replicate] = self.tracker.start_replicate(
                 self.run_id, f"{self.name}-r{replicate}", replicate, {**self.params, "replicate_seed": seed}
             )

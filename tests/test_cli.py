@@ -104,8 +104,51 @@ def test_validate_reads_a_csv_dataset_and_checks_its_target(write_sweep, tmp_pat
     assert result.returncode == 2 and "y" in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
 
+def test_validate_shows_a_csv_sweeps_features_target_and_types(write_sweep, tmp_path):
+    rows = ["a,b,n,label"] + [f"{i / 7:.3f},{i % 5 - 2.5},{i % 4},{'cat' if i % 2 else 'dog'}" for i in range(30)]
+    (tmp_path / "table.csv").write_text("\n".join(rows) + "\n")
+    path = write_sweep("fromcsv", "dataset: {name: csv, path: table.csv, target: label}\nbudget: {trials: 1}\n")
+    result = study(tmp_path, "validate", str(path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"ok: {path}: fromcsv on csv;")
+    assert lines[1:] == ["  features (3): a (float), b (float), n (int)", "  target: label (text): classification, 2 classes (cat, dog)"]
+    other = study(tmp_path, "validate", str(write_sweep("good", TINY)))
+    assert other.returncode == 0 and len(other.stdout.splitlines()) == 1, "other datasets keep their one line"
+
+
+def test_validate_refuses_a_csv_saved_with_its_pandas_index(write_sweep, tmp_path):
+    rows = [",a,label"] + [f"{i},{i / 3:.3f},{'cat' if i % 2 else 'dog'}" for i in range(20)]
+    (tmp_path / "indexed.csv").write_text("\n".join(rows) + "\n")
+    path = write_sweep("indexed", "dataset: {name: csv, path: indexed.csv, target: label}\nbudget: {trials: 1}\n")
+    result = study(tmp_path, "validate", str(path))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "column 'Unnamed: 0' of indexed.csv holds the row numbers 0..19" in result.stderr
+    assert "write the file with index=False, or list the columns to use in dataset.features" in result.stderr
+    listed = write_sweep("listed", "dataset: {name: csv, path: indexed.csv, target: label, features: [a]}\nbudget: {trials: 1}\n")
+    assert study(tmp_path, "validate", str(listed)).returncode == 0, "a column left out of features is not read"
+
+
+def test_version_prints_the_installed_package_version(tmp_path):
+    from importlib.metadata import version
+
+    result = study(tmp_path, "--version")
+    assert result.returncode == 0 and result.stdout == f"study {version('study')}\n"
+
+
+def test_ui_runs_one_server_worker_unless_told():
+    from study.cli import build_parser
+
+    command = serve.server_command(Store.resolve("x"), "127.0.0.1", 5000)
+    assert command[command.index("--workers") + 1] == "1"
+    assert build_parser().parse_args(["ui"]).workers == 1 and build_parser().parse_args(["ui", "--workers", "3"]).workers == 3
+    command = serve.server_command(Store.resolve("x"), "127.0.0.1", 5000, workers=3)
+    assert command[command.index("--workers") + 1] == "3"
+
+
 def test_bad_command_line_values_exit_2(tmp_path):
     assert study(tmp_path, "run", "x.yaml", "--trials", "0").returncode == 2
+    assert study(tmp_path, "ui", "--workers", "0").returncode == 2
     assert study(tmp_path, "nonsense").returncode == 2
 
 
@@ -236,6 +279,40 @@ def test_ui_serves_the_store_on_localhost_and_stops_with_sigterm(write_sweep, tm
     while not serve.port_free("127.0.0.1", port) and time.time() < deadline:
         time.sleep(0.5)
     assert serve.port_free("127.0.0.1", port), "no server is left listening"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [None, 2])
+def test_ui_ends_its_startup_output_with_the_address_and_runs_the_workers_asked(write_sweep, tmp_path, workers):
+    import select
+
+    from conftest import _descendants
+
+    path = write_sweep("seen", TINY)
+    assert study(tmp_path, "run", str(path), "--store", "store", "--trials", "1", "--quiet").returncode == 0
+    port = free_port()
+    asked = ["--workers", str(workers)] if workers else []
+    proc = subprocess.Popen(
+        [*STUDY, "ui", "--store", "store", "--port", str(port), *asked], cwd=tmp_path, env=run_env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
+    )
+    try:
+        lines = []
+        while not lines or b"MLflow UI at" not in lines[-1]:
+            line = proc.stdout.readline()
+            assert line, f"the address was printed: {lines}"
+            lines.append(line)
+        assert lines[-1].decode().startswith(f"MLflow UI at http://127.0.0.1:{port}/")
+        ready, _, _ = select.select([proc.stdout], [], [], 5)
+        assert not ready, f"the address is the last line of the startup output, not {proc.stdout.read1(4096)!r}"
+        tree = [command for _, command in _descendants(proc.pid)]
+        served = [c for c in tree if "spawn_main" in c]  # uvicorn's worker processes; a single worker serves in its own
+        assert len(served) == (workers if workers else 0), tree
+        assert sum("uvicorn" in c for c in tree) == 1, tree
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
 
 
 @pytest.mark.slow

@@ -200,3 +200,58 @@ def test_csv_that_is_not_csv_is_an_error(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(StudyError, match="could not be read as CSV"):
         load_dataset(csv_spec(path), seed=0, base_dir=tmp_path)
+
+
+def saved_with_index(tmp_path: Path) -> Path:
+    """What `df.to_csv(path)` writes: the row numbers 0..n-1 first, under an empty header."""
+    import pandas as pd
+
+    frame = pd.read_csv(write_csv(tmp_path, classes_csv(), "plain.csv"))
+    path = tmp_path / "data.csv"
+    frame.to_csv(path)
+    return path
+
+
+def test_csv_with_a_saved_pandas_index_is_refused_with_the_fix(tmp_path):
+    path = saved_with_index(tmp_path)
+    assert path.read_text().startswith(",a,b,label\n0,")
+    with pytest.raises(StudyError) as refused:
+        load_dataset(csv_spec(path), seed=0, base_dir=tmp_path)
+    message = str(refused.value)
+    assert message == (
+        "dataset.features: column 'Unnamed: 0' of data.csv holds the row numbers 0..59, a pandas index that "
+        "df.to_csv wrote, not data; write the file with index=False, or list the columns to use in dataset.features"
+    )
+
+
+def test_csv_index_left_out_of_the_features_is_not_an_error(tmp_path):
+    path = saved_with_index(tmp_path)
+    data = load_dataset(csv_spec(path, features=["a", "b"]), seed=0, base_dir=tmp_path)
+    assert data.x_train.shape[1] == 2 and [name for name, _ in data.features] == ["a", "b"]
+
+
+def test_csv_an_unnamed_first_column_that_is_not_the_row_numbers_is_data(tmp_path):
+    lines = classes_csv().splitlines()
+    rows = [f",{lines[0]}"] + [f"{2 * i + 1},{line}" for i, line in enumerate(lines[1:])]  # odd numbers: not an index
+    data = load_dataset(csv_spec(write_csv(tmp_path, "\n".join(rows) + "\n")), seed=0, base_dir=tmp_path)
+    assert [name for name, _ in data.features] == ["Unnamed: 0", "a", "b"]
+
+
+def test_csv_columns_are_described_with_their_types(tmp_path):
+    lines = classes_csv().splitlines()
+    rows = [f"{lines[0]},n"] + [f"{line},{i % 4}" for i, line in enumerate(lines[1:])]
+    data = load_dataset(csv_spec(write_csv(tmp_path, "\n".join(rows) + "\n")), seed=0, base_dir=tmp_path)
+    assert datasets.describe_columns(data) == [
+        "  features (3): a (float), b (float), n (int)",
+        "  target: label (text): classification, 3 classes (cat, dog, eel)",
+    ]
+    many = datasets.describe_columns(data, limit=2)
+    assert many[0] == "  features (3): a (float), b (float), ... and 1 more"
+    rng = np.random.default_rng(0)
+    lines = ["x,y"] + [f"{v:.4f},{2 * v + 0.1 * rng.normal():.4f}" for v in rng.uniform(size=40)]
+    data = load_dataset(csv_spec(write_csv(tmp_path, "\n".join(lines), "reg.csv"), target="y"), seed=0, base_dir=tmp_path)
+    assert datasets.describe_columns(data) == ["  features (1): x (float)", "  target: y (float): regression"]
+
+
+def test_generated_datasets_have_no_columns_to_describe():
+    assert datasets.describe_columns(load_dataset(DigitsSpec(name="digits"), seed=0)) == []

@@ -22,7 +22,7 @@ LAYERS = [
     "compression.prune", "compression.shrink", "compression.quantize", "compression.cluster", "compression.distill", "compression.pipeline",
     "processes", "store", "tracking", "recovery", "compression.base", "runner", "worker", "sweep",
     "progress", "listing", "serve", "report.stats", "report.seeds", "report.decompose", "report.regimes", "report.tables", "report.verdicts", "report.load",
-    "report.sections", "report.figures", "report.page", "report.render", "report.build",
+    "report.sections", "report.figures", "report.page", "report.render", "report.build", "decide",
     "frames", "cli", "__main__",
 ]
 

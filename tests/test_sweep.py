@@ -272,6 +272,25 @@ def test_several_objectives_mark_the_pareto_set(write_sweep, store):
     assert marked == front
 
 
+def test_the_study_names_its_objectives_for_optuna_dashboard_and_trials_dataframe(write_sweep, store):
+    text = TINY.replace("objective: {val/accuracy: maximize}", "objective: {val/accuracy: maximize, model/params: minimize}")
+    run_sweep(load_sweep(write_sweep("named", text)), store, trials=1)
+    study = study_of(store, "named")
+    assert study.metric_names == ["val/accuracy", "model/params"]
+    assert {"values_val/accuracy", "values_model/params"} <= set(study.trials_dataframe().columns)
+
+
+def test_a_study_begun_without_objective_names_resumes_and_gets_them(write_sweep, store):
+    sweep = load_sweep(write_sweep("older", TINY))
+    store.init()
+    optuna.create_study(study_name="older", storage=store.optuna(), directions=sweep.directions)  # as earlier versions made it
+    assert study_of(store, "older").metric_names is None
+    assert run_sweep(sweep, store, trials=1).counts.finished == 1
+    assert study_of(store, "older").metric_names == ["val/accuracy"]
+    assert run_sweep(sweep, store, trials=2).counts.finished == 2, "a study that has its names resumes as before"
+    assert "value_val/accuracy" in study_of(store, "older").trials_dataframe().columns
+
+
 def test_a_changed_sweep_file_is_refused_unless_allowed(write_sweep, store):
     path = write_sweep("changing", TINY)
     run_sweep(load_sweep(path), store, trials=1)

@@ -96,6 +96,7 @@ def verdicts_json(report: sections.Report, searched: list[str]) -> dict:
         "sweep": report.name,
         "task": task,
         "rules": {"regimes": regimes.Rules(task).text() if task else None, "claims": verdicts.rules_text(),
+                  "calibration": verdicts.calibration_text(),
                   "level": stats.LEVEL, "family_wise_alpha": stats.ALPHA},
         "claims": [c.to_dict() for c in conclusions.claims],
         "descents": conclusions.descents,

@@ -281,7 +281,8 @@ def descent(table: pd.DataFrame, knob: str, seeds: seed_contrasts.Seeds | None =
 def _significantly_above(peak: pd.Series, side: pd.Series, seeds: seed_contrasts.Seeds | None) -> tuple[bool, str]:
     """Whether `peak`'s held-out error is significantly above `side`'s, and the test used."""
     if seeds is not None and "runs" in peak and peak["replicates"] >= 2 and side["replicates"] >= 2:
-        diff = seed_contrasts.contrast(seeds, side["runs"], peak["runs"], "test")
+        diff = seed_contrasts.contrast(seeds, side["runs"], peak["runs"], "test",
+                                       ["side"] * len(side["runs"]), ["peak"] * len(peak["runs"]))
         if np.isfinite(diff.se):
             return diff.p_value < stats.ALPHA and diff.effect > 0, f"{diff.source}, 5% level"
     return bool(peak["test_low"] > side["test_high"]), "95% test-set intervals that do not overlap"

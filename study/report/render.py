@@ -171,11 +171,14 @@ def render_compression(page: Page, c: sections.Compression, counts: sections.Tri
 
 
 # ------------------------------------------------------------------------------------ study
-def render_claims(page: Page, claims: list) -> None:
+def render_claims(page: Page, claims: list, conclusions: sections.Conclusions | None = None) -> None:
     if not claims:
         return
     page.h3("The article's claims, tested", "claims")
     page.p(verdicts.rules_text())
+    if conclusions is not None and conclusions.looks > 1:
+        page.p(verdicts.looks_text(conclusions.looks, conclusions.rounds))
+    page.note(verdicts.calibration_text())
     page.claims(claims)
 
 
@@ -223,7 +226,7 @@ def render_report(report: sections.Report, folder: Path, mlflow_url: str | None 
         render_compression(page, report.body, report.counts, links)
     else:
         render_bias_variance(page, report.body, report.counts, links)
-    render_claims(page, report.claims)
+    render_claims(page, report.claims, report.conclusions)
     render_study(page, report.study)
     return page.render(f"Sweep report: {report.name}", f"{report.trial_runs} trial runs")
 

@@ -14,8 +14,8 @@ import pandas as pd
 from study import measure, names
 from study.budget import Counts, count_trials
 from study.listing import best_summary
-from study.names import Tag, TrialState
-from study.report import regimes, seeds, tables, verdicts
+from study.names import Attr, Tag, TrialState
+from study.report import regimes, seeds, stats, tables, verdicts
 from study.report.load import OptunaTrials, SweepRuns
 
 MAX_TABLE_ROWS = 60  # rows shown in the page's regimes table; runs.csv has them all
@@ -405,6 +405,8 @@ class Conclusions:
     with its numbers, each trial's regime, interpolation thresholds and double-descent peaks."""
 
     claims: list = field(default_factory=list)
+    looks: int = 1  # the looks at the claims the study may take (--until-decided): each tests at α / looks
+    rounds: list = field(default_factory=list)  # rounds of added seeds: round, seeds, settings, claims
     trials: pd.DataFrame = field(default_factory=pd.DataFrame)
     descents: list = field(default_factory=list)
     decomposition: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -434,8 +436,10 @@ def compute_report(data: SweepRuns) -> Report:
     body: BiasVariance | Compression | None = None
     if not data.runs.empty:
         body = compression(data) if is_compression(data) else bias_variance(data)
-    claims = verdicts.judge(body.claims) if body is not None and body.claims else []
-    conclusions = Conclusions(claims=claims)
+    attrs = data.optuna.user_attrs if data.optuna is not None else {}
+    looks = max(1, int(attrs.get(Attr.LOOKS, 1)))
+    claims = verdicts.judge(body.claims, stats.ALPHA / looks) if body is not None and body.claims else []
+    conclusions = Conclusions(claims=claims, looks=looks, rounds=list(attrs.get(Attr.ROUNDS, [])))
     if isinstance(body, BiasVariance) and not body.errs.empty:
         conclusions.trials = body.errs
         conclusions.descents = [d for view in body.views for d in view.descents]

@@ -54,15 +54,21 @@ class Seeds:
 
     wide: dict[str, pd.DataFrame] = field(default_factory=dict, compare=False, repr=False)  # quantity -> run × seed
 
-    def errors(self, run_ids, quantity: str) -> pd.DataFrame:
-        """A (run, seed) table of `quantity` ('train', 'test', 'val' or 'gap') for these runs."""
+    def errors(self, run_ids, quantity: str, settings=None) -> pd.DataFrame:
+        """A (run, seed) table of `quantity` ('train', 'test', 'val' or 'gap') for these runs; with
+        `settings` (a key per run), one row per setting, its runs' seeds together (rounds of
+        added seeds are runs of their own)."""
         if quantity not in self.wide:
             rows = self.rows
             value = rows["test_error"] - rows["train_error"] if quantity == "gap" else rows[f"{quantity}_error"]
             self.wide[quantity] = rows.assign(value=value).groupby(["run_id", "seed"])["value"].mean().unstack("seed")
         table = self.wide[quantity]
+        run_ids = list(run_ids)
         wanted = [r for r in dict.fromkeys(run_ids) if r in table.index]
-        return table.loc[wanted]
+        if settings is None:
+            return table.loc[wanted]
+        key = dict(zip(run_ids, settings))
+        return table.loc[wanted].groupby([key[r] for r in wanted], sort=False).mean()
 
 
 def example_errors(outputs: np.ndarray, y_test: np.ndarray) -> np.ndarray:
@@ -80,10 +86,11 @@ def shared_seeds(low: pd.DataFrame, high: pd.DataFrame) -> list:
     return [s for s in both.columns if both[s].notna().all()]
 
 
-def contrast(seeds: Seeds, low_runs, high_runs, quantity: str) -> stats.Difference:
+def contrast(seeds: Seeds, low_runs, high_runs, quantity: str, low_settings=None, high_settings=None) -> stats.Difference:
     """mean(high) − mean(low) of `quantity`, tested over the shared seeds (see the module's
-    docstring); held-out quantities add the test set's noise."""
-    low, high = seeds.errors(low_runs, quantity), seeds.errors(high_runs, quantity)
+    docstring); held-out quantities add the test set's noise. With settings (a key per run), the
+    runs of one setting count as one, their seeds together."""
+    low, high = seeds.errors(low_runs, quantity, low_settings), seeds.errors(high_runs, quantity, high_settings)
     if low.empty or high.empty:
         return stats.Difference(math.nan, math.nan, math.nan, "no replicate measured")
     common = shared_seeds(low, high)
@@ -98,7 +105,7 @@ def contrast(seeds: Seeds, low_runs, high_runs, quantity: str) -> stats.Differen
     source = f"paired over {len(d)} shared seeds (Student's t, {seed_df} df)"
     if quantity not in ("test", "gap"):
         return stats.Difference(effect, seed_se, seed_df, source, n=len(d))
-    test_se, test_df, how = _test_set_se(seeds, list(low.index), list(high.index), common)
+    test_se, test_df, how = _test_set_se(seeds, list(low_runs), list(high_runs), common, low_settings, high_settings)
     if not math.isfinite(test_se):
         return stats.Difference(effect, seed_se, seed_df, source + "; the test set's noise unknown", n=len(d))
     se = math.hypot(seed_se, test_se)
@@ -113,24 +120,24 @@ def welch_df(parts: list[tuple[float, float]]) -> float:
     return total**2 / denominator if denominator > 0 else math.inf
 
 
-def _test_set_se(seeds: Seeds, low_runs: list, high_runs: list, common: list) -> tuple[float, float, str]:
+def _test_set_se(seeds: Seeds, low_runs: list, high_runs: list, common: list, low_settings=None, high_settings=None
+                 ) -> tuple[float, float, str]:
     """The contrast's standard error from the test set's examples: paired per example where every
     run's predictions are at hand, else two independent binomials (or NaN for squared error)."""
     level_means = []
-    for runs in (low_runs, high_runs):
-        per_run = []
-        for run_id in runs:
+    for runs, settings in ((low_runs, low_settings), (high_runs, high_settings)):
+        by_setting: dict = {}
+        for run_id, key in zip(runs, settings if settings is not None else runs):
             saved = seeds.examples.get(run_id)
             if saved is None:
                 break
-            order, errors = saved
-            index = {int(s): i for i, s in enumerate(order)}
-            if not all(int(s) in index for s in common):
-                break
-            per_run.append(errors[[index[int(s)] for s in common]].mean(axis=0))
+            rows = by_setting.setdefault(key, {})
+            rows.update({int(seed): errors for seed, errors in zip(saved[0], saved[1])})
         else:
-            level_means.append(np.mean(per_run, axis=0))
-            continue
+            if all(all(int(seed) in rows for seed in common) for rows in by_setting.values()) and by_setting:
+                level_means.append(np.mean([np.mean([rows[int(seed)] for seed in common], axis=0)
+                                            for rows in by_setting.values()], axis=0))
+                continue
         break
     if len(level_means) == 2 and level_means[0].shape == level_means[1].shape and len(level_means[0]) > 1:
         c = level_means[1] - level_means[0]
@@ -156,16 +163,18 @@ def split_errors(frame: pd.DataFrame, classification: bool) -> pd.DataFrame:
 
 def seed_rows(trials: pd.DataFrame, replicates: pd.DataFrame, classification: bool) -> pd.DataFrame:
     """One row per finished replicate of every finished trial: run_id (the trial's run), seed and
-    each split's error. A trial with one replicate is its own replicate (seed: its `seed` param);
-    with several, its replicate runs (nested under it) carry `replicate_seed`."""
+    each split's error. A trial with one replicate is its own replicate (seed: its `seed` param,
+    plus its `round` of added seeds); with several, its replicate runs (nested under it) carry
+    `replicate_seed`."""
     columns = ["run_id", "seed", *[f"{s}_error" for s in SPLITS]]
     if trials.empty or "state" not in trials:
         return pd.DataFrame(columns=columns)
     done = trials[trials["state"] == "finished"]
     count = pd.to_numeric(done.get("params.replicates", pd.Series(1, index=done.index)), errors="coerce").fillna(1)
     single = done[count <= 1]
+    round_ = pd.to_numeric(single.get("params.round", pd.Series(0, index=single.index)), errors="coerce").fillna(0)
     parts = [pd.concat([pd.DataFrame({"run_id": single["run_id"],
-                                      "seed": pd.to_numeric(single.get("params.seed"), errors="coerce")}),
+                                      "seed": pd.to_numeric(single.get("params.seed"), errors="coerce") + round_}),
                         split_errors(single, classification)], axis=1)]
     several = set(done.loc[count > 1, "run_id"])
     parent = "tags.mlflow.parentRunId"

@@ -21,8 +21,10 @@ seeds.Seeds, tables.compression_runs).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import pandas as pd
 
@@ -65,6 +67,7 @@ class Claim:
     noise: str = "seeds"  # 'seeds', 'test set' or 'pairs': what more of would decide an inconclusive claim
     verdict: str = "inconclusive"  # set by judge(): one of VERDICTS
     decide: str = ""  # for an inconclusive verdict: what would decide it
+    needed: int | None = None  # for an inconclusive verdict: about how many seeds (or pairs) would decide it
     margin: float = math.nan  # the smallest effect of interest (NaN: no equivalence test)
     p_negligible: float = math.nan  # two one-sided tests of |effect| < margin
     fixed_se: float = 0.0  # the part of `se` more seeds would not shrink (the test set's)
@@ -95,7 +98,9 @@ def judge(claims: list[Claim], alpha: float = stats.ALPHA) -> list[Claim]:
             judged.append(replace(claim, verdict="confirmed" if agrees else "contradicted"))
         else:
             level = stats.holm_level(p_values, 2 * i, alpha)
-            judged.append(replace(claim, verdict="inconclusive", decide=_what_decides(claim, level)))
+            needed = stats.seeds_to_decide(claim.difference(), claim.replicates, level, claim.margin)[0] \
+                if claim.noise != "test set" and math.isfinite(claim.p_value) else None
+            judged.append(replace(claim, verdict="inconclusive", decide=_what_decides(claim, level), needed=needed))
     return judged
 
 
@@ -147,6 +152,40 @@ def rules_text() -> str:
     )
 
 
+CALIBRATION = Path(__file__).with_name("calibration.json")  # written by benchmarks/calibration.py --save
+
+
+def calibration_text(path: Path = CALIBRATION) -> str:
+    """The engine's measured error rates, from the last calibration shipped with the package."""
+    try:
+        c = json.loads(path.read_text())
+        share = lambda pair: f"{pair[0]} of {pair[1]} ({pair[0] / pair[1]:.0%})" if pair[1] else "none"  # noqa: E731
+        coverage = "; ".join(f"{q} {share(v)}" for q, v in sorted(c["mean_coverage"].items()))
+        return (
+            f"How often these rules err, measured by `{c['command']}` on {c['date']} ({c['machine']}), with "
+            f"{c['seeds']} seeds per setting: null grids (knobs that do nothing) carried a confirmed or contradicted claim "
+            f"in {share(c['false_verdicts'])} (target at most 5%); 95% intervals of their differences held the true 0 in "
+            f"{share(c['null_difference_coverage'])}; 95% intervals of a setting's mean error held its mean over all grids "
+            f"in {coverage}; a planted effect of {100 * c['planted_effect']:+.1f} points of held-out error was confirmed in "
+            f"{share(c['power'])} of grids (the power at that effect with {c['seeds']} seeds)."
+        )
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return "No calibration of these rules ships with this version (benchmarks/calibration.py --save measures one)."
+
+
+def looks_text(looks: int, rounds: list[dict]) -> str:
+    """What `study run --until-decided` did, and why the page tests at α / looks."""
+    said = (f"This study was run until its claims were decided (study run --until-decided) and may look at them up to "
+            f"{looks} times: to keep the family-wise error rate with that optional stopping, every look, this page "
+            f"included, tests at {stats.ALPHA:.0%} / {looks} = {stats.ALPHA / looks:.3g} (Bonferroni over looks).")
+    if not rounds:
+        return said + " No seeds were added: every claim was decided, or none could be within the budget."
+    added = "; ".join(f"round {r['round']}: seeds {r['first_seed']}–{r['first_seed'] + r['seeds'] - 1} added to each of "
+                      f"{r['settings']} settings, because {', '.join(repr(c) for c in r['claims'])} "
+                      f"{'was' if len(r['claims']) == 1 else 'were'} undecided" for r in rounds)
+    return f"{said} {added}."
+
+
 def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:.3g}"
 
@@ -187,21 +226,34 @@ def main_effect(errs: pd.DataFrame, seeds: seed_contrasts.Seeds, knob: str, quan
     low = value.min() if low is None else low
     high = value.max() if high is None else high
     at_low, at_high = errs[value == low], errs[value == high]
-    diff = seed_contrasts.contrast(seeds, at_low["run_id"], at_high["run_id"], quantity)
+    keys = settings(errs)
+    diff = seed_contrasts.contrast(seeds, at_low["run_id"], at_high["run_id"], quantity, keys[at_low.index], keys[at_high.index])
     if not _balanced(errs, knob, at_low, at_high):
         diff = stats.Difference(diff.effect, math.nan, math.nan,
                                 "unbalanced design: the other knobs differ between the two settings (not a grid)")
     return diff, at_low, at_high
 
 
+NOT_KNOBS = ("params.seed", "params.replicates", "params.round")  # a trial's seeds, not its setting
+
+
+def settings(errs: pd.DataFrame) -> pd.Series:
+    """Each trial's setting, as a key: its varied params other than its seeds (a setting's rounds
+    of added seeds are trials of their own)."""
+    varied = [c for c in errs.columns if c.startswith("params.") and c not in NOT_KNOBS and errs[c].nunique(dropna=False) > 1]
+    if not varied:
+        return pd.Series("all", index=errs.index)
+    return errs[varied].astype(str).agg("|".join, axis=1)
+
+
 def _balanced(errs: pd.DataFrame, knob: str, at_low: pd.DataFrame, at_high: pd.DataFrame) -> bool:
     """Whether both settings meet the same values of every other varied setting (a grid does):
     only then is the difference the knob's own effect, averaged over the others."""
     others = [c for c in errs.columns if c.startswith("params.") and c != f"params.{knob}"
-              and c not in ("params.seed", "params.replicates") and errs[c].nunique(dropna=False) > 1]
+              and c not in NOT_KNOBS and errs[c].nunique(dropna=False) > 1]
     if not others:
         return True
-    combos = lambda rows: sorted(map(tuple, rows[others].astype(str).to_numpy()))  # noqa: E731
+    combos = lambda rows: sorted(set(map(tuple, rows[others].astype(str).to_numpy())))  # noqa: E731
     return combos(at_low) == combos(at_high)
 
 
@@ -221,8 +273,9 @@ def remedy_claims(errs: pd.DataFrame, seeds: seed_contrasts.Seeds, searched: lis
     """The article's remedies this sweep varies, the data-size claim and the epochs warning (unjudged)."""
     units = _Units(task)
     margin = smallest_effect(errs, task)
-    claims = []
+    claims: list[Claim] = []
     replicates = int(errs["replicates"].min()) if not errs.empty else 1
+    resplit = "params.dataset.resplit" in errs and errs["params.dataset.resplit"].astype(str).eq("True").all()
     for knob in searched:
         column = f"params.{knob}"
         if knob not in REMEDIES or column not in errs or errs[column].nunique() < 2:
@@ -253,6 +306,8 @@ def remedy_claims(errs: pd.DataFrame, seeds: seed_contrasts.Seeds, searched: lis
                 f"{units.diff(gap)}; held-out error changed by {units.diff(test)}", replicates, margin=margin, units=units))
     if "train.epochs" in searched and "params.train.epochs" in errs and errs["params.train.epochs"].nunique() > 2:
         claims.append(epochs_claim(errs, seeds, units, replicates, margin))
+    if resplit:  # the seed drew the split too: the effect is averaged over splits as well as initialisations
+        claims = [replace(c, test=c.test + "; each seed also re-drew the training/validation split") for c in claims]
     return claims
 
 
