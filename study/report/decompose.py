@@ -20,16 +20,24 @@ replicates is a noisy estimate of the main prediction, and no unbiased correctio
 for a vote (a jackknife of the arg-max depends on how ties fall): B is the plug-in, and it
 overstates bias where replicates disagree, less so as R grows. The page says so.
 
-Intervals (95%): for squared error the jackknife over replicates with three or more (Student's t
+Intervals (95%): for squared bias the jackknife over replicates with three or more (Student's t
 with R − 1 degrees of freedom: the seeds' noise), else the standard error over test points (the
-test set's noise alone); for the 0-1 bias, the standard error over test points.
+test set's noise alone). The variance is a sum of squares, skewed when replicates are few, and
+its points share the same R models, so neither a symmetric jackknife interval (it covered 84–88%
+in simulations with 3–5 replicates) nor the spread over points is right. With the centred
+predictions Z (R × n) and G = Z Zᵀ, variance = tr G / (n (R − 1)) is a weighted sum of χ²
+variables; Satterthwaite's effective degrees of freedom ν = (R − 1) (tr G)² / tr(G²) give the
+interval [ν V / χ²_ν(0.975), ν V / χ²_ν(0.025)] (covered 94–99% in the same simulations). For
+the 0-1 bias, the standard error over test points.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as sps
 
 from study.report import stats
 
@@ -39,6 +47,15 @@ class Term:
     value: float
     se: float  # NaN where none can be formed
     df: float = float("inf")  # degrees of freedom of the se: R − 1 for the jackknife over R replicates
+    bounds: tuple[float, float] | None = None  # an asymmetric 95% interval, where one is formed (the variance)
+
+    @property
+    def low(self) -> float:
+        return self.bounds[0] if self.bounds is not None else self.value - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.bounds[1] if self.bounds is not None else self.value + self.half_width
 
     @property
     def half_width(self) -> float:
@@ -86,6 +103,21 @@ def _jackknife_se(statistic, p: np.ndarray) -> float:
     return float(np.sqrt((replicates - 1) / replicates * np.sum((values - values.mean()) ** 2)))
 
 
+def variance_term(p: np.ndarray, level: float = stats.LEVEL) -> Term:
+    """The mean over points of the replicates' sample variance, with Satterthwaite's χ² interval."""
+    z = p - p.mean(axis=0)
+    gram = z @ z.T
+    replicates, n = p.shape
+    value = float(np.trace(gram) / (n * (replicates - 1)))
+    squares = float(np.trace(gram @ gram))
+    if value <= 0 or squares <= 0:
+        return Term(value, 0.0, bounds=(value, value))
+    nu = (replicates - 1) * float(np.trace(gram)) ** 2 / squares
+    tail = (1 - level) / 2
+    bounds = (nu * value / float(sps.chi2.ppf(1 - tail, nu)), nu * value / float(sps.chi2.ppf(tail, nu)))
+    return Term(value, value * math.sqrt(2 / nu), nu, bounds)
+
+
 def _point_se(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
@@ -100,19 +132,18 @@ def squared_error(predictions: np.ndarray, truth: np.ndarray, labels: np.ndarray
         raise ValueError("a decomposition needs at least two replicates")
     bias2, variance = _squared_terms(p, f)
     if len(p) >= 3:
-        interval = "jackknife over replicates"
+        interval = "bias²: jackknife over replicates; variance: Satterthwaite's χ²"
         bias_se = _jackknife_se(lambda q: _squared_terms(q, f)[0].mean(), p)
-        var_se = _jackknife_se(lambda q: _squared_terms(q, f)[1].mean(), p)
     else:
-        interval = "test points"
-        bias_se, var_se = _point_se(bias2), _point_se(variance)
+        interval = "bias²: test points; variance: Satterthwaite's χ²"
+        bias_se = _point_se(bias2)
     sigma2 = None if noise_std is None else float(noise_std) ** 2
     measured_i = ((p - y) ** 2).mean(axis=0)
     realised_i = measured_i - bias2 - variance - (sigma2 or 0.0)
     df = len(p) - 1 if len(p) >= 3 else float("inf")
     return SquaredDecomposition(
         bias2=Term(float(bias2.mean()), bias_se, df),
-        variance=Term(float(variance.mean()), var_se, df),
+        variance=variance_term(p),
         noise=sigma2,
         error_vs_truth=float(np.mean((p - f) ** 2)),
         measured=float(measured_i.mean()),

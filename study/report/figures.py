@@ -219,7 +219,10 @@ def decomposition(panels: list[tuple[str, pd.DataFrame]], knob: str | None, kind
                 continue
             y = rows[term].to_numpy(dtype=float)
             half = rows[f"{term} ±"].to_numpy(dtype=float) if f"{term} ±" in rows else np.zeros_like(y)
-            ax.errorbar(x, y, yerr=np.nan_to_num(half), marker="o", ms=4, capsize=3, color=colour, label=term,
+            yerr = np.nan_to_num(half)
+            if f"{term} low" in rows:  # an asymmetric interval (the variance's χ²)
+                yerr = np.nan_to_num(np.vstack([y - rows[f"{term} low"].to_numpy(float), rows[f"{term} high"].to_numpy(float) - y]))
+            ax.errorbar(x, y, yerr=yerr, marker="o", ms=4, capsize=3, color=colour, label=term,
                         ls="--" if term == "noise σ²" else "-")
         if log_x:
             ax.set_xscale("log")

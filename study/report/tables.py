@@ -131,7 +131,7 @@ def decomposition_rows(errs: pd.DataFrame, predictions: dict[str, dict]) -> pd.D
             rows.append({
                 "run_id": run_id, "kind": "squared error", "replicates": len(outputs), "interval": d.interval,
                 "bias²": d.bias2.value, "bias² ±": d.bias2.half_width, "variance": d.variance.value,
-                "variance ±": d.variance.half_width, "noise σ²": d.noise, "bias² + variance + σ²": d.predicted,
+                "variance low": d.variance.low, "variance high": d.variance.high, "noise σ²": d.noise, "bias² + variance + σ²": d.predicted,
                 "measured held-out error": d.measured, "difference": d.realised.value,
                 "difference ±": d.realised.half_width,
                 "identity": "holds" if d.identity_holds else "fails",
