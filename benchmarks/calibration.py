@@ -104,7 +104,7 @@ def main() -> int:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.null} null and {args.planted} planted grids, "
           f"{args.seeds} seeds each", flush=True)
     start = time.perf_counter()
-    false_verdicts = covered_null = intervals_null = 0
+    false_verdicts = covered_null = intervals_null = exact = 0
     planted_effects, decided = [], 0
     means = []  # (kind, setting, quantity, value, low, high) per trial
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +120,9 @@ def main() -> int:
                 if kind == "null":
                     false_verdicts += any(c.verdict in ("confirmed", "contradicted") for c in report.claims)
                     for c in report.claims:
-                        if math.isfinite(c.low):
+                        if c.se == 0:  # an exact no-op (L2 1e-12): identical models, a zero-width interval at 0
+                            exact += 1
+                        elif math.isfinite(c.low):
                             intervals_null += 1
                             covered_null += c.low <= 0 <= c.high
                 else:
@@ -140,7 +142,8 @@ def main() -> int:
     effect = float(pd.Series(planted_effects).mean()) if planted_effects else math.nan
     minutes = (time.perf_counter() - start) / 60
     print(f"false verdicts (null grids with a confirmed or contradicted claim; target ≤ 5%): {wilson(false_verdicts, args.null)}")
-    print(f"coverage of 95% intervals of null differences (truth 0): {wilson(covered_null, intervals_null)}")
+    print(f"coverage of 95% intervals of null differences (truth 0; {exact} exact no-ops with identical models left out): "
+          f"{wilson(covered_null, intervals_null)}")
     for quantity, (k, n) in coverage.items():
         print(f"coverage of 95% intervals of a setting's mean {quantity} error (truth: its mean over grids): {wilson(k, n)}")
     print(f"power: '{PLANTED} reduces overfitting' confirmed at a planted effect of {100 * effect:+.1f} points of "

@@ -32,11 +32,11 @@ def tiny(path: Path) -> dict:
 # What each shipped sweep searches, and its size as the README's tables state it: distinct settings
 # (each method's own knobs only, in compression grids) and replicates. compression samples with NSGA-II.
 STUDIES = {
-    "demo": ({"model.kind", "model.width", "model.dropout"}, 12, 2),
+    "demo": ({"model.kind", "model.width", "model.dropout"}, 12, 4),
     "capacity": ({"model.kind", "model.depth", "model.width"}, 24, 1),
-    "regularization": ({"model.l1", "model.l2", "model.dropout", "train.early_stopping.enabled"}, 16, 2),
-    "epochs": ({"train.epochs"}, 6, 2),
-    "data_size": ({"dataset.train_size"}, 8, 2),
+    "regularization": ({"model.l1", "model.l2", "model.dropout", "train.early_stopping.enabled"}, 16, 6),
+    "epochs": ({"train.epochs"}, 6, 5),
+    "data_size": ({"dataset.train_size"}, 8, 5),
     "features": ({"model.poly_degree"}, 10, 5),
     "double_descent": ({"model.width"}, 7, 3),
     "demo_compression": ({"compress.method", "compress.bits"}, 6, 1),

@@ -23,11 +23,11 @@ overstates bias where replicates disagree, less so as R grows. The page says so.
 Intervals (95%): for squared bias the jackknife over replicates with three or more (Student's t
 with R − 1 degrees of freedom: the seeds' noise), else the standard error over test points (the
 test set's noise alone). The variance is a sum of squares, skewed when replicates are few, and
-its points share the same R models, so neither a symmetric jackknife interval (it covered 84–88%
-in simulations with 3–5 replicates) nor the spread over points is right. With the centred
+its points share the same R models, so neither a symmetric jackknife interval (it covered 82–91%
+in benchmarks/variance_intervals.py) nor the spread over points is right. With the centred
 predictions Z (R × n) and G = Z Zᵀ, variance = tr G / (n (R − 1)) is a weighted sum of χ²
 variables; Satterthwaite's effective degrees of freedom ν = (R − 1) (tr G)² / tr(G²) give the
-interval [ν V / χ²_ν(0.975), ν V / χ²_ν(0.025)] (covered 94–99% in the same simulations). For
+interval [ν V / χ²_ν(0.975), ν V / χ²_ν(0.025)] (covered 94–99% there). For
 the 0-1 bias, the standard error over test points.
 """
 

@@ -71,8 +71,8 @@ def estimate(mean: float, population_std: float | None, replicates: int, samplin
              examples: float | None = None) -> Estimate:
     """Mean of a setting's replicates with a 95% interval.
 
-    R ≥ 2 replicates: Student's t over seeds, combined in quadrature with the test set's standard
-    error where it is known. One replicate: the test set's interval alone (Wilson's, for a rate
+    R ≥ 2 replicates: the seeds' standard error combined in quadrature with the test set's where it
+    is known, with Student's t at Welch–Satterthwaite's degrees of freedom. One replicate: the test set's interval alone (Wilson's, for a rate
     measured on `examples` examples), or none. Rates (given `examples`) are clipped to [0, 1].
     """
     rate = examples is not None and np.isfinite(examples) and examples > 0
@@ -89,9 +89,13 @@ def estimate(mean: float, population_std: float | None, replicates: int, samplin
             return Estimate(mean, mean - half, mean + half, "test set")
         return Estimate(mean, float("nan"), float("nan"), "none")
     assert population_std is not None  # narrowed by `seeds`
-    seed_half = t_quantile(replicates - 1) * sample_std(population_std, replicates) / math.sqrt(replicates)
-    test_half = z_quantile() * sampling_se if sampling and sampling_se is not None else 0.0
-    half = math.hypot(seed_half, test_half)
+    seed_se = sample_std(population_std, replicates) / math.sqrt(replicates)
+    test_se = sampling_se if sampling and sampling_se is not None else 0.0
+    se = math.hypot(seed_se, test_se)
+    # Welch–Satterthwaite: the seeds' part has R − 1 degrees of freedom, the test set's many; adding
+    # two half-widths each at its own quantile (t with R − 1 df for the seeds) over-covered (99%)
+    df = se**4 / (seed_se**4 / (replicates - 1)) if seed_se > 0 else math.inf
+    half = (t_quantile(df) if math.isfinite(df) else z_quantile()) * se
     return _clip(Estimate(mean, mean - half, mean + half, "seeds + test set" if sampling else "seeds"), rate)
 
 
