@@ -22,6 +22,10 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from study.report.verdicts import sentence
+
+HEAT_LEVELS = 6  # shades of the heat table (templates/_style.html: heat-0 … heat-5)
+
 
 @cache
 def environment() -> jinja2.Environment:
@@ -72,6 +76,34 @@ class Text:
 
 
 @dataclass(frozen=True)
+class Span:
+    """A piece of a paragraph: text, a command to copy (`code`), or a link (`href`, http or https)."""
+
+    text: str
+    href: str = ""
+    code: bool = False
+
+
+def link(href: str, text: str = "") -> Span:
+    """A link to `href`, showing `text` (the address itself by default); an address that is not
+    http or https stays plain text."""
+    return Span(text or href, href if href.startswith(("http://", "https://")) else "")
+
+
+def code(text: str) -> Span:
+    return Span(text, code=True)
+
+
+@dataclass(frozen=True)
+class Line:
+    """A paragraph of spans. kind 'header': shown under the title, above the summary and contents
+    (templates/report.html), and not again among the blocks."""
+
+    spans: list[Span]
+    kind: str = "line"
+
+
+@dataclass(frozen=True)
 class Items:
     texts: list[str]
     kind: str = "items"
@@ -107,6 +139,18 @@ class ClaimItem:
     evidence: str
     test: str
     decide: str
+    sentence: str = ""  # the claim, its verdict, the effect with its interval and why, in plain words
+
+
+@dataclass(frozen=True)
+class SummaryLine:
+    """One line of the summary above the contents: what was found, with links to its section and run."""
+
+    label: str
+    text: str
+    anchor: str = ""
+    href: str = ""
+    verdict: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,6 +176,7 @@ class Page:
         self.folder = folder
         self.blocks: list = []
         self.figures: list[Path] = []
+        self.summary: list[SummaryLine] = []
 
     @property
     def headings(self) -> list[Heading]:
@@ -170,6 +215,14 @@ class Page:
 
     def note(self, text: str) -> None:
         self.blocks.append(Text("note", text))
+
+    def line(self, *pieces: str | Span) -> None:
+        """A paragraph of text, `code` and links (see link() and code())."""
+        self.blocks.append(Line([p if isinstance(p, Span) else Span(p) for p in pieces]))
+
+    def header(self, *pieces: str | Span) -> None:
+        """A line under the page's title, above everything else (what the reader needs first)."""
+        self.blocks.append(Line([p if isinstance(p, Span) else Span(p) for p in pieces], "header"))
 
     def pre(self, text: str) -> None:
         self.blocks.append(Text("pre", text))
@@ -227,10 +280,24 @@ class Page:
             if math.isfinite(c.p_value):
                 test += f" ({c.test})"
             decide = f" To decide: {c.decide}." if c.decide else ""
-            items.append(ClaimItem(c.verdict, c.claim, c.quantity, c.evidence, test, decide))
+            items.append(ClaimItem(c.verdict, c.claim, c.quantity, c.evidence, test, decide, sentence(c)))
         self.blocks.append(Claims(items))
 
     def render(self, title: str, subtitle: str) -> str:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         return render_template("report.html", title=title, subtitle=subtitle, stamp=stamp, contents=self.contents(),
-                               blocks=self.blocks)
+                               blocks=self.blocks, summary=self.summary)
+
+    def heat(self, head: list[str], rows: list[list[tuple[str, float]]]) -> None:
+        """A table whose cells are shaded by their value (light: low, dark: high), in HEAT_LEVELS steps."""
+        values = [v for row in rows for _, v in row if isinstance(v, float) and math.isfinite(v)]
+        low, high = (min(values), max(values)) if values else (0.0, 1.0)
+        cells = []
+        for row in rows:
+            line = []
+            for text, value in row:
+                level = "" if not (isinstance(value, float) and math.isfinite(value)) else \
+                    f"heat-{min(HEAT_LEVELS - 1, int((value - low) / ((high - low) or 1) * HEAT_LEVELS))}"
+                line.append(Cell(text, f"num {level}".strip()))
+            cells.append(line)
+        self.blocks.append(Table(head, cells))

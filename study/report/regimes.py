@@ -162,8 +162,8 @@ class Rules:
         interp = f"{INTERPOLATION[self.task]:.0%}" if c else \
             f"{INTERPOLATION[self.task]:.0%} of the reference (of chance where the reference is 0 or unknown)"
         return (
-            "Every interval is 95%: over seeds (Student's t) with replicates, combined with the test set's sampling "
-            "error; over the test set's examples alone with one replicate. "
+            "Every interval is 95%: with replicates, the seeds' and the test set's standard errors combined (Student's t at "
+            "Welch–Satterthwaite's degrees of freedom); over the test set's examples alone with one replicate. "
             f"Fit: a trial is underfit when its whole training-error interval lies more than {margin} above the "
             "reference error (the sweep file's reference_error, else the data's noise floor: the share of flipped "
             "training labels, 0 for exact labels, or the known noise variance); it fits when the whole interval lies "

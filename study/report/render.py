@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from study.report import figures, sections, tables, verdicts
-from study.report.page import Page
-from study.serve import ui_link
+from study.report.page import Page, SummaryLine
+from study.serve import StoreUI, ui_link
 
 
 def _readable(column: str) -> str:
@@ -18,15 +18,38 @@ def _readable(column: str) -> str:
 
 
 class Links:
-    """Run ids to their pages in the MLflow UI (none without a UI address)."""
+    """Run ids to their pages in the MLflow UI that shows this store (none without a UI address),
+    and the page's header line saying which UI that is. Local stores all number their first
+    experiment 1 and `study ui` serves each at the same address, so where `study ui` serves it the
+    header gives the command that serves THIS store: another store's UI would answer the links
+    with "Run ID ... does not exist"."""
 
-    def __init__(self, mlflow_url: str | None, experiment_id: str):
-        self.url, self.experiment_id = mlflow_url, experiment_id
+    def __init__(self, ui: StoreUI | str | None, experiment_id: str):
+        self.ui = StoreUI(ui) if isinstance(ui, str) else ui  # an address alone: no command comes with it
+        self.url, self.experiment_id = (self.ui.url if self.ui else None), experiment_id
 
     def __call__(self, run_ids) -> dict[str, str]:
         if not self.url:
             return {}
         return {rid: ui_link(self.url, self.experiment_id, rid) for rid in run_ids}
+
+    def header(self, store: str) -> list:
+        """The header's pieces (text, code, a link to this sweep's runs); none without a UI address."""
+        from study.report.page import code, link
+
+        if self.ui is None or not self.url:
+            return []
+        runs, eid = link(ui_link(self.url, self.experiment_id)), self.experiment_id
+        if self.ui.command:
+            hidden = " (with the password in place of ***)" if "***" in self.ui.command else ""
+            return ["MLflow UI for this store: run ", code(self.ui.command), f"{hidden}, then open ", runs,
+                    f". Run ids below link to experiment {eid} of this store ({store}); every store numbers its "
+                    "experiments from 1, so ", code("study ui"), " serving another store answers them with "
+                    "\"Run ID ... does not exist\"."]
+        if self.ui.server:
+            return ["MLflow UI: this store's tracking server, ", runs, f"; run ids below link to its experiment {eid}."]
+        return ["MLflow UI (the address given to study report): ", runs,
+                f"; run ids below link to experiment {eid} there, which must be this store's ({store})."]
 
 
 # ---------------------------------------------------------------------------- bias–variance
@@ -57,11 +80,13 @@ def render_bias_variance(page: Page, section: sections.BiasVariance, counts: sec
                 f"Lowest held-out error: {spots}.",
             )
             if view.descents:
-                page.h3(f"Interpolation and double descent along {view.knob}")
+                page.h3(f"Interpolation and double descent along {view.knob}", f"descent-{slug}")
                 page.items([f"{d['series']}: {d['text']}" for d in view.descents])
     if section.two_level:
         page.p(f"{', '.join(section.two_level)}: two settings each, crossed with the other knobs in too many "
                "combinations to chart one by one; each one's effect, with its interval, is in the effects chart below.")
+    if section.grid is not None:
+        render_grid(page, section.grid, name)
     if section.show_params:
         page.figure(figures.error_vs_params(errs, name, section.params_facet), "capacity",
                     "Every finished trial's training and held-out error against its parameter count.")
@@ -80,6 +105,24 @@ def render_bias_variance(page: Page, section: sections.BiasVariance, counts: sec
         render_decomposition(page, section.decomposition)
     if section.regimes is not None:
         render_regimes(page, section.regimes, links)
+
+
+def render_grid(page: Page, grid: sections.TwoKnobs, name: str) -> None:
+    """Held-out error over the two knobs: rows one knob, columns the other, each cell its mean over
+    seeds with a 95% interval, shaded from the lowest (light) to the highest (dark)."""
+    cells = grid.cells
+    columns = list(dict.fromkeys(cells["column"]))
+    rows = []
+    for value, line in cells.groupby("row", sort=True):
+        by = {c: r for c, r in zip(line["column"], line.itertuples())}
+        rows.append([(f"{grid.row} = {tables.plain(value)}", float("nan"))]
+                    + [(f"{by[c].error:.3f} [{by[c].low:.3f}, {by[c].high:.3f}]", float(by[c].error)) if c in by else ("", float("nan"))
+                       for c in columns])
+    page.h3("Held-out error over both knobs", "two-knobs")
+    page.p(f"Held-out {name} of every setting of the grid: the mean over all its seeds with a 95% interval (seeds and "
+           "test set); darker is higher. Cells whose intervals overlap are not told apart by this table; the claims below "
+           "test each knob's effect seed by seed.")
+    page.heat([f"{grid.row} \\ {grid.column}", *[f"{grid.column} = {c}" for c in columns]], rows)
 
 
 def render_decomposition(page: Page, d: sections.Decomposition) -> None:
@@ -120,15 +163,15 @@ def render_decomposition(page: Page, d: sections.Decomposition) -> None:
 
 
 def render_regimes(page: Page, r: sections.RegimeTable, links: Links) -> None:
-    page.h3("Regimes, remedies and the article's claims")
+    page.h3("Regimes, remedies and the article's claims", "regimes")
     page.table(r.counts, classes={"regime": "regime"})
     page.p("The article lists the remedies under swapped headings (its overfitting remedies sit under "
            "underfitting); this report files each where it acts.")
     if not r.effects.empty and r.effects["low"].notna().any():
         page.figure(figures.effects(r.effects), "effects",
                     "Each remedy's main effect: the mean at its highest setting minus at its lowest, averaged over the "
-                    "other knobs, on training error, held-out error and the gap; bars: 95% intervals from the spread "
-                    "over seeds within settings.")
+                    "other knobs, on training error, held-out error and the gap; bars: 95% intervals over the per-seed "
+                    "contrasts (every setting shares its seeds), the held-out ones with the test set's noise too.")
     page.p(f"Every finished trial's regime ({len(r.trials)} of {r.total} shown; runs.csv has all, "
            f"verdicts.json the numbers). Reference error: {r.reference}.")
     page.table(r.trials, links=links(r.trials["run"]), classes={"regime": "regime"})
@@ -211,15 +254,16 @@ def render_study(page: Page, s: sections.StudyInfo) -> None:
 
 
 # -------------------------------------------------------------------------------- the report
-def render_report(report: sections.Report, folder: Path, mlflow_url: str | None = None) -> str:
-    """The page of `report` (its figures written under folder/figures/), as HTML."""
+def render_report(report: sections.Report, folder: Path, ui: StoreUI | str | None = None) -> str:
+    """The page of `report` (its figures written under folder/figures/), as HTML; run ids link to
+    `ui` (serve.store_ui: the address of this store's MLflow UI, and the command that serves it)."""
     page = Page(folder)
-    links = Links(mlflow_url, report.experiment_id)
+    links = Links(ui, report.experiment_id)
+    if header := links.header(report.store):
+        page.header(*header)
     if report.description:
         page.p(report.description)
     page.p(f"Trials: {report.counts.line}. Store: {report.store}.")
-    if mlflow_url:
-        page.p(f"MLflow: {ui_link(mlflow_url, report.experiment_id)}")
     if report.body is None:
         page.note("This sweep has no trial runs yet. Run it with: study run <its sweep file>.")
     elif isinstance(report.body, sections.Compression):
@@ -228,7 +272,17 @@ def render_report(report: sections.Report, folder: Path, mlflow_url: str | None 
         render_bias_variance(page, report.body, report.counts, links)
     render_claims(page, report.claims, report.conclusions)
     render_study(page, report.study)
+    render_summary_lines(page, report.summary, links)
     return page.render(f"Sweep report: {report.name}", f"{report.trial_runs} trial runs")
+
+
+def render_summary_lines(page: Page, found: list[sections.Finding], links: Links) -> None:
+    """The summary above the contents: each finding linked to its section (when the page has it)
+    and its run (when there is a UI to open it in)."""
+    anchors = {h.anchor for h in page.headings}
+    runs = links([f.run_id for f in found if f.run_id])
+    page.summary = [SummaryLine(f.label, f.text, f.anchor if f.anchor in anchors else "", runs.get(f.run_id, ""), f.verdict)
+                    for f in found]
 
 
 def runs_table(runs: pd.DataFrame, conclusions: sections.Conclusions) -> pd.DataFrame:

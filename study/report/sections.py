@@ -127,6 +127,27 @@ class BiasVariance:
     decomposition: Decomposition | None = None
     regimes: RegimeTable | None = None
     claims: list[verdicts.Claim] = field(default_factory=list)
+    grid: TwoKnobs | None = None  # held-out error over a two-knob grid
+
+
+@dataclass(frozen=True)
+class TwoKnobs:
+    """A grid over exactly two knobs: held-out error per cell with its interval (a heatmap)."""
+
+    row: str
+    column: str
+    cells: pd.DataFrame  # tables.two_knob_grid
+
+
+def two_knobs(errs: pd.DataFrame, replicates: seeds.Seeds, searched: list[str]) -> TwoKnobs | None:
+    """The two-knob view, where exactly two searched knobs vary and every pair of their values ran."""
+    varied = [k for k in searched if f"params.{k}" in errs and errs[f"params.{k}"].nunique() > 1]
+    if len(varied) != 2:
+        return None
+    cells = tables.two_knob_grid(errs, replicates, *varied)
+    if len(cells) != errs[f"params.{varied[0]}"].nunique() * errs[f"params.{varied[1]}"].nunique():
+        return None
+    return TwoKnobs(varied[0], varied[1], cells)
 
 
 def analyse_trials(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -262,6 +283,7 @@ def bias_variance(data: SweepRuns) -> BiasVariance:
         learning=learning_curves(data, errs), decomposition=decomposition(data, errs, knobs, categorical),
         regimes=regime_table(errs, data.seeds, data.searched, [d for view in views for d in view.descents]),
         claims=verdicts.remedy_claims(errs, data.seeds, data.searched, task),
+        grid=two_knobs(errs, data.seeds, data.searched),
     )
 
 
@@ -314,6 +336,11 @@ def _quantized(comp: pd.DataFrame) -> pd.DataFrame | None:
     return quantized.assign(kind=quantized.get(names.tag_column(Tag.ARTIFACT), "").str.split(" \\(").str[0])
 
 
+def _microseconds(milliseconds):
+    """A latency column in µs, the unit of the latency chart (None stays None)."""
+    return None if milliseconds is None else pd.to_numeric(milliseconds, errors="coerce") * 1000
+
+
 def compression(data: SweepRuns) -> Compression:
     comp = tables.compression_runs(data.runs)
     if comp.empty:
@@ -327,7 +354,8 @@ def compression(data: SweepRuns) -> Compression:
         "file": front.get(names.tag_column(Tag.ARTIFACT), ""), "test accuracy": front[tables.ACCURACY],
         "bytes": front[tables.SIZE["raw"]], "gzip bytes": front[tables.SIZE["gzip"]],
         "ratio": front.get(names.column("artifact/compression_ratio")),
-        "latency ms": front.get(tables.LATENCY), "latency IQR ms": front.get(tables.LATENCY_IQR), "run": front["run_id"],
+        "latency µs": _microseconds(front.get(tables.LATENCY)), "latency IQR µs": _microseconds(front.get(tables.LATENCY_IQR)),
+        "run": front["run_id"],
     })
     return Compression(comp, fronts, tables.base_point(comp, data.references), pruned, hue, _quantized(comp),
                        tables.distillation_pairs(comp), frontier, compression_claims(comp, data.references),
@@ -398,6 +426,73 @@ def study_info(data: SweepRuns, counts: TrialCounts, study: optuna.Study | None)
     )
 
 
+# ------------------------------------------------------------------------------- the summary
+@dataclass(frozen=True)
+class Finding:
+    """One line of the summary at the top of the page."""
+
+    label: str
+    text: str
+    anchor: str = ""  # the section it comes from
+    run_id: str = ""  # a run it names (linked to the MLflow UI)
+    verdict: str = ""  # a claim's verdict, styled as in the claims list
+
+
+def _setting(row: pd.Series, knobs: list[str]) -> str:
+    return ", ".join(f"{k} = {tables.plain(row[f'params.{k}'])}" for k in knobs if f"params.{k}" in row) \
+        or "the sweep's one setting"
+
+
+def _best(errs: pd.DataFrame, task: str, searched: list[str]) -> Finding:
+    """The trial with the lowest validation error (chosen on validation, never on test)."""
+    chooser = errs["val_error"] if errs["val_error"].notna().any() else errs["test_error"]
+    row = errs.loc[chooser.idxmin()]
+    if task == "classification":
+        held = f"test accuracy {1 - row['test_error']:.3f} [{1 - row['test_high']:.3f}, {1 - row['test_low']:.3f}]"
+        chosen = f"validation accuracy {1 - row['val_error']:.3f}" if pd.notna(row["val_error"]) else ""
+    else:
+        held = f"test MSE {row['test_error']:.4g} [{row['test_low']:.4g}, {row['test_high']:.4g}]"
+        chosen = f"validation MSE {row['val_error']:.4g}" if pd.notna(row["val_error"]) else ""
+    text = f"{_setting(row, searched)}: {held}" + (f" (chosen on {chosen})" if chosen else "") + \
+        f"; trial {int(row['trial'])}, regime {row['regime']}"
+    return Finding("Best setting", text, "regimes", str(row["run_id"]))
+
+
+def summarize(body: BiasVariance | Compression | None, claims: list[verdicts.Claim], sweep: str,
+              searched: list[str]) -> list[Finding]:
+    """What the page found, first: the best setting, each claim in a sentence, the regimes, the
+    phenomena and what to run next. Every line names the section (and run) it comes from."""
+    found: list[Finding] = []
+    if isinstance(body, BiasVariance) and not body.errs.empty:
+        found.append(_best(body.errs, body.task, searched))
+    if isinstance(body, Compression) and not body.frontier.empty:
+        for _, f in body.frontier.head(4).iterrows():
+            ratio = f"{f['ratio']:.1f}× smaller, " if pd.notna(f.get("ratio")) else ""
+            latency = f", {f['latency µs']:.1f} µs an example" if pd.notna(f.get("latency µs")) else ""
+            found.append(Finding("On the frontier", f"{f['method']} ({f['settings'] or f['file']}): {ratio}test accuracy "
+                                 f"{f['test accuracy']:.3f}, {int(f['gzip bytes'])} gzip bytes{latency}", "compression",
+                                 str(f["run"])))
+    for c in claims:
+        found.append(Finding(c.knob or "Claim", verdicts.sentence(c), "claims", verdict=c.verdict))
+    if isinstance(body, BiasVariance) and not body.errs.empty:
+        counts = body.errs["regime"].value_counts()
+        found.append(Finding("Regimes", ", ".join(f"{n} {r}" for r, n in counts.items()) + " (of "
+                             f"{len(body.errs)} finished trials, by the rules printed with them)", "regimes"))
+        for view in body.views:
+            for d in view.descents:
+                if d["double_descent"] or d["threshold"] is not None:
+                    found.append(Finding("Double descent" if d["double_descent"] else "Interpolation", d["text"],
+                                         f"descent-{view.knob.replace('.', '-')}"))
+    undecided = [c for c in claims if c.verdict == "inconclusive"]
+    if undecided:
+        needed = [c.needed for c in undecided if c.needed]
+        more = (f": about {max(needed)} seeds per setting would decide {'it' if len(undecided) == 1 else 'them'} "
+                f"(study run sweeps/{sweep}.yaml --until-decided --max-seeds {max(needed)})") if needed else \
+            ": see what each one needs below"
+        found.append(Finding("Next", f"{len(undecided)} claim{'s' if len(undecided) > 1 else ''} undecided{more}", "claims"))
+    return found
+
+
 # ------------------------------------------------------------------------------- the report
 @dataclass
 class Conclusions:
@@ -428,6 +523,7 @@ class Report:
     study: StudyInfo
     conclusions: Conclusions
     best: str  # listing.best_summary of the Optuna study ('' without it)
+    summary: list[Finding] = field(default_factory=list)  # what the page found, first
 
 
 def compute_report(data: SweepRuns) -> Report:
@@ -449,4 +545,5 @@ def compute_report(data: SweepRuns) -> Report:
     return Report(
         data.name, regimes.task_of(data.runs) if not data.runs.empty else None, data.description, data.store, data.experiment_id, len(data.runs), counts, body, claims,
         study_info(data, counts, study), conclusions, best_summary(study) if study is not None else "",
+        summarize(body, claims, data.name, data.searched),
     )

@@ -13,7 +13,7 @@ import pandas as pd
 from study import measure, names
 from study.budget import count_trials
 from study.names import STOPPED, Attr, Tag, TrialState
-from study.report import decompose, regimes
+from study.report import decompose, regimes, stats
 
 MAX_PANELS = 6  # per-knob charts with more panels than this give way to the effects chart
 MAX_DECOMPOSED = 300  # trials whose predictions are read for the bias–variance decomposition
@@ -70,7 +70,7 @@ def knob_panels(errs: pd.DataFrame, knob: str, others: list[str]) -> list[tuple[
     panels = []
     for held, rows in frame.groupby([f"params.{o}" for o in others], sort=True, dropna=False):
         held = held if isinstance(held, tuple) else (held,)
-        title = ", ".join(f"{o} = {_plain(v)}" for o, v in zip(others, held))
+        title = ", ".join(f"{o} = {plain(v)}" for o, v in zip(others, held))
         panels.append((title, rows.sort_values("value")))
     return panels
 
@@ -207,13 +207,14 @@ def varying_settings(comp: pd.DataFrame) -> list[str]:
     ]
 
 
-def _plain(value) -> str:
+def plain(value) -> str:
+    """A setting's value as the sweep file writes it (whole floats as integers)."""
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def settings_of(row: pd.Series, columns: list[str]) -> str:
     """A trial's values of `columns` (those it has), as one short string."""
-    return ", ".join(f"{c.split('.', 2)[2]}={_plain(row[c])}" for c in columns if pd.notna(row.get(c)))
+    return ", ".join(f"{c.split('.', 2)[2]}={plain(row[c])}" for c in columns if pd.notna(row.get(c)))
 
 
 def distillation_pairs(comp: pd.DataFrame) -> pd.DataFrame:
@@ -305,3 +306,24 @@ def durations(runs: pd.DataFrame) -> pd.DataFrame:
 def objective_of(sweep_run: dict) -> dict[str, str]:
     raw = sweep_run.get("params", {}).get("objective")
     return json.loads(raw) if raw else {}
+
+
+def two_knob_grid(errs: pd.DataFrame, seeds, row: str, column: str) -> pd.DataFrame:
+    """Held-out error over a two-knob grid: one row per (row value, column value) with the mean over
+    every seed of that setting (its rounds of added seeds together) and its 95% interval (seeds and
+    the test set, as every setting's), columns row, column, error, low, high, seeds."""
+    out = []
+    for (r, c), rows in errs.groupby([f"params.{row}", f"params.{column}"], sort=True):
+        values = seeds.rows.loc[seeds.rows["run_id"].isin(rows["run_id"]), "test_error"].to_numpy(float)
+        if not len(values):
+            values = rows["test_error"].to_numpy(float)
+        mean, n = float(values.mean()), len(values)
+        size = pd.to_numeric(rows.get("metrics.data/test_size"), errors="coerce").dropna()
+        classification = "metrics.test/accuracy" in rows
+        test_se = stats.binomial_se(mean, float(size.iloc[0])) if classification and len(size) else \
+            float(pd.to_numeric(rows.get("metrics.test/loss_se"), errors="coerce").mean())
+        e = stats.estimate(mean, float(values.std()) if n > 1 else None, n, test_se if np.isfinite(test_se) else None,
+                           float(size.iloc[0]) if classification and len(size) and n < 2 else None)
+        out.append({"row": r, "column": c, "error": mean, "low": e.low, "high": e.high, "seeds": n})
+    return pd.DataFrame(out)
+

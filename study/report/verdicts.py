@@ -74,6 +74,7 @@ class Claim:
     df: float = math.nan  # degrees of freedom of `se`
     scale: float = 1.0  # to print the quantity: 100 for error rates in points
     unit: str = ""  # ' points' for error rates
+    knob: str = ""  # the swept setting the claim is about, where it is one
 
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -133,6 +134,32 @@ def _what_decides(claim: Claim, level: float) -> str:
             f"measured: the effect would then be {shown}")
 
 
+WHY = {
+    "confirmed": "the change is significant in the claimed direction",
+    "contradicted": "the change is significant, and the other way",
+}
+
+
+def sentence(c: Claim) -> str:
+    """The claim, its verdict, the effect with its interval and why, as a person would say it."""
+    def amount(x: float) -> str:
+        return f"{x * c.scale:+.{1 if c.unit else 3}f}"
+
+    if math.isfinite(c.low):
+        change = f"{c.quantity} changed by {amount(c.effect)}{c.unit} (95% interval {amount(c.low)} to {amount(c.high)})"
+    else:
+        change = f"{c.quantity} changed by {amount(c.effect)}{c.unit}, with no interval"
+    if c.verdict == "negligible":
+        why = (f"the whole interval of the equivalence test lies within ±{c.margin * c.scale:.3g}{c.unit}, the smallest "
+               "change worth acting on")
+    elif c.verdict in WHY:
+        why = WHY[c.verdict]
+    else:
+        why = "too uncertain to call" + (f": about {c.needed} {'pairs' if c.noise == 'pairs' else 'seeds per setting'} "
+                                         "would decide it" if c.needed else "")
+    return f"{c.claim[:1].upper()}{c.claim[1:]}: {c.verdict}. The {change}; {why}."
+
+
 def rules_text() -> str:
     return (
         "Each claim is tested on the quantity it names: the effect is the mean at the knob's highest setting minus the "
@@ -180,7 +207,7 @@ def looks_text(looks: int, rounds: list[dict]) -> str:
             f"included, tests at {stats.ALPHA:.0%} / {looks} = {stats.ALPHA / looks:.3g} (Bonferroni over looks).")
     if not rounds:
         return said + " No seeds were added: every claim was decided, or none could be within the budget."
-    added = "; ".join(f"round {r['round']}: seeds {r['first_seed']}–{r['first_seed'] + r['seeds'] - 1} added to each of "
+    added = "; ".join(f"Round {r['round']}: seeds {r['first_seed']}–{r['first_seed'] + r['seeds'] - 1} added to each of "
                       f"{r['settings']} settings, because {', '.join(repr(c) for c in r['claims'])} "
                       f"{'was' if len(r['claims']) == 1 else 'were'} undecided" for r in rounds)
     return f"{said} {added}."
@@ -258,7 +285,7 @@ def _balanced(errs: pd.DataFrame, knob: str, at_low: pd.DataFrame, at_high: pd.D
 
 
 def _claim(claim: str, quantity: str, diff: stats.Difference, expected: str, evidence: str, replicates: int,
-           noise: str = "seeds", margin: float = math.nan, units: _Units | None = None) -> Claim:
+           noise: str = "seeds", margin: float = math.nan, units: _Units | None = None, knob: str = "") -> Claim:
     # a one-sided test at 5% goes with a 90% interval: it is confirmed exactly when the interval clears the line
     level = 1 - 2 * stats.ALPHA if diff.one_sided else stats.LEVEL
     low, high = diff.interval(level) if math.isfinite(diff.se) else (math.nan, math.nan)
@@ -266,7 +293,7 @@ def _claim(claim: str, quantity: str, diff: stats.Difference, expected: str, evi
     scale, unit = (units.scale, units.unit) if units else (1.0, "")
     return Claim(claim, quantity, diff.effect, low, high, expected, diff.p_value, diff.se, diff.source, evidence,
                  diff.n or replicates, noise, margin=margin, p_negligible=stats.equivalence_p(diff, margin),
-                 fixed_se=diff.fixed_se, df=diff.df, scale=scale, unit=unit)
+                 fixed_se=diff.fixed_se, df=diff.df, scale=scale, unit=unit, knob=knob)
 
 
 def remedy_claims(errs: pd.DataFrame, seeds: seed_contrasts.Seeds, searched: list[str], task: str) -> list[Claim]:
@@ -291,19 +318,20 @@ def remedy_claims(errs: pd.DataFrame, seeds: seed_contrasts.Seeds, searched: lis
                 f"{name} reduces overfitting", "held-out error", test, "lower",
                 f"{span}: held-out error {units.value(at_low['test_error'].mean())} → {units.value(at_high['test_error'].mean())}, "
                 f"change {units.diff(test)}; the gap changed by {units.diff(gap)} and training error by {units.diff(train)}",
-                replicates, margin=margin, units=units))
+                replicates, margin=margin, units=units, knob=knob))
         else:
             claims.append(_claim(
                 f"{name} reduces underfitting", "training error", train, "lower",
                 f"{span}: training error {units.value(at_low['train_error'].mean())} → {units.value(at_high['train_error'].mean())}, "
                 f"change {units.diff(train)}; held-out error changed by {units.diff(test)}",
-                replicates, margin=margin, units=units))
+                replicates, margin=margin, units=units, knob=knob))
         if knob == "dataset.train_size":
             claims.append(_claim(
                 "too much training data causes overfitting (the article's claim)", "gap (held-out − training error)", gap,
                 "higher",
                 f"{span}: gap {units.value(at_low['gap'].mean())} → {units.value(at_high['gap'].mean())}, change "
-                f"{units.diff(gap)}; held-out error changed by {units.diff(test)}", replicates, margin=margin, units=units))
+                f"{units.diff(gap)}; held-out error changed by {units.diff(test)}", replicates, margin=margin, units=units,
+                knob=knob))
     if "train.epochs" in searched and "params.train.epochs" in errs and errs["params.train.epochs"].nunique() > 2:
         claims.append(epochs_claim(errs, seeds, units, replicates, margin))
     if resplit:  # the seed drew the split too: the effect is averaged over splits as well as initialisations
@@ -345,7 +373,8 @@ def epochs_claim(errs: pd.DataFrame, seeds: seed_contrasts.Seeds, units: _Units,
                 f"and is {units.value(at_last['gap'].mean())} at {_fmt(last)} epochs")
     if best == last:
         evidence = f"validation error is lowest at the most epochs ({_fmt(last)}): no rise to detect"
-    return _claim("too many epochs overfit", "held-out error", test, "higher", evidence, replicates, margin=margin, units=units)
+    return _claim("too many epochs overfit", "held-out error", test, "higher", evidence, replicates, margin=margin, units=units,
+                  knob="train.epochs")
 
 
 # ------------------------------------------------------------------------------ compression
