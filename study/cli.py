@@ -11,7 +11,7 @@ from pathlib import Path
 
 from study.config import load_sweep, parse_override
 from study.errors import BadInput, StudyError
-from study.serve import ui_link
+from study.serve import LOCAL_UI, store_ui
 from study.store import Store
 
 
@@ -78,17 +78,15 @@ def cmd_run(args) -> int:
             file=sys.stderr,
         )
         return 130
-    print(render_summary(summary, sweep, store))
+    print(render_summary(summary, sweep))
     if decided is not None:
         seeds = sweep.config.replicates * (1 + len(decided.rounds))
         print(f"until decided: {len(decided.rounds)} round(s) of new seeds, {seeds} seeds per setting; every look tests at "
               f"5% / {decided.looks}")
         for line in decided.undecided:
             print(f"  undecided: {line}")
+    print("\n".join(where_to_look(summary.name, summary.experiment_id, store, _given_store_options(args))))
     return 0
-
-
-LOCAL_UI = "http://127.0.0.1:5000"  # where `study ui` serves by default
 
 
 def _self_command() -> str:
@@ -106,7 +104,32 @@ def _self_command() -> str:
     return f"{sys.executable} -m study"
 
 
-def render_summary(summary, sweep, store: Store) -> str:
+def _given_store_options(args) -> list[str]:
+    """The store options of this command line, as the user gave them (options from the environment
+    hold in the same shell), to repeat in the commands we print."""
+    options = []
+    for name in ("store", "tracking_uri", "storage", "artifacts"):
+        if value := getattr(args, name, None):
+            options += [f"--{name.replace('_', '-')}", value]
+    return options
+
+
+def where_to_look(name: str, experiment_id: str | None, store: Store, options: list[str]) -> list[str]:
+    """The commands that write the sweep's report and open its runs in this store's MLflow UI, with
+    the store options as given (`options`): every local store numbers its first experiment 1, so
+    the link only shows this sweep in a UI serving this store."""
+    program = _self_command()
+    lines = [f"report:  {' '.join([program, 'report', shlex.quote(name), *map(shlex.quote, options)])}"]
+    ui = store_ui(store, options=options, program=program)
+    if ui is not None and ui.command:
+        lines.append(f"browse:  {ui.command}   then open {ui.link(experiment_id)}")
+    elif ui is not None:
+        lines.append(f"browse:  open {ui.link(experiment_id)}   (the tracking server's own UI)")
+    return lines
+
+
+def render_summary(summary, sweep, store: Store | None = None, options: list[str] | None = None) -> str:
+    """What a sweep did; with `store`, then where to look (where_to_look, with the store `options` as given)."""
     c = summary.counts
     lines = [
         f"{summary.name}: {summary.state} — {c.done} trials done ({c.finished} finished, {c.pruned} pruned, "
@@ -121,8 +144,8 @@ def render_summary(summary, sweep, store: Store) -> str:
         lines.append("the sampler found no settings left that have not run: the search space is used up")
     if summary.state == "partial":
         lines.append(f"the time budget ran out; run the same command again to continue to {summary.target} trials")
-    where = "" if store.root == Path("mlruns").resolve() else f" --store {store.root}"
-    lines.append(f"browse:  {_self_command()} ui{where}   then open {ui_link(LOCAL_UI, summary.experiment_id)}")
+    if store is not None:
+        lines += where_to_look(summary.name, summary.experiment_id, store, options or [])
     return "\n".join(lines)
 
 
@@ -212,6 +235,9 @@ def cmd_report(args) -> int:
         print(f"{report.name}: {report.path}  ({report.summary}; built in {report.seconds:.1f}s)")
     if len(built) > 1:
         print(f"index: {build_index(out, built)}")
+    ui = store_ui(store, args.mlflow_url, _given_store_options(args), _self_command())
+    if ui is not None:  # where the run links open; with `study ui`, serving this store
+        print(f"run links: {ui.command + '   then open ' if ui.command else 'open '}{ui.link()}")
     return 0
 
 
@@ -288,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write the HTML report of one or more sweeps")
     report.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep names (the sweep files' stems)")
     report.add_argument("--out", default="reports", metavar="DIR", help="folder for the reports (default reports)")
-    report.add_argument("--mlflow-url", metavar="URL", default=LOCAL_UI,
-                        help=f"the MLflow UI that run links open (default {LOCAL_UI}, where `study ui` serves)")
+    report.add_argument("--mlflow-url", metavar="URL",
+                        help="the MLflow UI that run links open (default: the store's tracking server, else "
+                             f"{LOCAL_UI}, where `study ui` serves it)")
     _store_options(report)
     report.set_defaults(func=cmd_report)
 

@@ -160,11 +160,7 @@ class Pack:
     """Members trained together; `run()` trains them all and fills each member's `result`."""
 
     def __init__(self, members: list[Member]):
-        if not members:
-            raise ValueError("a pack needs at least one member")
-        keys = {pack_key(m.spec, m.task, len(m.train[0])) for m in members}
-        if len(keys) > 1:
-            raise ValueError(f"these models cannot share a pack: {sorted(keys)}")
+        check_pack(members)
         self.members = members
         self.n = len(members[0].train[0])
         self.batch = members[0].spec.batch_size
@@ -254,45 +250,8 @@ class Pack:
             self._finish(m, stoppers[k], seconds[k])
         return [m.result for m in members]
 
-    def _metrics(self, m: Member, row: np.ndarray) -> dict[str, float]:
-        loss_sum, second_sum, _, val_loss, val_second = (float(v) for v in row)
-        n, n_val = self.n, len(m.val[0])
-        second = "accuracy" if m.task == names.CLASSIFICATION else "mae"
-        return {
-            names.TRAIN_LOSS.short: loss_sum / n, names.EPOCH[f"train_{second}"].short: second_sum / n,
-            names.VAL_LOSS.short: val_loss / n_val, names.EPOCH[f"val_{second}"].short: val_second / n_val,
-        }
-
     def _judge(self, m: Member, epoch: int, row: np.ndarray, stopper: _Stopper | None) -> bool:
-        """Record member m's epoch; False when it stops training."""
-        result = m.result
-        bad_step = int(row[2])
-        if bad_step:
-            result.epochs = epoch
-            result.stopped = "diverged"
-            result.reason = f"training loss became non-finite at epoch {epoch}, batch {bad_step}"
-            return False
-        metrics = self._metrics(m, row)
-        result.history.append(metrics)
-        result.epochs = epoch
-        bad = next((name for name, value in metrics.items() if not math.isfinite(value)), None)
-        if bad:
-            result.stopped, result.reason = "diverged", f"{bad} became {metrics[bad]} at epoch {epoch}"
-            return False
-        stop = stopper.update(epoch, metrics, m.model) if stopper is not None else False
-        if m.on_epoch is not None:
-            reason = m.on_epoch(epoch, metrics)
-            if reason:
-                result.stopped, result.reason = "pruned", reason
-                return False
-        if stop and stopper is not None:
-            result.stopped, result.stopped_epoch = "early_stopping", stopper.stopped_epoch
-            result.reason = (
-                f"{stopper.spec.monitor} did not improve for {stopper.spec.patience} epochs; "
-                f"stopped after epoch {stopper.stopped_epoch}"
-            )
-            return False
-        return True
+        return judge_epoch(m, epoch, row, stopper, m.model, self.n)
 
     def _finish(self, m: Member, stopper: _Stopper | None, seconds: float) -> None:
         if stopper is not None and m.result.stopped != "diverged":
@@ -301,6 +260,60 @@ class Pack:
         m.result.best_epoch = best_epoch(m.result.history, m.spec.early_stopping.monitor)
 
 
+def check_pack(members: list[Member]) -> None:
+    """ValueError unless the members can share a pack (one `pack_key`)."""
+    if not members:
+        raise ValueError("a pack needs at least one member")
+    keys = {pack_key(m.spec, m.task, len(m.train[0])) for m in members}
+    if len(keys) > 1:
+        raise ValueError(f"these models cannot share a pack: {sorted(keys)}")
+
+
+def epoch_metrics(m: Member, row: np.ndarray, n: int) -> dict[str, float]:
+    """A member's epoch as Keras logs it, from the graph's sums: [loss, second metric, bad step,
+    val loss, val second metric]."""
+    loss_sum, second_sum, _, val_loss, val_second = (float(v) for v in row)
+    n_val = len(m.val[0])
+    second = "accuracy" if m.task == names.CLASSIFICATION else "mae"
+    return {
+        names.TRAIN_LOSS.short: loss_sum / n, names.EPOCH[f"train_{second}"].short: second_sum / n,
+        names.VAL_LOSS.short: val_loss / n_val, names.EPOCH[f"val_{second}"].short: val_second / n_val,
+    }
+
+
+def judge_epoch(m: Member, epoch: int, row: np.ndarray, stopper: _Stopper | None, weights, n: int) -> bool:
+    """Record member m's epoch (divergence, history, early stopping, pruning); False when it stops
+    training. `weights` has the member's get_weights/set_weights (its model, or a batched view)."""
+    result = m.result
+    bad_step = int(row[2])
+    if bad_step:
+        result.epochs = epoch
+        result.stopped = "diverged"
+        result.reason = f"training loss became non-finite at epoch {epoch}, batch {bad_step}"
+        return False
+    metrics = epoch_metrics(m, row, n)
+    result.history.append(metrics)
+    result.epochs = epoch
+    bad = next((name for name, value in metrics.items() if not math.isfinite(value)), None)
+    if bad:
+        result.stopped, result.reason = "diverged", f"{bad} became {metrics[bad]} at epoch {epoch}"
+        return False
+    stop = stopper.update(epoch, metrics, weights) if stopper is not None else False
+    if m.on_epoch is not None:
+        reason = m.on_epoch(epoch, metrics)
+        if reason:
+            result.stopped, result.reason = "pruned", reason
+            return False
+    if stop and stopper is not None:
+        result.stopped, result.stopped_epoch = "early_stopping", stopper.stopped_epoch
+        result.reason = (
+            f"{stopper.spec.monitor} did not improve for {stopper.spec.patience} epochs; "
+            f"stopped after epoch {stopper.stopped_epoch}"
+        )
+        return False
+    return True
+
+
 def fit_together(members: list[Member]) -> list[FitResult]:
-    """Train `members` (which must share a `pack_key`) as one pack."""
+    """Train `members` (which must share a `pack_key`) as one pack, each as its own graph."""
     return Pack(members).run()

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from study import measure
+from study.batched import fit_together
 from study.datasets import Data, train_rows
 from study.keras_compat import keras
-from study.multifit import Member, fit_together, pack_key
+from study.multifit import Member, pack_key
 from study.names import STOPPED, TrialState
 from study.replicate import (
     ReplicateResult,

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import os
 import select
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from study.errors import StudyError
 from study.processes import die_with_parent
-from study.store import Store
+from study.store import Store, _redact, _sqlite_url
 
 START_SECONDS = 180  # a cold MLflow server takes a while to import and migrate
+UI_PORT = 5000  # `study ui`'s default port
+LOCAL_UI = f"http://127.0.0.1:{UI_PORT}"  # where `study ui` serves by default
 
 
 def ui_link(base_url: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
@@ -25,6 +30,78 @@ def ui_link(base_url: str, experiment_id: str | None = None, run_id: str | None 
     if experiment_id is not None:
         path += f"/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
     return f"{base_url.rstrip('/')}{path}?workflowType=machine_learning"
+
+
+@dataclass(frozen=True)
+class StoreUI:
+    """The MLflow UI that shows one store's runs: its address (never with credentials in it) and,
+    where `study ui` serves that address, the command that serves this store there."""
+
+    url: str
+    command: str = ""  # `study ui --store DIR`: "" for a tracking server (its own UI) or another given address
+    server: bool = False  # the address is the store's own tracking server
+
+    def link(self, experiment_id: str | None = None, run_id: str | None = None) -> str:
+        return ui_link(self.url, experiment_id, run_id)
+
+
+def is_server(tracking_uri: str) -> bool:
+    """Whether MLflow's tracking URI is a server over HTTP, which serves its own UI."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def server_address(tracking_uri: str) -> str:
+    """An http(s) tracking server's address without its user, password, query or fragment: the
+    address of its UI, fit to print and to link to (the browser asks for credentials itself)."""
+    parts = urlsplit(tracking_uri)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def ui_options(store: Store) -> list[str] | None:
+    """The store options with which `study ui` serves `store`, written out in full (the folder's
+    absolute path, a database URL with its password hidden); None for a store whose UI `study ui`
+    is not (an http tracking server serves its own; Databricks has its own)."""
+    if is_server(store.tracking_uri) or store.tracking_uri.startswith("databricks"):
+        return None
+    if store.tracking_uri == _sqlite_url(store.root / "mlflow.db"):
+        return ["--store", str(store.root)]
+    return ["--tracking-uri", _redact(store.tracking_uri)]
+
+
+def served_port(url: str) -> int | None:
+    """The port when `url` is an address `study ui` serves (http on 127.0.0.1 or localhost, at the
+    root), else None."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost") or parts.path.strip("/"):
+        return None
+    try:
+        return parts.port or 80
+    except ValueError:
+        return None
+
+
+def store_ui(store: Store, mlflow_url: str | None = None, options: list[str] | None = None,
+             program: str = "study") -> StoreUI | None:
+    """Where `store`'s runs are browsed: `mlflow_url` when one is given, else the store's own
+    tracking server (http or https), else where `study ui` serves it (LOCAL_UI); None when no
+    address is known (Databricks). Where `study ui` serves the address, the command that serves
+    THIS store there comes with it: every local store numbers its first experiment 1, so another
+    store's UI at the same address would answer this store's run links with "Run ID ... does not
+    exist". `options`: the store options to write in that command (as the user gave them); by
+    default read off the store (ui_options). `program`: how to call study (cli._self_command)."""
+    servable = ui_options(store)
+    if not mlflow_url:
+        if is_server(store.tracking_uri):
+            return StoreUI(server_address(store.tracking_uri), server=True)
+        if servable is None:
+            return None
+        mlflow_url = LOCAL_UI
+    port = served_port(mlflow_url)
+    if servable is None or port is None:
+        own = is_server(store.tracking_uri) and mlflow_url.rstrip("/") == server_address(store.tracking_uri).rstrip("/")
+        return StoreUI(mlflow_url, server=own)
+    words = [*map(shlex.quote, servable if options is None else options), *(["--port", str(port)] if port != UI_PORT else [])]
+    return StoreUI(mlflow_url, " ".join([program, "ui", *words]))
 
 
 def port_free(host: str, port: int) -> bool:

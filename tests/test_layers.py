@@ -17,7 +17,7 @@ pytestmark = pytest.mark.unit  # pure logic: no TensorFlow, no store
 # Lowest first; a module may import any module on an earlier line (and its own package's __init__).
 LAYERS = [
     "names", "errors", "measure", "schema", "config", "search", "budget",
-    "datasets", "keras_compat", "models", "training", "multifit", "replicate", "objective",
+    "datasets", "keras_compat", "models", "training", "multifit", "batched", "replicate", "objective",
     "compression.layers", "compression.artifact", "compression.packing", "compression.qpack", "compression.export",
     "compression.prune", "compression.shrink", "compression.quantize", "compression.cluster", "compression.distill", "compression.pipeline",
     "processes", "store", "tracking", "recovery", "compression.base", "runner", "worker", "sweep",

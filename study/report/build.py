@@ -23,6 +23,7 @@ from study.report import regimes, sections, stats, verdicts
 from study.report.load import load_sweep_runs, log_report
 from study.report.page import render_template
 from study.report.render import render_report, runs_table
+from study.serve import store_ui
 from study.store import Store
 
 
@@ -42,7 +43,9 @@ class Built:
 
 
 def build_report(store: Store, name: str, out: Path, mlflow_url: str | None = None, log_to_mlflow: bool = True) -> Built:
-    """Write `out/<name>/index.html` (and figures, runs.csv, verdicts.json) for sweep `name`."""
+    """Write `out/<name>/index.html` (and figures, runs.csv, verdicts.json) for sweep `name`. Its run
+    ids link to this store's MLflow UI: `mlflow_url` when given, else the store's tracking server, else
+    where `study ui` serves it, with the command that serves this store (serve.store_ui)."""
     start = time.perf_counter()
     data = load_sweep_runs(store, name)
     report = sections.compute_report(data)
@@ -50,7 +53,7 @@ def build_report(store: Store, name: str, out: Path, mlflow_url: str | None = No
     folder.mkdir(parents=True, exist_ok=True)
     for old in [*(folder / "figures").glob("*.png"), *(folder / "figures").glob("*.svg")]:
         old.unlink()
-    page = render_report(report, folder, mlflow_url)
+    page = render_report(report, folder, store_ui(store, mlflow_url))
     runs_table(data.runs, report.conclusions).to_csv(folder / "runs.csv", index=False)
     (folder / "verdicts.json").write_text(json.dumps(verdicts_json(report, data.searched), indent=2, allow_nan=False) + "\n",
                                           encoding="utf-8")

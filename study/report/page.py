@@ -96,8 +96,8 @@ def code(text: str) -> Span:
 
 @dataclass(frozen=True)
 class Line:
-    """A paragraph of spans. kind 'header': shown under the title, above the summary and contents
-    (templates/report.html), and not again among the blocks."""
+    """A paragraph of spans. kind 'header': a line of the page's header, under the title (in its
+    meta paragraph, above the summary and contents: templates/report.html), not among the blocks."""
 
     spans: list[Span]
     kind: str = "line"

@@ -490,6 +490,9 @@ def summarize(body: BiasVariance | Compression | None, claims: list[verdicts.Cla
                 f"(study run sweeps/{sweep}.yaml --until-decided --max-seeds {max(needed)})") if needed else \
             ": see what each one needs below"
         found.append(Finding("Next", f"{len(undecided)} claim{'s' if len(undecided) > 1 else ''} undecided{more}", "claims"))
+    if not found:
+        found.append(Finding("Nothing to conclude yet", "no trial of this sweep has finished with measurements to compare; "
+                             "the study section below says what ran and why the others did not finish", "study"))
     return found
 
 

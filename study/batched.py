@@ -1,0 +1,395 @@
+"""Members of a pack as one batched model: the MLPs of a pack trained as stacked weights.
+
+`multifit.Pack` writes every member's Keras model into one graph, so a pack still runs N small
+matrix products per layer and traces a new graph for every pack. Here the MLP members of a pack
+(same depth and width bucket, activation, optimizer kind, task, input and output) become one
+model whose leading axis is the member: each Dense layer's kernels stacked as [N, in, out], every
+hidden width padded to its bucket, the next power of two (padded units start at zero and their
+gradients are masked, so they stay exactly zero, Adam's moments included), one batched matrix
+product per layer for the whole pack.
+Everything a member has alone stays its own, as tensors indexed by member rather than Python
+branches: learning rate, momentum, L1/L2 penalties, dropout rate, training and validation sets,
+batch order, Adam/SGD/RMSprop state and step count, epoch budget, early stopping with restore,
+per-epoch logging and pruning, and the divergence check (a member whose loss is not finite stops
+updating at that batch, alone).
+
+Trace once per shape: the graph and its variables are kept per shape (member count, layer widths
+as padded, data sizes, batch, optimizer kind, activation, task); a later pack of the same shape
+loads its members' weights and settings into the same variables and runs the same traced graph.
+
+Dropout masks come from a counter-based generator (`tf.random.stateless_uniform`) keyed by the
+member's seed, the layer and the member's own step, drawn at the member's own width: a member's
+masks are the same alone and in any pack. A pack of one is how an MLP trains alone, padded to the
+same bucket, so alone and packed are the same computation, to the last bit (a batched matrix
+product computes each member's slice as it would alone).
+
+Members the engine cannot express (CNNs, compression wrappers, layers other than Dense, Dropout,
+Flatten and a final Rescaling) train with `multifit.Pack`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from study import names
+from study.keras_compat import keras, tf
+from study.multifit import VAL_BATCH, Member, Pack, _Stopper, check_pack, judge_epoch
+from study.training import FitResult, best_epoch
+
+SEED_STRIDE = 1 << 20  # dropout keys: layer · SEED_STRIDE + step (a member takes fewer steps than this per layer)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """An MLP member as the engine sees it: its Dense layers' widths, activation, dropout rate,
+    penalties and the regression output's fixed scale."""
+
+    widths: tuple[int, ...]  # input, hidden..., output
+    activation: object  # the hidden layers' activation function (Keras')
+    activation_name: str
+    dropout: float
+    l1: float
+    l2: float
+    scale: float  # Rescaling of a regression output: y = out · scale + offset (1, 0 for classifiers)
+    offset: float
+
+
+def layout_of(model) -> Layout | None:
+    """The MLP layout of a model `models.build_model` made, or None if the engine cannot train it."""
+    dense, dropout, scale, offset = [], 0.0, 1.0, 0.0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind in ("InputLayer", "Flatten"):
+            continue
+        if kind == "Dense":
+            dense.append(layer)
+        elif kind == "Dropout" and dense:
+            dropout = float(layer.rate)
+        elif kind == "Rescaling" and layer is model.layers[-1]:
+            scale, offset = float(layer.scale), float(layer.offset)
+        else:
+            return None
+    if not dense or len(model.inputs[0].shape) < 2:
+        return None
+    penalties = {(float(getattr(d.kernel_regularizer, "l1", 0.0)), float(getattr(d.kernel_regularizer, "l2", 0.0)))
+                 for d in dense}
+    if len(penalties) != 1 or any(d.bias_regularizer is not None or not d.use_bias for d in dense):
+        return None
+    if dense[-1].activation is not keras.activations.linear:
+        return None
+    hidden = {keras.activations.serialize(d.activation) for d in dense[:-1]}
+    if len(hidden) > 1:
+        return None
+    l1, l2 = penalties.pop()
+    inputs = int(np.prod(model.inputs[0].shape[1:]))
+    widths = (inputs, *(int(d.units) for d in dense))
+    name = hidden.pop() if hidden else "linear"
+    return Layout(widths, dense[0].activation if len(dense) > 1 else keras.activations.linear, str(name), dropout,
+                  l1, l2, scale, offset)
+
+
+def shape_key(m: Member, layout: Layout) -> tuple:
+    """Members with equal keys can train in one batched pack (besides `multifit.pack_key`)."""
+    return (padded(layout), layout.activation_name, m.spec.optimizer, m.task, m.spec.batch_size, len(m.train[0]),
+            len(m.val[0]))
+
+
+def padded(layout: Layout) -> tuple[int, ...]:
+    """The widths the engine trains a member at: hidden layers padded to their width bucket. A
+    member alone and in any pack is padded alike, so it is the same computation either way."""
+    return (layout.widths[0], *(width_bucket(w) for w in layout.widths[1:-1]), layout.widths[-1])
+
+
+def width_bucket(width: int) -> int:
+    """Padded width: the next power of two, so that padding wastes at most half a layer."""
+    return 1 << max(0, math.ceil(math.log2(max(1, width))))
+
+
+# ------------------------------------------------------------------------------ the graph
+class _Engine:
+    """The variables and the traced epoch of one shape; `load` fills them with a pack's members."""
+
+    def __init__(self, n: int, widths: tuple[int, ...], activation, task: str, optimizer: str, dropout: bool):
+        self.n, self.widths, self.activation, self.task, self.optimizer = n, widths, activation, task, optimizer
+        self.dropout = dropout
+        pairs = list(zip(widths[:-1], widths[1:]))
+        z = tf.zeros_initializer()
+        self.kernels = [tf.Variable(z([n, a, b]), name=f"kernel_{i}") for i, (a, b) in enumerate(pairs)]
+        self.biases = [tf.Variable(z([n, b]), name=f"bias_{i}") for i, (_, b) in enumerate(pairs)]
+        self.masks = [tf.Variable(z([n, a, b]), trainable=False) for a, b in pairs]
+        self.bias_masks = [tf.Variable(z([n, b]), trainable=False) for _, b in pairs]
+        self.params = self.kernels + self.biases
+        slots = {"adam": 2, "sgd": 1, "rmsprop": 2}[optimizer]
+        self.slots = [[tf.Variable(tf.zeros_like(v), trainable=False) for v in self.params] for _ in range(slots)]
+        vector = lambda: tf.Variable(tf.zeros([n]), trainable=False)  # noqa: E731
+        self.rate, self.momentum, self.l1, self.l2 = vector(), vector(), vector(), vector()
+        self.keep, self.scale, self.offset, self.steps = vector(), vector(), vector(), vector()
+        self.seeds = tf.Variable(tf.zeros([n], tf.int64), trainable=False)
+        self.real = [[int(w) for w in widths] for _ in range(n)]  # each member's own widths (set by load)
+        self.epoch_fn = tf.function(self._epoch, autograph=False)
+        self.traces = 0
+
+    # -- forward ---------------------------------------------------------------------------
+    def _dropout(self, h, layer: int, step):
+        """Inverted dropout with each member's masks drawn at its own width from its own key."""
+        keys, rows = [], []
+        for k in range(self.n):
+            width = self.real[k][layer + 1]
+            seed = tf.stack([self.seeds[k], tf.cast(layer * SEED_STRIDE, tf.int64) + tf.cast(step[k], tf.int64)])
+            u = tf.random.stateless_uniform([tf.shape(h)[1], width], seed=seed)
+            keep = self.keep[k]
+            mask = tf.cast(u >= 1.0 - keep, h.dtype) / keep
+            rows.append(tf.pad(mask, [[0, 0], [0, int(h.shape[-1]) - width]], constant_values=1.0))
+            keys.append(seed)
+        return h * tf.stack(rows)
+
+    def _forward(self, x, training: bool, step=None):
+        h = x
+        last = len(self.kernels) - 1
+        for i, (w, b) in enumerate(zip(self.kernels, self.biases)):
+            h = tf.linalg.matmul(h, w) + b[:, None, :]
+            if i < last:
+                h = self.activation(h)
+                if training and self.dropout:
+                    h = self._dropout(h, i, step)
+        return h
+
+    def _losses(self, out, y):
+        """Per-example data loss and second metric (correct predictions, or absolute error)."""
+        if self.task == names.CLASSIFICATION:
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out)
+            second = tf.cast(tf.equal(tf.argmax(out, axis=-1, output_type=y.dtype), y), tf.float32)
+            return loss, second
+        pred = out[..., 0] * self.scale[:, None] + self.offset[:, None]
+        y = tf.cast(y, pred.dtype)
+        return tf.math.squared_difference(pred, y), tf.abs(pred - y)
+
+    def _penalty(self):
+        total = tf.zeros([self.n])
+        for w in self.kernels:
+            total += self.l1 * tf.reduce_sum(tf.abs(w), axis=[1, 2]) + self.l2 * tf.reduce_sum(tf.square(w), axis=[1, 2])
+        return total
+
+    # -- the optimizers, Keras' rules per member ---------------------------------------------
+    def _apply(self, grads, live) -> None:
+        """One step of every live member (`live`: 1.0 or 0.0 per member), Keras' update rules."""
+        step = self.steps.assign_add(live)
+        for i, (var, g) in enumerate(zip(self.params, grads)):
+            shape = [self.n] + [1] * (len(var.shape) - 1)
+            on = tf.reshape(live, shape)
+            rate, momentum = tf.reshape(self.rate, shape), tf.reshape(self.momentum, shape)
+            if self.optimizer == "adam":
+                beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7
+                t = tf.reshape(tf.maximum(step, 1.0), shape)
+                alpha = rate * tf.sqrt(1 - tf.pow(beta_2, t)) / (1 - tf.pow(beta_1, t))
+                m, v = self.slots[0][i], self.slots[1][i]
+                m.assign_add(on * (g - m) * (1 - beta_1))
+                v.assign_add(on * (tf.square(g) - v) * (1 - beta_2))
+                var.assign_sub(on * (m * alpha) / (tf.sqrt(v) + epsilon))
+            elif self.optimizer == "sgd":
+                m = self.slots[0][i]
+                moved = -g * rate + m * momentum
+                m.assign(on * moved + (1 - on) * m)
+                var.assign_add(on * moved)
+            else:
+                rho, epsilon = 0.9, 1e-7
+                velocity, moment = self.slots[0][i], self.slots[1][i]
+                fresh = rho * velocity + (1 - rho) * tf.square(g)
+                velocity.assign(on * fresh + (1 - on) * velocity)
+                increment = rate * g * tf.math.rsqrt(fresh + epsilon)
+                accelerated = momentum * moment + increment
+                moment.assign(on * accelerated + (1 - on) * moment)
+                with_momentum = tf.cast(momentum > 0, var.dtype)
+                var.assign_add(-on * (with_momentum * accelerated + (1 - with_momentum) * increment))
+
+    # -- one epoch of the pack ---------------------------------------------------------------
+    def _epoch(self, x, y, x_val, y_val, orders, active, batch: int):
+        """Every active member's steps over its own order, then validation. Returns [N, 5]:
+        data-loss sum, second-metric sum, first bad step (0: none), val loss sum, val second sum."""
+        self.traces += 1  # counted when traced, not when run
+        n_examples = int(x.shape[1])
+        steps = max(1, math.ceil(n_examples / batch))
+        live0 = tf.cast(active, tf.float32)
+
+        def body(i, loss_sum, second_sum, bad, live):
+            idx = orders[:, i * batch: tf.minimum((i + 1) * batch, n_examples)]
+            xb, yb = tf.gather(x, idx, batch_dims=1), tf.gather(y, idx, batch_dims=1)
+            with tf.GradientTape() as tape:
+                out = self._forward(xb, True, self.steps)
+                per_example, second = self._losses(out, yb)
+                data = tf.reduce_mean(per_example, axis=1)
+                total = data + self._penalty()
+                objective = tf.reduce_sum(tf.where(tf.math.is_finite(total), total, tf.zeros_like(total)) * live)
+            finite = tf.cast(tf.math.is_finite(total), tf.float32)
+            newly_bad = live * (1 - finite)
+            bad = tf.where(newly_bad > 0, i + 1, bad)
+            live = live * finite
+            grads = tape.gradient(objective, self.params)
+            grads = [g * m for g, m in zip(grads, self.masks + self.bias_masks)]
+            self._apply(grads, live)
+            counted = live + newly_bad  # the bad batch's loss is summed, as alone (then the member stops)
+            return (i + 1, loss_sum + counted * tf.reduce_sum(per_example, axis=1),
+                    second_sum + counted * tf.reduce_sum(second, axis=1), bad, live)
+
+        def more(i, loss_sum, second_sum, bad, live):
+            return tf.logical_and(i < steps, tf.reduce_any(live > 0))
+
+        zero = tf.zeros([self.n])
+        _, loss_sum, second_sum, bad, _ = tf.while_loop(
+            more, body, (tf.constant(0), zero, zero, tf.zeros([self.n], tf.int32), live0))
+        val_loss, val_second = zero, zero
+        for start in range(0, int(x_val.shape[1]), VAL_BATCH):
+            xv, yv = x_val[:, start: start + VAL_BATCH], y_val[:, start: start + VAL_BATCH]
+            loss, second = self._losses(self._forward(xv, False), yv)
+            val_loss += tf.reduce_sum(loss, axis=1)
+            val_second += tf.reduce_sum(second, axis=1)
+        return tf.stack([loss_sum, second_sum, tf.cast(bad, tf.float32), val_loss, val_second], axis=1)
+
+    # -- members in and out ------------------------------------------------------------------
+    def load(self, members: list[Member], layouts: list[Layout]) -> None:
+        """Put the members' initial weights (padded with zeros), masks and settings in the variables."""
+        for i in range(len(self.kernels)):
+            kernels, biases = np.zeros(self.kernels[i].shape, np.float32), np.zeros(self.biases[i].shape, np.float32)
+            mask, bias_mask = np.zeros_like(kernels), np.zeros_like(biases)
+            for k, m in enumerate(members):
+                w, b = m.model.get_weights()[2 * i: 2 * i + 2]
+                w = w.reshape(-1, w.shape[-1])
+                kernels[k, : w.shape[0], : w.shape[1]], biases[k, : b.shape[0]] = w, b
+                mask[k, : w.shape[0], : w.shape[1]], bias_mask[k, : b.shape[0]] = 1.0, 1.0
+            self.kernels[i].assign(kernels)
+            self.biases[i].assign(biases)
+            self.masks[i].assign(mask)
+            self.bias_masks[i].assign(bias_mask)
+        for slots in self.slots:
+            for s in slots:
+                s.assign(tf.zeros_like(s))
+        self.real = [list(layout.widths) for layout in layouts]
+        self.rate.assign([m.spec.learning_rate for m in members])
+        self.momentum.assign([m.spec.momentum for m in members])
+        self.l1.assign([layout.l1 for layout in layouts])
+        self.l2.assign([layout.l2 for layout in layouts])
+        self.keep.assign([1.0 - layout.dropout for layout in layouts])
+        self.scale.assign([layout.scale for layout in layouts])
+        self.offset.assign([layout.offset for layout in layouts])
+        self.steps.assign(tf.zeros([self.n]))
+        self.seeds.assign([m.seed for m in members])
+
+    def weights(self, k: int) -> list[np.ndarray]:
+        """Member k's weights, unpadded, in its Keras model's order (kernel, bias per layer)."""
+        out = []
+        real = self.real[k]
+        for i, (w, b) in enumerate(zip(self.kernels, self.biases)):
+            out += [w[k, : real[i], : real[i + 1]].numpy(), b[k, : real[i + 1]].numpy()]
+        return out
+
+    def set_weights(self, k: int, weights: list[np.ndarray]) -> None:
+        real = self.real[k]
+        for i, (w, b) in enumerate(zip(self.kernels, self.biases)):
+            w[k, : real[i], : real[i + 1]].assign(weights[2 * i])
+            b[k, : real[i + 1]].assign(weights[2 * i + 1])
+
+
+_ENGINES: dict[tuple, _Engine] = {}  # one traced graph per shape, for the life of the process
+MAX_ENGINES = 16  # shapes kept at once (a sweep over widths and depths has a handful)
+
+
+def _engine(members: list[Member], layouts: list[Layout]) -> _Engine:
+    first = layouts[0]
+    widths = padded(first)  # the same for every member (shape_key)
+    dropout = any(lo.dropout > 0 for lo in layouts)
+    key = (len(members), widths, first.activation_name, members[0].task, members[0].spec.optimizer, dropout,
+           members[0].spec.batch_size, len(members[0].train[0]), len(members[0].val[0]),
+           tuple(tuple(lo.widths) for lo in layouts) if dropout else ())  # dropout draws at each member's width
+    engine = _ENGINES.get(key)
+    if engine is None:
+        if len(_ENGINES) >= MAX_ENGINES:
+            _ENGINES.pop(next(iter(_ENGINES)))
+        engine = _ENGINES[key] = _Engine(len(members), widths, first.activation, members[0].task,
+                                         members[0].spec.optimizer, dropout)
+    return engine
+
+
+class _View:
+    """A member's weights as early stopping reads and restores them (like a Keras model's)."""
+
+    def __init__(self, engine: _Engine, k: int):
+        self.engine, self.k = engine, k
+
+    def get_weights(self) -> list[np.ndarray]:
+        return self.engine.weights(self.k)
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        self.engine.set_weights(self.k, weights)
+
+
+def train(members: list[Member], layouts: list[Layout]) -> list[FitResult]:
+    """Train MLP members (equal `shape_key`s) as one batched model; each member's Keras model gets
+    its trained (or restored) weights, and its `result` is filled as `multifit.Pack` fills it."""
+    engine = _engine(members, layouts)
+    engine.load(members, layouts)
+    n, n_val = len(members[0].train[0]), len(members[0].val[0])
+    x = tf.constant(np.stack([m.train[0].reshape(n, -1) for m in members]).astype(np.float32))
+    y = tf.constant(np.stack([m.train[1] for m in members]))
+    x_val = tf.constant(np.stack([m.val[0].reshape(n_val, -1) for m in members]).astype(np.float32))
+    y_val = tf.constant(np.stack([m.val[1] for m in members]))
+    rngs = [np.random.default_rng(m.seed) for m in members]
+    stoppers = [_Stopper(m.spec.early_stopping) if m.spec.early_stopping.enabled else None for m in members]
+    views = [_View(engine, k) for k in range(len(members))]
+    active = np.ones(len(members), dtype=bool)
+    seconds = np.zeros(len(members))
+    epoch = 0
+    while active.any():
+        epoch += 1
+        orders = np.stack([rng.permutation(n) if on else np.arange(n) for rng, on in zip(rngs, active)])
+        start = time.perf_counter()
+        sums = engine.epoch_fn(x, y, x_val, y_val, tf.constant(orders, tf.int32), tf.constant(active),
+                               members[0].spec.batch_size).numpy()
+        seconds[active] += (time.perf_counter() - start) / max(1, active.sum())
+        for k, m in enumerate(members):
+            if not active[k]:
+                continue
+            keep_going = judge_epoch(m, epoch, sums[k], stoppers[k], views[k], n)
+            if not keep_going or epoch >= m.spec.epochs:
+                active[k] = False
+                if m.on_stop is not None:
+                    m.on_stop(m.result)
+    for k, m in enumerate(members):
+        stopper = stoppers[k]
+        if stopper is not None and m.result.stopped != "diverged":
+            stopper.finish(views[k])
+        m.model.set_weights(engine.weights(k))
+        m.result.seconds = float(seconds[k])
+        m.result.best_epoch = best_epoch(m.result.history, m.spec.early_stopping.monitor)
+    return [m.result for m in members]
+
+
+def traces() -> int:
+    """Graphs traced by this process's engines so far (a benchmark's count)."""
+    return sum(e.traces for e in _ENGINES.values())
+
+
+BATCHED = True  # MLPs train as one batched model; False: every member as its own graph (the benchmark's baseline)
+
+
+def fit_together(members: list[Member]) -> list[FitResult]:
+    """Train `members` (which must share a `multifit.pack_key`) as one pack: the MLPs of one shape
+    as a batched model, the others (CNNs, ...) as graphs side by side (`multifit.Pack`)."""
+    check_pack(members)  # before anything trains
+    groups: dict[tuple, list[tuple[Member, Layout]]] = {}
+    rest = []
+    for m in members:
+        layout = layout_of(m.model) if BATCHED else None
+        if layout is None:
+            rest.append(m)
+        else:
+            groups.setdefault(shape_key(m, layout), []).append((m, layout))
+    for group in groups.values():
+        train([m for m, _ in group], [layout for _, layout in group])
+    if rest:
+        Pack(rest).run()
+    return [m.result for m in members]
+
