@@ -8,8 +8,9 @@ Two workloads, each trained in one process by three engines, interleaved `--repe
 - `replicates`: 10 replicates (seeds 0-9) of one setting (2 x 64, dropout 0.1, 30 epochs, batch 128).
 
 Engines: `keras` trains each model with Keras' `fit` (the engine before packing; compression still
-uses it), `alone` with the packed engine one model at a time (`pack: 1`), `packed` with `--pack`
-models at once. Every engine measures and saves each model as a trial does (final metrics in
+uses it); `graphs` packs `--pack` models as graphs side by side (multifit.Pack, the engine before
+batching, which CNNs still use); `alone` trains one model at a time with the batched engine
+(`pack: 1`); `batched` packs `--pack` models as one batched model (batched.py). Every engine measures and saves each model as a trial does (final metrics in
 inference mode, the .keras file); MLflow and Optuna bookkeeping is left out, being the same for
 all (see benchmarks/trial_overhead.py). The time includes building models and tracing graphs.
 
@@ -102,6 +103,17 @@ def run_packed(trials, data, folder: Path, pack: int, workload: str = "") -> lis
     return [r.replicates[0].metrics["test/accuracy"] for r in results]
 
 
+def run_graphs(trials, data, folder: Path, pack: int) -> list[float]:
+    """The packed engine before batching: every member its own graph in one tf.function."""
+    from study import batched
+
+    batched.BATCHED = False
+    try:
+        return run_packed(trials, data, folder, pack)
+    finally:
+        batched.BATCHED = True
+
+
 def matmul_rate() -> float:
     """Operations per second of a 128 x 512 by 512 x 512 float32 product, called from a graph
     in a loop: roughly the best this machine does on the arithmetic of these models."""
@@ -145,11 +157,13 @@ def main() -> None:
     parser.add_argument("--packed-only", action="store_true", help="time the packed engine alone (to compare pack sizes)")
     args = parser.parse_args()
     data = load_dataset(Setup.model_validate({"dataset": {"name": "mnist1d"}}).dataset, 0, ".")
-    engines = {"keras": lambda t, f: run_keras(t, data, f), "alone": lambda t, f: run_packed(t, data, f, 1),
-               f"packed({args.pack})": lambda t, f: run_packed(t, data, f, args.pack, current[0])}
+    engines = {"keras": lambda t, f: run_keras(t, data, f),
+               f"graphs({args.pack})": lambda t, f: run_graphs(t, data, f, args.pack),
+               "alone": lambda t, f: run_packed(t, data, f, 1),
+               f"batched({args.pack})": lambda t, f: run_packed(t, data, f, args.pack, current[0])}
     current = [""]
     if args.packed_only:
-        engines = {name: run for name, run in engines.items() if name.startswith("packed")}
+        engines = {name: run for name, run in engines.items() if name.startswith("batched")}
     peak = matmul_rate()
     print(f"packed_trials: pack {args.pack}, {args.repeats} round(s), engines interleaved; {os.cpu_count()} cores")
     for name in args.workload:
@@ -166,14 +180,16 @@ def main() -> None:
         print(f"\n{name}: {len(trials)} trials")
         if args.packed_only:
             s = statistics.median(next(iter(seconds.values())))
-            print(f"  packed({args.pack}): {s:.1f} s, {len(trials) * 3600 / s:.0f} trials/hour")
+            print(f"  batched({args.pack}): {s:.1f} s, {len(trials) * 3600 / s:.0f} trials/hour")
             continue
         base = statistics.median(seconds["keras"])
-        print(f"  {'engine':<12} {'seconds':>8} {'trials/hour':>12} {'vs keras':>9} {'mean test acc':>14}")
+        graphs = statistics.median(seconds[f"graphs({args.pack})"])
+        print(f"  {'engine':<12} {'seconds':>8} {'trials/hour':>12} {'vs keras':>9} {'vs graphs':>10} {'mean test acc':>14}")
         for engine in engines:
             s = statistics.median(seconds[engine])
-            print(f"  {engine:<12} {s:8.1f} {len(trials) * 3600 / s:12.0f} {base / s:8.2f}x {np.mean(accuracy[engine]):14.4f}")
-        packed = f"packed({args.pack})"
+            print(f"  {engine:<12} {s:8.1f} {len(trials) * 3600 / s:12.0f} {base / s:8.2f}x {graphs / s:9.2f}x "
+                  f"{np.mean(accuracy[engine]):14.4f}")
+        packed = f"batched({args.pack})"
         gap = np.max(np.abs(np.array(accuracy["alone"]) - np.array(accuracy[packed])))
         print(f"  largest |test accuracy alone - packed| at the same seed: {gap:.4f}")
         diff = np.array(accuracy[packed]) - np.array(accuracy["keras"])
@@ -181,8 +197,11 @@ def main() -> None:
         print(f"  packed - keras test accuracy, mean over settings: {diff.mean():+.4f} (95% CI {diff.mean() - half:+.4f} to {diff.mean() + half:+.4f})")
         if name == "search":
             trace, first, later = setup_cost(data, args.pack)
-            print(f"  one pack of {args.pack}: tracing {trace:.2f} s, first epoch {first:.2f} s (graph optimization), "
-                  f"a later epoch {later:.2f} s")
+            print(f"  graphs, one pack of {args.pack}: tracing {trace:.2f} s, first epoch {first:.2f} s (graph "
+                  f"optimization), a later epoch {later:.2f} s; every pack traces again")
+        from study import batched
+
+        print(f"  batched: {batched.traces()} graph(s) traced in this process so far (one per shape, then reused)")
         rate = ARITHMETIC[name] / statistics.median(seconds[packed])
         print(f"  arithmetic: {ARITHMETIC[name] / 1e9:.0f} GFLOP of training; packed runs it at {rate / 1e9:.1f} GFLOP/s, "
               f"{100 * rate / peak:.0f}% of a 128x512x512 matmul's {peak / 1e9:.1f} GFLOP/s here")

@@ -17,9 +17,10 @@ Trace once per shape: the graph and its variables are kept per shape (member cou
 as padded, data sizes, batch, optimizer kind, activation, task); a later pack of the same shape
 loads its members' weights and settings into the same variables and runs the same traced graph.
 
-Dropout masks come from a counter-based generator (`tf.random.stateless_uniform`) keyed by the
-member's seed, the layer and the member's own step, drawn at the member's own width: a member's
-masks are the same alone and in any pack. A pack of one is how an MLP trains alone, padded to the
+Dropout masks come from a counter-based generator: a hash of the member's seed, the layer, the
+member's own step and the element's position, one vectorized op for the whole pack (TensorFlow's
+random ops would take one op per member, and are slow under XLA), so a member's masks are the same
+alone and in any pack. A pack of one is how an MLP trains alone, padded to the
 same bucket, so alone and packed are the same computation, to the last bit (a batched matrix
 product computes each member's slice as it would alone).
 
@@ -39,8 +40,6 @@ from study import names
 from study.keras_compat import keras, tf
 from study.multifit import VAL_BATCH, Member, Pack, _Stopper, check_pack, judge_epoch
 from study.training import FitResult, best_epoch
-
-SEED_STRIDE = 1 << 20  # dropout keys: layer · SEED_STRIDE + step (a member takes fewer steps than this per layer)
 
 
 @dataclass(frozen=True)
@@ -110,6 +109,57 @@ def width_bucket(width: int) -> int:
 
 
 # ------------------------------------------------------------------------------ the graph
+ROWS = 8  # batches and validation sets are filled up to a multiple of this many rows (see _rows)
+
+
+def _rows(count: int) -> int:
+    """`count` rounded up to a multiple of ROWS. Vectorized kernels (exp in softmax, tanh, ...)
+    round an element by its place among SIMD lanes; with every member's block a multiple of the
+    lane count, a member's elements sit in the same lanes in any pack, so a member computes the
+    same bits alone and packed. Filler rows have weight 0."""
+    return -(-count // ROWS) * ROWS
+
+
+def _fill(a: np.ndarray, rows: int) -> np.ndarray:
+    """`a` with zero rows appended up to `rows`."""
+    return np.concatenate([a, np.zeros((rows - len(a), *a.shape[1:]), a.dtype)]) if rows > len(a) else a
+
+
+def _batches(order: np.ndarray, steps: int, batch: int, rows: int) -> np.ndarray:
+    """An epoch's order as [steps, rows] example indices: `batch` per step (the last has what is
+    left), filled with index 0 (weight 0) up to `rows`."""
+    out = np.zeros((steps, rows), np.int64)
+    for i in range(steps):
+        chunk = order[i * batch: (i + 1) * batch]
+        out[i, : len(chunk)] = chunk
+    return out
+
+
+def _mix(x):
+    """MurmurHash3's 32-bit finalizer: every input bit moves every output bit (uint32 wraps)."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+    x = x * tf.constant(0x85EBCA6B, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(13, tf.uint32)))
+    x = x * tf.constant(0xC2B2AE35, tf.uint32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+
+
+def _uniform(seeds, layer: int, steps, rows, width: int):
+    """[N, rows, width] uniforms in [0, 1): a hash of each member's (seed, layer, step) key and the
+    element's position (row · width + column), 24 bits each."""
+    seed = tf.cast(tf.cast(seeds, tf.int32), tf.uint32)
+    step = tf.cast(tf.cast(steps, tf.int32), tf.uint32)
+    key = _mix(tf.bitwise.bitwise_xor(_mix(seed * tf.constant(0x9E3779B1, tf.uint32) + tf.constant(layer, tf.uint32)), step))
+    position = tf.range(rows)[:, None] * width + tf.range(width)[None, :]
+    x = _mix(tf.bitwise.bitwise_xor(tf.cast(position, tf.uint32)[None] * tf.constant(0x27D4EB2F, tf.uint32),
+                                    key[:, None, None]))
+    return tf.cast(tf.bitwise.right_shift(x, tf.constant(8, tf.uint32)), tf.float32) * (1.0 / (1 << 24))
+
+
+def _row_sums(t):
+    """Each member's sum over its examples ([N, B] -> [N]) as a matrix product, which sums each
+    member's row alone; a reduction over a stacked tensor rounds by the row's place in memory."""
+    return tf.linalg.matmul(t[:, None, :], tf.ones_like(t)[:, :, None])[:, 0, 0]
 class _Engine:
     """The variables and the traced epoch of one shape; `load` fills them with a pack's members."""
 
@@ -135,23 +185,22 @@ class _Engine:
 
     # -- forward ---------------------------------------------------------------------------
     def _dropout(self, h, layer: int, step):
-        """Inverted dropout with each member's masks drawn at its own width from its own key."""
-        keys, rows = [], []
-        for k in range(self.n):
-            width = self.real[k][layer + 1]
-            seed = tf.stack([self.seeds[k], tf.cast(layer * SEED_STRIDE, tf.int64) + tf.cast(step[k], tf.int64)])
-            u = tf.random.stateless_uniform([tf.shape(h)[1], width], seed=seed)
-            keep = self.keep[k]
-            mask = tf.cast(u >= 1.0 - keep, h.dtype) / keep
-            rows.append(tf.pad(mask, [[0, 0], [0, int(h.shape[-1]) - width]], constant_values=1.0))
-            keys.append(seed)
-        return h * tf.stack(rows)
+        """Inverted dropout (Keras' rule: keep where u ≥ rate, scale by 1 / (1 − rate)) with u from a
+        counter-based hash of (member seed, layer, member step, position): one vectorized op for
+        the pack, and a member's masks are the same alone and in any pack."""
+        keep = self.keep[:, None, None]
+        u = _uniform(self.seeds, layer, step, tf.shape(h)[1], int(h.shape[-1]))
+        return h * (tf.cast(u >= 1.0 - keep, h.dtype) / keep)
 
     def _forward(self, x, training: bool, step=None):
         h = x
         last = len(self.kernels) - 1
         for i, (w, b) in enumerate(zip(self.kernels, self.biases)):
-            h = tf.linalg.matmul(h, w) + b[:, None, :]
+            # the bias as one more row of the kernel, against a column of ones: its gradient is then
+            # a slice of the matrix product's, which is each member's own whatever the pack (a sum
+            # over the batch axis of a stacked tensor rounds by the member's place in memory)
+            ones = tf.ones(tf.concat([tf.shape(h)[:2], [1]], axis=0), h.dtype)
+            h = tf.linalg.matmul(tf.concat([h, ones], axis=2), tf.concat([w, b[:, None, :]], axis=1))
             if i < last:
                 h = self.activation(h)
                 if training and self.dropout:
@@ -178,14 +227,17 @@ class _Engine:
     def _apply(self, grads, live) -> None:
         """One step of every live member (`live`: 1.0 or 0.0 per member), Keras' update rules."""
         step = self.steps.assign_add(live)
+        if self.optimizer == "adam":  # Keras' bias correction, a scalar per member as Keras computes it
+            alphas = tf.stack([rate * tf.sqrt(1 - tf.pow(0.999, t)) / (1 - tf.pow(0.9, t))
+                               for rate, t in zip(tf.unstack(self.rate), tf.unstack(tf.maximum(step, 1.0)))])
         for i, (var, g) in enumerate(zip(self.params, grads)):
             shape = [self.n] + [1] * (len(var.shape) - 1)
             on = tf.reshape(live, shape)
             rate, momentum = tf.reshape(self.rate, shape), tf.reshape(self.momentum, shape)
             if self.optimizer == "adam":
-                beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7
-                t = tf.reshape(tf.maximum(step, 1.0), shape)
-                alpha = rate * tf.sqrt(1 - tf.pow(beta_2, t)) / (1 - tf.pow(beta_1, t))
+                beta_1, epsilon = 0.9, 1e-7
+                beta_2 = 0.999
+                alpha = tf.reshape(alphas, shape)
                 m, v = self.slots[0][i], self.slots[1][i]
                 m.assign_add(on * (g - m) * (1 - beta_1))
                 v.assign_add(on * (tf.square(g) - v) * (1 - beta_2))
@@ -200,28 +252,30 @@ class _Engine:
                 velocity, moment = self.slots[0][i], self.slots[1][i]
                 fresh = rho * velocity + (1 - rho) * tf.square(g)
                 velocity.assign(on * fresh + (1 - on) * velocity)
-                increment = rate * g * tf.math.rsqrt(fresh + epsilon)
+                increment = rate * g / tf.sqrt(fresh + epsilon)  # Keras: rsqrt, whose SIMD lanes round apart
                 accelerated = momentum * moment + increment
                 moment.assign(on * accelerated + (1 - on) * moment)
                 with_momentum = tf.cast(momentum > 0, var.dtype)
                 var.assign_add(-on * (with_momentum * accelerated + (1 - with_momentum) * increment))
 
     # -- one epoch of the pack ---------------------------------------------------------------
-    def _epoch(self, x, y, x_val, y_val, orders, active, batch: int):
-        """Every active member's steps over its own order, then validation. Returns [N, 5]:
-        data-loss sum, second-metric sum, first bad step (0: none), val loss sum, val second sum."""
+    def _epoch(self, x, y, x_val, y_val, val_weights, orders, weights, active):
+        """Every active member's steps over its own order, then validation. `orders` [N, steps,
+        rows] and `weights` [steps, rows] (1 for an example, 0 for a filler row) come in rows of
+        a multiple of ROWS. Returns [N, 5]: data-loss sum, second-metric sum, first bad step (0:
+        none), val loss sum, val second sum."""
         self.traces += 1  # counted when traced, not when run
-        n_examples = int(x.shape[1])
-        steps = max(1, math.ceil(n_examples / batch))
+        steps = int(orders.shape[1])
         live0 = tf.cast(active, tf.float32)
 
         def body(i, loss_sum, second_sum, bad, live):
-            idx = orders[:, i * batch: tf.minimum((i + 1) * batch, n_examples)]
+            idx, w = orders[:, i], weights[i]
             xb, yb = tf.gather(x, idx, batch_dims=1), tf.gather(y, idx, batch_dims=1)
             with tf.GradientTape() as tape:
                 out = self._forward(xb, True, self.steps)
                 per_example, second = self._losses(out, yb)
-                data = tf.reduce_mean(per_example, axis=1)
+                per_example, second = per_example * w, second * w
+                data = _row_sums(per_example) / tf.reduce_sum(w)
                 total = data + self._penalty()
                 objective = tf.reduce_sum(tf.where(tf.math.is_finite(total), total, tf.zeros_like(total)) * live)
             finite = tf.cast(tf.math.is_finite(total), tf.float32)
@@ -232,8 +286,7 @@ class _Engine:
             grads = [g * m for g, m in zip(grads, self.masks + self.bias_masks)]
             self._apply(grads, live)
             counted = live + newly_bad  # the bad batch's loss is summed, as alone (then the member stops)
-            return (i + 1, loss_sum + counted * tf.reduce_sum(per_example, axis=1),
-                    second_sum + counted * tf.reduce_sum(second, axis=1), bad, live)
+            return (i + 1, loss_sum + counted * _row_sums(per_example), second_sum + counted * _row_sums(second), bad, live)
 
         def more(i, loss_sum, second_sum, bad, live):
             return tf.logical_and(i < steps, tf.reduce_any(live > 0))
@@ -244,9 +297,10 @@ class _Engine:
         val_loss, val_second = zero, zero
         for start in range(0, int(x_val.shape[1]), VAL_BATCH):
             xv, yv = x_val[:, start: start + VAL_BATCH], y_val[:, start: start + VAL_BATCH]
+            w = val_weights[start: start + VAL_BATCH]
             loss, second = self._losses(self._forward(xv, False), yv)
-            val_loss += tf.reduce_sum(loss, axis=1)
-            val_second += tf.reduce_sum(second, axis=1)
+            val_loss += _row_sums(loss * w)
+            val_second += _row_sums(second * w)
         return tf.stack([loss_sum, second_sum, tf.cast(bad, tf.float32), val_loss, val_second], axis=1)
 
     # -- members in and out ------------------------------------------------------------------
@@ -302,8 +356,7 @@ def _engine(members: list[Member], layouts: list[Layout]) -> _Engine:
     widths = padded(first)  # the same for every member (shape_key)
     dropout = any(lo.dropout > 0 for lo in layouts)
     key = (len(members), widths, first.activation_name, members[0].task, members[0].spec.optimizer, dropout,
-           members[0].spec.batch_size, len(members[0].train[0]), len(members[0].val[0]),
-           tuple(tuple(lo.widths) for lo in layouts) if dropout else ())  # dropout draws at each member's width
+           members[0].spec.batch_size, len(members[0].train[0]), len(members[0].val[0]))
     engine = _ENGINES.get(key)
     if engine is None:
         if len(_ENGINES) >= MAX_ENGINES:
@@ -334,8 +387,16 @@ def train(members: list[Member], layouts: list[Layout]) -> list[FitResult]:
     n, n_val = len(members[0].train[0]), len(members[0].val[0])
     x = tf.constant(np.stack([m.train[0].reshape(n, -1) for m in members]).astype(np.float32))
     y = tf.constant(np.stack([m.train[1] for m in members]))
-    x_val = tf.constant(np.stack([m.val[0].reshape(n_val, -1) for m in members]).astype(np.float32))
-    y_val = tf.constant(np.stack([m.val[1] for m in members]))
+    val_rows = _rows(n_val)
+    x_val = tf.constant(np.stack([_fill(m.val[0].reshape(n_val, -1), val_rows) for m in members]).astype(np.float32))
+    y_val = tf.constant(np.stack([_fill(m.val[1], val_rows) for m in members]))
+    val_weights = tf.constant(_fill(np.ones(n_val, np.float32), val_rows))
+    batch = members[0].spec.batch_size
+    steps, rows = max(1, math.ceil(n / batch)), _rows(batch)
+    weights = np.zeros((steps, rows), np.float32)
+    for i in range(steps):
+        weights[i, : min(batch, n - i * batch)] = 1.0
+    weights = tf.constant(weights)
     rngs = [np.random.default_rng(m.seed) for m in members]
     stoppers = [_Stopper(m.spec.early_stopping) if m.spec.early_stopping.enabled else None for m in members]
     views = [_View(engine, k) for k in range(len(members))]
@@ -344,10 +405,11 @@ def train(members: list[Member], layouts: list[Layout]) -> list[FitResult]:
     epoch = 0
     while active.any():
         epoch += 1
-        orders = np.stack([rng.permutation(n) if on else np.arange(n) for rng, on in zip(rngs, active)])
+        orders = np.stack([_batches(rng.permutation(n) if on else np.arange(n), steps, batch, rows)
+                           for rng, on in zip(rngs, active)])
         start = time.perf_counter()
-        sums = engine.epoch_fn(x, y, x_val, y_val, tf.constant(orders, tf.int32), tf.constant(active),
-                               members[0].spec.batch_size).numpy()
+        sums = engine.epoch_fn(x, y, x_val, y_val, val_weights, tf.constant(orders, tf.int32), weights,
+                               tf.constant(active)).numpy()
         seconds[active] += (time.perf_counter() - start) / max(1, active.sum())
         for k, m in enumerate(members):
             if not active[k]:

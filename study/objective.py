@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from study import measure
-from study.batched import fit_together
+from study.batched import fit_together, width_bucket
 from study.datasets import Data, train_rows
 from study.keras_compat import keras
 from study.multifit import Member, pack_key
@@ -124,8 +124,13 @@ class _Trial:
 
 
 def pack_key_of(job: TrialJob) -> tuple:
-    """Trials whose replicates can train in one pack share this key (see `multifit.pack_key`)."""
-    return pack_key(job.setup.train, job.data.task, train_rows(job.data, job.setup.dataset))
+    """Trials whose replicates can train in one pack share this key (see `multifit.pack_key`); MLPs
+    also by depth, width bucket and optimizer, so that each pack is one batched model (`batched.py`)."""
+    key = pack_key(job.setup.train, job.data.task, train_rows(job.data, job.setup.dataset))
+    model = job.setup.model
+    if model.kind == "mlp" or model.depth == 0:
+        return (*key, "mlp", model.depth, width_bucket(model.units), model.activation, job.setup.train.optimizer)
+    return key
 
 
 def run_trials(jobs: list[TrialJob], pack: int = 1) -> list[TrialResult | BaseException]:

@@ -1,0 +1,115 @@
+"""The batched engine (batched.py): a pack's MLPs as one model with stacked, padded weights. Its
+rules are Keras' own, checked step by step; a member is the same alone and in any pack; padding
+stays zero; a shape is traced once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from study import batched
+from study.keras_compat import keras
+from study.models import build_model
+from study.multifit import Member
+from study.schema import ModelSpec, TrainSpec
+
+
+def data(n=96, features=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype(np.float32)
+    return x, (x[:, 0] - x[:, 1] + 0.3 * rng.normal(size=n) > 0).astype(np.int64)
+
+
+def member(width=8, depth=2, seed=0, dropout=0.0, l1=0.0, l2=0.0, batch_size=32, **train) -> Member:
+    x, y = data()
+    keras.utils.set_random_seed(seed)
+    model = build_model(ModelSpec(width=width, depth=depth, dropout=dropout, l1=l1, l2=l2), (6,), "tabular", 2)
+    spec = TrainSpec.model_validate({"epochs": 4, "batch_size": batch_size, **train})
+    return Member(model, spec, "classification", (x, y), (x[:32], y[:32]), seed)
+
+
+@pytest.mark.parametrize("optimizer, extra", [("adam", {}), ("sgd", {"momentum": 0.9}), ("sgd", {}),
+                                              ("rmsprop", {}), ("rmsprop", {"momentum": 0.5})])
+def test_each_step_follows_keras_own_optimizer_and_penalties(optimizer, extra):
+    """Full-batch steps (one per epoch, so the order of examples cannot matter): the engine's
+    weights after every step against Keras' fit with keras.optimizers and L1L2 penalties."""
+    from study.training import build_optimizer
+
+    keras.backend.clear_session()
+    ours = member(l1=1e-3, l2=1e-2, batch_size=96, optimizer=optimizer, learning_rate=0.05, epochs=5, **extra)
+    theirs = keras.models.clone_model(ours.model)
+    theirs.set_weights(ours.model.get_weights())
+    theirs.compile(optimizer=build_optimizer(ours.spec), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = ours.train
+    theirs.fit(x, y, batch_size=96, epochs=5, shuffle=False, verbose=0)
+    batched.fit_together([ours])
+    for a, b in zip(ours.model.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+
+
+def engine_of(members):
+    layouts = [batched.layout_of(m.model) for m in members]
+    return batched._engine(members, layouts)
+
+
+def test_padded_units_and_their_optimizer_state_stay_exactly_zero():
+    keras.backend.clear_session()
+    members = [member(width=5, seed=0), member(width=8, seed=1)]  # both in the bucket of 8
+    batched.fit_together(members)
+    engine = engine_of(members)
+    assert engine.widths == (6, 8, 8, 2)
+    for variable in [*engine.kernels, *engine.biases, *[s for slots in engine.slots for s in slots]]:
+        values = variable.numpy()[0]
+        if values.ndim == 2:
+            assert not values[5:, :].any() or variable.shape[1] == 6, variable.name
+            assert not values[:, 5:].any() or values.shape[-1] == 2, variable.name
+        else:
+            assert not values[5:].any() or values.shape[-1] == 2, variable.name
+    assert [w.shape for w in members[0].model.get_weights()] == [(6, 5), (5,), (5, 5), (5,), (5, 2), (2,)]
+
+
+def test_a_member_is_the_same_alone_and_in_a_pack_to_the_last_bit():
+    settings = [dict(width=5, seed=0, dropout=0.3, learning_rate=3e-3), dict(width=8, seed=1, l2=1e-3, epochs=2),
+                dict(width=7, seed=2, early_stopping={"enabled": True, "patience": 1}, epochs=8),
+                dict(width=6, seed=3, dropout=0.5, batch_size=32, learning_rate=1e-2)]
+    keras.backend.clear_session()
+    alone = [member(**s) for s in settings]
+    for m in alone:
+        batched.fit_together([m])
+    keras.backend.clear_session()
+    packed = [member(**s) for s in settings]
+    batched.fit_together(packed)
+    for a, p in zip(alone, packed):
+        assert a.result.history == p.result.history and a.result.epochs == p.result.epochs
+        for wa, wp in zip(a.model.get_weights(), p.model.get_weights()):
+            np.testing.assert_array_equal(wa, wp)
+
+
+def test_a_shape_is_traced_once_and_reused_by_later_packs():
+    keras.backend.clear_session()
+    batched.fit_together([member(seed=s, width=8) for s in range(3)])
+    before = batched.traces()
+    batched.fit_together([member(seed=s, width=7) for s in range(3, 6)])  # same bucket, same pack size
+    assert batched.traces() == before, "no new trace for a pack of a shape already seen"
+
+
+def test_dropout_masks_keep_the_share_keras_keeps_and_differ_by_seed_layer_and_step():
+    u = batched._uniform(np.array([0, 1]), 0, np.array([0.0, 0.0]), 64, 32).numpy()
+    assert u.shape == (2, 64, 32) and 0 <= u.min() and u.max() < 1
+    assert abs((u >= 0.3).mean() - 0.7) < 0.02
+    assert not np.array_equal(u[0], u[1])
+    later = batched._uniform(np.array([0, 1]), 0, np.array([1.0, 0.0]), 64, 32).numpy()
+    other_layer = batched._uniform(np.array([0, 1]), 1, np.array([0.0, 0.0]), 64, 32).numpy()
+    assert not np.array_equal(u[0], later[0]) and np.array_equal(u[1], later[1]) and not np.array_equal(u[0], other_layer[0])
+
+
+def test_a_cnn_or_a_mixed_pack_trains_as_before():
+    keras.backend.clear_session()
+    x = np.random.default_rng(0).normal(size=(64, 12)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    keras.utils.set_random_seed(0)
+    cnn = build_model(ModelSpec(kind="cnn", width=4, depth=1), (12,), "sequence", 2)
+    assert batched.layout_of(cnn) is None
+    m = Member(cnn, TrainSpec.model_validate({"epochs": 2, "batch_size": 32}), "classification", (x, y), (x, y), 0)
+    batched.fit_together([m])
+    assert m.result.epochs == 2 and len(m.result.history) == 2
