@@ -2,9 +2,13 @@
 
 Writes a synthetic sweep of N trial runs (params, per-epoch curves, final metrics and tags as a
 capacity sweep logs them, plus the matching Optuna study) into a temporary store, then times
-building its report.
+building its report and prints the page's size (index.html, figures inline as SVG) and its
+figures (the SVG files under the report's figures/ folder), the largest first.
 
-    .venv/bin/python benchmarks/report_scale.py [--runs 2000] [--epochs 20]
+    .venv/bin/python benchmarks/report_scale.py [--runs 2000] [--epochs 20] [--store DIR] [--out DIR]
+
+--store keeps the synthetic store in DIR and reuses it when it is already there (writing 10,000
+runs takes minutes); --out keeps the report in DIR.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def synthetic_sweep(store, name: str, runs: int, epochs: int, seed: int = 0) -> 
                   "train.epochs": epochs, "dataset.name": "mnist1d", "seed": 0, "replicates": 1}
         metrics = {"train/accuracy": train_acc, "val/accuracy": test_acc + 0.01, "test/accuracy": test_acc,
                    "train/loss": 2 * (1 - train_acc), "val/loss": 2 * (1 - test_acc), "test/loss": 2 * (1 - test_acc),
-                   "model/params": width * 40 * depth, "fit/seconds": 2.0, "fit/epochs": epochs, "fit/best_epoch": epochs // 2}
+                   "model/params": width * 40 * depth, "data/test_size": 1000, "fit/seconds": 2.0, "fit/epochs": epochs, "fit/best_epoch": epochs // 2}
         run = client.create_run(experiment, run_name=f"trial-{number:04d}", tags={
             "mlflow.parentRunId": sweep.info.run_id, "study.role": "trial", "study.trial": str(number),
             "study.state": "finished", "study.name": name, "study.sampled": json.dumps(list(search))})
@@ -69,20 +73,38 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--store", type=Path, help="keep the synthetic store here (reused when it is there)")
+    parser.add_argument("--out", type=Path, help="keep the report here")
     args = parser.parse_args()
 
     from study.report.build import build_report
     from study.store import Store
 
     with tempfile.TemporaryDirectory() as folder:
-        store = Store.resolve(Path(folder) / "store")
-        start = time.perf_counter()
-        synthetic_sweep(store, "synthetic", args.runs, args.epochs)
-        print(f"wrote {args.runs} synthetic trial runs in {time.perf_counter() - start:.1f} s")
-        built = build_report(store, "synthetic", Path(folder) / "reports")
-        size = built.path.stat().st_size
-        figures = len(list((built.path.parent / "figures").glob("*.png")))
-        print(f"report of {args.runs} runs: {built.seconds:.1f} s ({size / 1e6:.1f} MB html, {figures} figures)")
+        name = f"synthetic-{args.runs}"
+        where = args.store or Path(folder) / "store"
+        store = Store.resolve(where)
+        marker = where / f"{name}.written"
+        if marker.exists():
+            print(f"reusing {args.runs} synthetic trial runs in {where}")
+        else:
+            start = time.perf_counter()
+            synthetic_sweep(store, name, args.runs, args.epochs)
+            marker.write_text("done\n")
+            print(f"wrote {args.runs} synthetic trial runs in {time.perf_counter() - start:.1f} s")
+        built = build_report(store, name, args.out or Path(folder) / "reports")
+        report(built.path, args.runs, built.seconds)
+
+
+def report(index: Path, runs: int, seconds: float) -> None:
+    """Print the page's size and its figures (SVG files, each also inline in the page)."""
+    page = index.stat().st_size
+    svgs = sorted((index.parent / "figures").glob("*.svg"), key=lambda p: p.stat().st_size, reverse=True)
+    inline = index.read_text(encoding="utf-8").count("data:image/svg+xml")
+    print(f"report of {runs} runs: {seconds:.1f} s, page {page / 1e6:.2f} MB, {len(svgs)} figures "
+          f"({inline} inline in index.html), figures {sum(p.stat().st_size for p in svgs) / 1e6:.2f} MB as SVG files")
+    for path in svgs:
+        print(f"  {path.name}: {path.stat().st_size / 1e6:.2f} MB")
 
 
 if __name__ == "__main__":

@@ -214,7 +214,7 @@ def _seeds(client, experiment_id: str, runs: pd.DataFrame, errs: pd.DataFrame, s
             p = saved.get(run_id) or predictions(client, run_id)
             if p is not None and "outputs" in p and "seeds" in p:
                 examples[run_id] = (np.asarray(p["seeds"]), seeds.example_errors(p["outputs"], p["y_test"]))
-    test_size = pd.to_numeric(errs.get("metrics.data/test_size"), errors="coerce").dropna()
+    test_size = pd.to_numeric(errs.get("metrics.data/test_size", pd.Series(dtype=float)), errors="coerce").dropna()
     return seeds.Seeds(rows, examples, float(test_size.iloc[0]) if len(test_size) else float("nan"), classification)
 
 

@@ -198,12 +198,14 @@ def render_compression(page: Page, c: sections.Compression, counts: sections.Tri
                     "Latency is measured on the machine that ran the trial, in the same process as its training.")
     if c.pruned is not None:
         page.figure(figures.accuracy_against(c.pruned, sections.SPARSITY, "measured sparsity", tables.ACCURACY, c.pruned_hue),
-                    "accuracy-vs-sparsity", "Test accuracy of the file against the measured fraction of zero weights.")
+                    "accuracy-vs-sparsity", "Test accuracy of every file against the measured fraction of zero weights (structured "
+                    "pruning: the fraction of units removed); each file its own marker; bars: 95% intervals over the test set.")
     if c.quantized is not None:
         page.figure(figures.accuracy_against(c.quantized, sections.BITS, "bits per weight", tables.ACCURACY, None, log_x=True,
                                              reference=("float32 base", float(c.base["accuracy"]))),
-                    "accuracy-vs-bits", "Test accuracy of the file against its bit-width (several 8-bit schemes share "
-                    "x = 8); dashed: the uncompressed float32 base.")
+                    "accuracy-vs-bits", "Test accuracy of every file against its bit-width: each file its own marker "
+                    "(files at one bit-width spread slightly sideways); bars: 95% intervals over the test set; dashed: the "
+                    "uncompressed float32 base.")
     if not c.pairs.empty:
         page.figure(figures.distillation(c.pairs), "distillation",
                     "Each distilled student against its control: the same student trained on hard labels alone, with the "
@@ -244,7 +246,7 @@ def render_study(page: Page, s: sections.StudyInfo) -> None:
     elif s.found:
         page.p("Parameter importances need at least two finished trials that differ in their settings.")
     if len(s.durations) >= 1:
-        page.figure(figures.durations(s.durations), "durations", "Wall time of every trial run, by state.")
+        page.figure(figures.durations(s.durations), "durations", "Wall time of every trial run, start to end, by state; trials trained together in one pack each show the whole pack's time.")
     if not s.unfinished.empty:
         page.h3("Trials that did not finish")
         page.table(s.unfinished)

@@ -318,6 +318,12 @@ def compression_claims(comp: pd.DataFrame, references: pd.DataFrame) -> list[ver
 
 
 def _pruned(comp: pd.DataFrame) -> tuple[pd.DataFrame | None, str | None]:
+    """Pruned files for the accuracy–sparsity chart; a structurally pruned (shrunk, dense) file's
+    sparsity is the fraction of units it removed, not its zero weights (it has none)."""
+    if "params.compress.structure" in comp and SPARSITY in comp:
+        channels = comp["params.compress.structure"] == "channels"
+        removed = pd.to_numeric(comp.get("params.compress.sparsity", pd.Series(index=comp.index, dtype=float)), errors="coerce")
+        comp = comp.assign(**{SPARSITY: comp[SPARSITY].where(~channels, removed)})
     pruned = comp[comp["method"].isin(["prune", "prune_quantize"]) & comp.get(SPARSITY, pd.Series(dtype=float)).notna()]
     if not (len(pruned) > 1 and SPARSITY in comp and pruned[SPARSITY].round(3).nunique() > 1):
         return None, None

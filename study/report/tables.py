@@ -318,7 +318,7 @@ def two_knob_grid(errs: pd.DataFrame, seeds, row: str, column: str) -> pd.DataFr
         if not len(values):
             values = rows["test_error"].to_numpy(float)
         mean, n = float(values.mean()), len(values)
-        size = pd.to_numeric(rows.get("metrics.data/test_size"), errors="coerce").dropna()
+        size = pd.to_numeric(rows.get("metrics.data/test_size", pd.Series(dtype=float)), errors="coerce").dropna()
         classification = "metrics.test/accuracy" in rows
         test_se = stats.binomial_se(mean, float(size.iloc[0])) if classification and len(size) else \
             float(pd.to_numeric(rows.get("metrics.test/loss_se"), errors="coerce").mean())
