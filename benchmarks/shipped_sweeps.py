@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["demo", "capacity", "regularization", "epochs", "data_size", "features", "double_descent",
+ORDER = ["demo", "capacity", "regularization", "epochs", "data_size", "features", "double_descent", "double_descent_notebook",
          "demo_compression", "pruning", "structured_pruning", "quantization", "distillation", "architecture", "compression"]
 
 

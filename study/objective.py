@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from study import measure
-from study.batched import fit_together, width_bucket
+from study.batched import JIT_EPOCHS, fit_together, width_bucket
 from study.datasets import Data, train_rows
 from study.keras_compat import keras
 from study.multifit import Member, pack_key
@@ -129,7 +129,8 @@ def pack_key_of(job: TrialJob) -> tuple:
     key = pack_key(job.setup.train, job.data.task, train_rows(job.data, job.setup.dataset))
     model = job.setup.model
     if model.kind == "mlp" or model.depth == 0:
-        return (*key, "mlp", model.depth, width_bucket(model.units), model.activation, job.setup.train.optimizer)
+        return (*key, "mlp", model.depth, width_bucket(model.units), model.activation, job.setup.train.optimizer,
+                job.setup.train.epochs >= JIT_EPOCHS)
     return key
 
 
@@ -143,8 +144,10 @@ def run_trials(jobs: list[TrialJob], pack: int = 1) -> list[TrialResult | BaseEx
         for index in range(trial.job.replicates):
             units.setdefault(pack_key_of(trial.job), []).append((trial, index))
     for group in units.values():
-        for start in range(0, len(group), pack):
-            chosen = [(trial, index) for trial, index in group[start : start + pack] if not trial.dropped(index)]
+        chunks = -(-len(group) // pack)
+        size = -(-len(group) // chunks)  # packs of near-equal size: 10 models at `pack: 8` are 5 + 5, one shape
+        for start in range(0, len(group), size):
+            chosen = [(trial, index) for trial, index in group[start : start + size] if not trial.dropped(index)]
             if chosen:
                 _train_pack(chosen)
     return [trial.error if trial.error is not None else trial.result for trial in trials]

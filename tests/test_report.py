@@ -11,7 +11,7 @@ from pathlib import Path
 import markupsafe
 import optuna
 import pytest
-from conftest import TINY, chromium_driver
+from conftest import TINY, assert_legible_at_phone_and_desktop_widths, chromium_driver
 
 from study.config import load_sweep
 from study.errors import StudyError
@@ -196,27 +196,6 @@ def assert_page_shows_everything(driver, path: Path, screenshot: Path) -> None:
     errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors
     assert_legible_at_phone_and_desktop_widths(driver, path)
-
-
-def assert_legible_at_phone_and_desktop_widths(driver, path: Path) -> None:
-    """At 420 and 1300 px: nothing wider than the viewport (tables scroll in their own box), the
-    summary first; at 1300 px no figure shown below 80% of its size."""
-    for width in (420, 1300):
-        driver.set_window_size(width, 1600)
-        driver.get(path.as_uri())
-        inner = driver.execute_script("return window.innerWidth")
-        wider = driver.execute_script(
-            "const w = window.innerWidth; return Array.from(document.body.querySelectorAll('*'))"
-            ".filter(e => !e.closest('.wide, pre') && e.getBoundingClientRect().right > w + 1)"
-            ".map(e => e.tagName + '.' + e.className).slice(0, 5);")
-        assert wider == [], f"wider than {inner} px: {wider}"
-        assert driver.execute_script("return document.documentElement.scrollWidth") <= inner + 1
-        first = driver.execute_script("return document.querySelector('h1').nextElementSibling.nextElementSibling.id")
-        assert first == "summary", "the summary comes before the contents"
-        if width == 1300:
-            scaled = driver.execute_script(
-                "return Array.from(document.images).map(i => i.clientWidth / i.naturalWidth).filter(r => r < 0.8);")
-            assert scaled == [], f"figures shown below 80% of their size: {scaled}"
 
 
 @pytest.mark.slow

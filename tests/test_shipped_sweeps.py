@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, assert_legible_at_phone_and_desktop_widths, chromium_driver
 
 from study.config import load_sweep
+from study.report.build import build_report
 from study.search import grid_size
 from study.sweep import run_sweep
 
@@ -39,6 +40,7 @@ STUDIES = {
     "data_size": ({"dataset.train_size"}, 8, 5),
     "features": ({"model.poly_degree"}, 10, 5),
     "double_descent": ({"model.width"}, 7, 3),
+    "double_descent_notebook": ({"model.width", "dataset.label_noise"}, 38, 3),
     "demo_compression": ({"compress.method", "compress.bits"}, 6, 1),
     "pruning": ({"compress.method", "compress.sparsity", "compress.schedule", "compress.structure"}, 24, 1),
     "quantization": ({"compress.bits", "compress.scheme"}, 12, 1),
@@ -65,9 +67,15 @@ def test_each_shipped_sweep_searches_what_it_studies_at_the_size_the_readme_stat
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 @pytest.mark.slow
-def test_shipped_sweep_runs_on_a_tiny_budget(path, store):
+def test_shipped_sweep_runs_on_a_tiny_budget(path, store, tmp_path):
     sweep = load_sweep(path, tiny(path))
     assert sweep.config.description, "every shipped sweep says what it studies"
     summary = run_sweep(sweep, store, trials=2)
     # a sweep whose only searched key is shrunk to one value is a grid of one point
     assert summary.counts.done == summary.target >= 1 and summary.counts.failed == 0
+    built = build_report(store, sweep.name, tmp_path / "reports")
+    driver = chromium_driver(tmp_path)
+    try:  # its report reads on a phone and a desktop, its summary first
+        assert_legible_at_phone_and_desktop_widths(driver, built.path)
+    finally:
+        driver.quit()
