@@ -174,7 +174,7 @@ def test_run_prints_the_summary_and_where_to_look(write_sweep, tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_fails_the_running_trial_exits_130_and_resume_completes(write_sweep, tmp_path):
-    path = write_sweep("sigint", TINY.replace("epochs: 2", "epochs: 5000"))  # a trial far longer than the wait below
+    path = write_sweep("sigint", TINY.replace("epochs: 2", "epochs: 100000"))  # a trial far longer than the wait below
     args = [*STUDY, "run", str(path), "--store", "store", "--trials", "3", "--quiet"]
     proc = subprocess.Popen(args, cwd=tmp_path, env=run_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     store = Store.resolve(tmp_path / "store")

@@ -98,7 +98,7 @@ def test_a_compression_sweep_gets_the_pareto_section(write_sweep, store, tmp_pat
     built = build_report(store, "squeeze", tmp_path)
     page = built.path.read_text()
     assert "Accuracy against size" in page and "Pareto frontier" in page and "The frontier" in page
-    assert "Test accuracy of the file against its bit-width" in page
+    assert "Test accuracy of every file against its bit-width" in page
     figures = {path.name.split("-", 1)[1]: path.read_text() for path in (built.path.parent / "figures").glob("*.svg")}
     assert "float32 base" in figures["accuracy-vs-bits.svg"], "bit-widths are read against the float32 base"
     # every file LiteRT runs (the .qpack does not) is timed: LiteRT's int4 is among them

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from study.report import figures, sections, tables, verdicts
-from study.report.page import Page, SummaryLine
+from study.report.page import Page, SummaryLine, code
 from study.serve import StoreUI, ui_link
 
 
@@ -263,8 +263,10 @@ def render_report(report: sections.Report, folder: Path, ui: StoreUI | str | Non
     links = Links(ui, report.experiment_id)
     if header := links.header(report.store):
         page.header(*header)
-    if report.description:
-        page.p(report.description)
+    if report.description:  # Markdown's `code` spans shown as code, not as backticks
+        parts = report.description.split("`")
+        page.line(*[code(part) if i % 2 else part for i, part in enumerate(parts) if part] if len(parts) % 2 else
+                  [report.description])
     page.p(f"Trials: {report.counts.line}. Store: {report.store}.")
     if report.body is None:
         page.note("This sweep has no trial runs yet. Run it with: study run <its sweep file>.")

@@ -487,7 +487,8 @@ def summarize(body: BiasVariance | Compression | None, claims: list[verdicts.Cla
         for view in body.views:
             for d in view.descents:
                 if d["double_descent"] or d["threshold"] is not None:
-                    found.append(Finding("Double descent" if d["double_descent"] else "Interpolation", d["text"],
+                    where = "" if d["series"] == "all trials" else f"{d['series']}: "
+                    found.append(Finding("Double descent" if d["double_descent"] else "Interpolation", where + d["text"],
                                          f"descent-{view.knob.replace('.', '-')}"))
     undecided = [c for c in claims if c.verdict == "inconclusive"]
     if undecided:
