@@ -384,6 +384,26 @@ class _View:
         self.engine.set_weights(self.k, weights)
 
 
+def _epoch_step(engine, members, stoppers, views, active, seconds, rngs, epoch, n, steps, batch, rows, tensors) -> None:
+    """One epoch of every active member, then each member judged (history, stopping, pruning)."""
+    x, y, x_val, y_val, val_weights, weights = tensors
+    orders = np.stack([_batches(rng.permutation(n) if on else np.arange(n), steps, batch, rows)
+                       for rng, on in zip(rngs, active)])
+    start = time.perf_counter()
+    with _unoptimized():
+        sums = engine.epoch_fn(x, y, x_val, y_val, val_weights, tf.constant(orders, tf.int32), weights,
+                               tf.constant(active)).numpy()
+    seconds[active] += (time.perf_counter() - start) / max(1, active.sum())
+    for k, m in enumerate(members):
+        if not active[k]:
+            continue
+        keep_going = judge_epoch(m, epoch, sums[k], stoppers[k], views[k], n)
+        if not keep_going or epoch >= m.spec.epochs:
+            active[k] = False
+            if m.on_stop is not None:
+                m.on_stop(m.result)
+
+
 def train(members: list[Member], layouts: list[Layout]) -> list[FitResult]:
     """Train MLP members (equal `shape_key`s) as one batched model; each member's Keras model gets
     its trained (or restored) weights, and its `result` is filled as `multifit.Pack` fills it."""
@@ -408,23 +428,13 @@ def train(members: list[Member], layouts: list[Layout]) -> list[FitResult]:
     active = np.ones(len(members), dtype=bool)
     seconds = np.zeros(len(members))
     epoch = 0
-    while active.any():
-        epoch += 1
-        orders = np.stack([_batches(rng.permutation(n) if on else np.arange(n), steps, batch, rows)
-                           for rng, on in zip(rngs, active)])
-        start = time.perf_counter()
-        with _unoptimized():
-            sums = engine.epoch_fn(x, y, x_val, y_val, val_weights, tf.constant(orders, tf.int32), weights,
-                                   tf.constant(active)).numpy()
-        seconds[active] += (time.perf_counter() - start) / max(1, active.sum())
-        for k, m in enumerate(members):
-            if not active[k]:
-                continue
-            keep_going = judge_epoch(m, epoch, sums[k], stoppers[k], views[k], n)
-            if not keep_going or epoch >= m.spec.epochs:
-                active[k] = False
-                if m.on_stop is not None:
-                    m.on_stop(m.result)
+    with _interruptible() as check:
+        while active.any():
+            epoch += 1
+            check()
+            _epoch_step(engine, members, stoppers, views, active, seconds, rngs, epoch, n, steps, batch, rows,
+                        (x, y, x_val, y_val, val_weights, weights))
+        check()
     for k, m in enumerate(members):
         stopper = stoppers[k]
         if stopper is not None and m.result.stopped != "diverged":
@@ -447,6 +457,35 @@ def _unoptimized():
         yield
     finally:
         tf.config.optimizer.set_experimental_options({key: before})
+
+
+@contextmanager
+def _interruptible():
+    """Ctrl+C reaches the training loop. With compiled epochs of a few milliseconds the main thread
+    spends much of its time freeing tensors, and a KeyboardInterrupt raised inside a finalizer is
+    printed and dropped; here the signal is also recorded, and `check()` raises it after each epoch."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield lambda: None
+        return
+    caught: list[int] = []
+
+    def handler(signum, frame):
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    def check() -> None:
+        if caught:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def traces() -> int:
