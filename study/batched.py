@@ -110,8 +110,8 @@ def width_bucket(width: int) -> int:
 
 
 # ------------------------------------------------------------------------------ the graph
-# XLA compiles the epoch (fused kernels, far fewer op dispatches: a 2 × 64 pack's epoch takes a
-# fifth of the time) at about 2 s a shape: worth it for members that train this many epochs or more.
+# XLA compiles the epoch (fused kernels, far fewer op dispatches) once a shape: worth its compile
+# time for members that train this many epochs or more (benchmarks/packed_trials.py compares).
 # A member's own budget decides, so it computes the same alone and in any pack.
 JIT_EPOCHS = 20
 ROWS = 8  # batches and validation sets are filled up to a multiple of this many rows (see _rows)
@@ -448,7 +448,7 @@ def train(members: list[Member], layouts: list[Layout]) -> list[FitResult]:
 @contextmanager
 def _unoptimized():
     """Run the epoch graph as written: TensorFlow's graph optimizer (grappler) made this graph's
-    epochs about twice as slow here (0.25 s against 0.13 s for 8 members of 2 × 64), and costs time
+    epochs slower here (for 8 members of 2 × 64, in a one-off check while building this), and costs time
     at its first call. The setting is read when a graph is first run, and put back after."""
     key = "disable_meta_optimizer"
     before = bool(tf.config.optimizer.get_experimental_options().get(key, False))

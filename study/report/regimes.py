@@ -70,13 +70,9 @@ def errors(runs: pd.DataFrame) -> pd.DataFrame:
     done = runs[runs["state"] == "finished"].copy()
     task = task_of(runs)
     classification = task == "classification"
-    for split in ("train", "val", "test"):
-        if classification:
-            done[f"{split}_error"] = 1.0 - _column(done, f"metrics.{split}/accuracy")
-            done[f"{split}_std"] = _column(done, f"metrics.{split}/accuracy_std")
-        else:
-            done[f"{split}_error"] = _column(done, f"metrics.{split}/loss")
-            done[f"{split}_std"] = _column(done, f"metrics.{split}/loss_std")
+    done[[f"{split}_error" for split in seed_contrasts.SPLITS]] = seed_contrasts.split_errors(done, classification)
+    for split in seed_contrasts.SPLITS:
+        done[f"{split}_std"] = _column(done, f"metrics.{split}/{'accuracy' if classification else 'loss'}_std")
     done["gap"] = done["test_error"] - done["train_error"]
     done["gap_std"] = _column(done, "metrics.gap/accuracy_std" if classification else "metrics.gap/loss_std")
     done["replicates"] = _column(done, "params.replicates").fillna(1).astype(int)
