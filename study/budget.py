@@ -1,71 +1,24 @@
-"""Trials counted against a sweep's budget: one count for `study run`, `study list`, the report
-and the sweep run's MLflow metrics.
+"""A sweep's budget: how many done trials it completes to, whether one more fits, and whether
+what the stores hold is what a complete sweep must hold (`audit`).
 
 A sweep completes to its budget of *done* trials (finished, pruned or failed), counted in the
-shared Optuna storage. Trials that do not count: those asked over the budget or repeating settings
-that already ran (marked `study_skipped`), and failed trials whose settings were queued again or
-settled from their MLflow run (their retry counts instead). Those last are `interrupted`: MLflow's
-FAILED runs of a sweep are its failed plus its interrupted trials.
+shared Optuna storage by `ledger.count_trials` (one count for `study run`, `study list`, the report
+and the sweep run's MLflow metrics). Trials that do not count: those asked over the budget or
+repeating settings that already ran (marked `study_skipped`), and failed trials whose settings were
+queued again or settled from their MLflow run (their retry counts instead).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 
 import optuna
 from optuna.trial import TrialState
 
 from study.config import Sweep
+from study.ledger import count_trials, counted
 from study.names import Attr
-from study.search import grid_size
-
-
-@dataclass
-class Counts:
-    finished: int = 0
-    pruned: int = 0
-    failed: int = 0
-    running: int = 0
-    waiting: int = 0
-    interrupted: int = 0  # failed runs whose settings were queued again (Ctrl+C, a dead worker): not done
-
-    @property
-    def done(self) -> int:
-        return self.finished + self.pruned + self.failed
-
-
-def counted(trials: list) -> list:
-    """The trials that count: not skipped (over budget, or repeating finished settings), and not
-    failed trials that were queued again or settled (their retry counts instead)."""
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    retried |= {t.system_attrs.get("failed_trial") for t in trials} - {None}
-    return [
-        t for t in trials
-        if not t.user_attrs.get("study_skipped") and not (t.state == TrialState.FAIL and t.number in retried)
-    ]
-
-
-def count_trials(trials: list) -> Counts:
-    """Trials per state, of those that count; and the interrupted ones that were queued again.
-    MLflow's FAILED runs of a sweep are its `failed` plus its `interrupted` trials."""
-    counts = Counts()
-    kept = counted(trials)
-    numbers = {t.number for t in kept}
-    counts.interrupted = sum(
-        1 for t in trials if t.state == TrialState.FAIL and t.number not in numbers and not t.user_attrs.get("study_skipped")
-    )
-    for t in kept:
-        if t.state == TrialState.COMPLETE:
-            counts.finished += 1
-        elif t.state == TrialState.PRUNED:
-            counts.pruned += 1
-        elif t.state == TrialState.FAIL:
-            counts.failed += 1
-        elif t.state == TrialState.RUNNING:
-            counts.running += 1
-        elif t.state == TrialState.WAITING:
-            counts.waiting += 1
-    return counts
+from study.search import grid_points, grid_size
 
 
 def target_trials(sweep: Sweep, trials: int | None = None, rounds: int = 0) -> int | None:
@@ -104,3 +57,44 @@ def over_budget(study: optuna.Study, trial: optuna.Trial, target: int | None) ->
         if t.state == TrialState.RUNNING and t.number != mine.number and (t.datetime_start, t.number) < order
     ]
     return count_trials(trials).done + count_trials(ahead).running >= target
+
+
+def audit(study: optuna.Study, sweep: Sweep, target: int | None) -> list[str]:
+    """What keeps a sweep that reached its budget from being complete, one line each (none: it
+    is): a trial still RUNNING or failed without being settled, settings done twice in one round,
+    grid points never done. `study run` checks before it says
+    "complete"; `study list` shows the same check."""
+    trials = study.get_trials(deepcopy=False)
+    counts = count_trials(trials)
+    problems = []
+    running = [t.number for t in trials if t.state == TrialState.RUNNING]
+    if running:
+        problems.append(f"{_trials(running)} still running (a worker elsewhere, or one that died: it is settled "
+                        "40 s after its last heartbeat)")
+    if counts.unsettled:
+        problems.append(f"{counts.unsettled} trial(s) failed by a worker that died before queueing them again")
+    seen: dict[str, int] = {}
+    for t in counted(trials):
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+            continue
+        key = json.dumps([t.params, int(t.user_attrs.get(Attr.ROUND, 0))], sort_keys=True, default=str)
+        if key in seen:
+            problems.append(f"trials {seen[key]} and {t.number} both ran {_settings(t.params)}")
+        seen.setdefault(key, t.number)
+    done_points = {json.dumps(t.params, sort_keys=True, default=str) for t in counted(trials)
+                   if t.state != TrialState.RUNNING and t.state != TrialState.WAITING
+                   and int(t.user_attrs.get(Attr.ROUND, 0)) == 0}
+    points = grid_points(sweep)
+    missing = [p for p in points if json.dumps(p, sort_keys=True, default=str) not in done_points]
+    if missing and (target is None or target >= len(points)):  # --trials may ask for part of the grid
+        problems.append(f"{len(missing)} grid point(s) never done, e.g. {_settings(missing[0])}")
+    return problems
+
+
+def _trials(numbers: list[int]) -> str:
+    shown = ", ".join(map(str, numbers[:5])) + (", ..." if len(numbers) > 5 else "")
+    return f"trial{'s' if len(numbers) > 1 else ''} {shown}"
+
+
+def _settings(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "the default settings"

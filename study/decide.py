@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from study.budget import count_trials
 from study.config import Sweep
 from study.errors import BadInput
+from study.ledger import count_trials
 from study.names import Attr
 from study.report.load import load_sweep_runs
 from study.report.sections import compute_report

@@ -27,7 +27,7 @@ def list_sweeps(store: Store, folder: Path) -> list[tuple]:
     the sweep's FAILED runs in MLflow."""
     import optuna
 
-    from study.budget import count_trials
+    from study.ledger import count_trials
     from study.store import quiet_libraries
 
     files = {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}

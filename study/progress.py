@@ -42,7 +42,7 @@ class Progress:
     def update(self, study, final: bool = False) -> None:
         if self.bar is None:
             return
-        from study.budget import count_trials
+        from study.ledger import count_trials
 
         trials = study.get_trials(deepcopy=False)
         counts = count_trials(trials)

@@ -1,9 +1,9 @@
 """A pack of asked trials: begun (settings sampled, MLflow run created), trained together, told.
 
-`run_pack` is the only place where a trial's outcome reaches both stores: Optuna is told how the
-trial ended and MLflow gets its run's metrics, artifacts and final status, whatever happened
-(an error fails the trial alone; Ctrl+C marks every trial not yet told as interrupted and queues
-its settings again). Plain trials train with `objective.run_trials`, compression trials with
+`run_pack` sees every asked trial to an end, whatever happened: each outcome goes through one of
+the ledger's transitions (`study.ledger`), which write Optuna and MLflow in a crash-safe order (an
+error fails the trial alone; Ctrl+C marks every trial not yet told as interrupted and queues its
+settings again). Plain trials train with `objective.run_trials`, compression trials with
 `compression.pipeline.run_compression_trial`: the runner chooses.
 """
 
@@ -13,7 +13,6 @@ import json
 import logging
 import signal
 import tempfile
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +21,15 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState as OptunaState
 
-from study import measure, names
-from study.budget import count_trials, finished_with
+from study import ledger, measure, names
+from study.budget import finished_with
 from study.config import Sweep, flatten
 from study.datasets import Data, load_dataset
 from study.errors import StudyError
+from study.ledger import count_trials
 from study.names import Attr, TrialState
-from study.recovery import queue_again
 from study.schema import Setup
 from study.search import relevant, suggest
-from study.store import HEARTBEAT_SECONDS
 from study.tracking import Tracker, TrialRun
 
 # Optuna warns that heartbeats are meant for Study.optimize; with ask/tell we beat ourselves (Heartbeat).
@@ -40,35 +38,6 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 log = logging.getLogger(__name__)
 
 DUPLICATE = "duplicate"  # what run_pack answers for a trial that repeats settings that already ran
-
-
-class Heartbeat:
-    """Records the heartbeats of a pack's trials in Optuna's storage, from a thread, until each is
-    told (`forget`)."""
-
-    def __init__(self, storage, trial_ids: list[int]):
-        self.storage, self.trial_ids = storage, set(trial_ids)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self):
-        while not self.stop.wait(HEARTBEAT_SECONDS):
-            for trial_id in list(self.trial_ids):
-                try:
-                    self.storage.record_heartbeat(trial_id)
-                except Exception as exc:  # a missed beat is not worth failing the trial for
-                    log.debug("trial %d: heartbeat not recorded: %s", trial_id, exc)
-
-    def __enter__(self):  # the first beat was recorded as the trial was asked (worker._ask_pack)
-        self.thread.start()
-        return self
-
-    def forget(self, trial_id: int) -> None:
-        self.trial_ids.discard(trial_id)
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
 
 
 class Observer:
@@ -161,7 +130,7 @@ def run_pack(
         try:
             # every asked trial beats from now on: beginning a pack (runs created, settings logged)
             # can outlast the grace period on a loaded machine, and its trials must not look dead
-            with Heartbeat(study._storage, [t._trial_id for t in trials]) as beat:
+            with ledger.Heartbeat(study, [t._trial_id for t in trials]) as beat:
                 taken: dict[str, int] = {}
                 for trial in trials:
                     begun = _begin(trial, study, sweep, tracker, taken, Path(tmp))
@@ -193,14 +162,13 @@ def run_pack(
             try:
                 for begun in started:
                     if not begun.told:
-                        _interrupted(begun, study)
+                        ledger.interrupt(study, begun.trial, begun.run)
+                        begun.told = True
                 begun_numbers = {b.trial.number for b in started} | set(states)
                 for trial in trials:
                     if trial.number not in begun_numbers:  # asked, never started: nothing to log
                         suggest(trial, sweep)  # its settings (a grid point) are queued again
-                        trial.set_user_attr(Attr.STATE, TrialState.INTERRUPTED)
-                        study.tell(trial, state=OptunaState.FAIL)
-                        queue_again(study, study._storage.get_trial(trial._trial_id))
+                        ledger.interrupt(study, trial)
             finally:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
             raise
@@ -215,17 +183,6 @@ def _attempt(function, *args):
         return exc
 
 
-def reset_inherited(trial) -> None:
-    """A retry starts as itself: Optuna's retry callback copies the failed trial's user attrs (its
-    state, reason and MLflow run id), which would otherwise point at the run of the trial it
-    repeats. Idempotent, and a no-op for a trial that is not a retry (a new trial has none of them)."""
-    attrs = trial.user_attrs
-    if attrs.get(Attr.STATE, TrialState.RUNNING) != TrialState.RUNNING or attrs.get(Attr.REASON) or attrs.get(Attr.RUN_ID):
-        trial.set_user_attr(Attr.STATE, TrialState.RUNNING)
-        trial.set_user_attr(Attr.REASON, "")
-        trial.set_user_attr(Attr.RUN_ID, "")
-
-
 def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], tmp: Path) -> Started | str:
     """Sample the trial's settings and start its MLflow run; 'duplicate' or 'failed' if it cannot."""
     params = suggest(trial, sweep)
@@ -234,9 +191,7 @@ def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], 
     earlier = finished_with(study, params, trial.number, round_)
     earlier = earlier if earlier is not None else taken.get(key)
     if earlier is not None:  # categorical spaces repeat: finished work is not done again
-        trial.set_user_attr(Attr.SKIPPED, "repeat")
-        trial.set_user_attr(Attr.REASON, f"same settings as trial {earlier}")
-        study.tell(trial, state=OptunaState.FAIL)
+        ledger.skip(study, trial, "repeat", f"same settings as trial {earlier}")
         return DUPLICATE
     taken[key] = trial.number
     run = None
@@ -274,22 +229,16 @@ def _conclude(begun: Started, outcome, study, sweep: Sweep, tracker: Tracker) ->
         outputs = begun.workdir / "outputs"
         write_outputs(result, begun.data, outputs)
         state = result.status
-        trial.set_user_attr(Attr.STATE, state)
-        if result.reason:
-            trial.set_user_attr(Attr.REASON, result.reason[:1000])
-        run.finish(result, outputs)
+        values = [result.metrics[m] for m in sweep.metrics] if state == TrialState.FINISHED else None
+        frozen = ledger.conclude(study, trial, state, result.reason, lambda: run.finish(result, outputs), values)
     except Exception as exc:
         if interruption(exc):
             raise KeyboardInterrupt from exc
         begun.told = True
         return _failed(trial, study, run, exc)
     begun.told = True
-    if state == TrialState.FINISHED:
-        values = [result.metrics[m] for m in sweep.metrics]
-        frozen = study.tell(trial, values)
+    if state == TrialState.FINISHED:  # pruned or diverged: never a best trial
         tracker.mark_best(best_runs(study, sweep, frozen))
-    else:  # pruned or diverged: never a best trial
-        study.tell(trial, state=OptunaState.PRUNED)
     tracker.log_progress(trial.number, progress_metrics(study, sweep))
     return state
 
@@ -309,20 +258,7 @@ def interruption(exc: BaseException) -> bool:
 
 def _failed(trial, study, run, exc: BaseException) -> str:
     message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StudyError) else str(exc)
-    trial.set_user_attr(Attr.STATE, TrialState.FAILED)
-    trial.set_user_attr(Attr.REASON, message[:1000])
-    if run is not None:
-        run.end(TrialState.FAILED, message[:1000], exc)
-    study.tell(trial, state=OptunaState.FAIL)
-    return TrialState.FAILED
-
-
-def _interrupted(begun: Started, study) -> None:
-    begun.trial.set_user_attr(Attr.STATE, TrialState.INTERRUPTED)
-    begun.run.end(TrialState.INTERRUPTED, "interrupted by the user (Ctrl+C); the trial is queued again")
-    study.tell(begun.trial, state=OptunaState.FAIL)
-    queue_again(study, study._storage.get_trial(begun.trial._trial_id))
-    begun.told = True
+    return ledger.fail(study, trial, run, message, exc)
 
 
 def setting_params(sweep: Sweep, setup) -> dict:

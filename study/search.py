@@ -70,15 +70,16 @@ def _suggest_one(trial: optuna.Trial, key: str, spec) -> Any:
 
 
 def sampler_seed(sweep_seed: int, salt: int | None = None) -> int:
-    """A sampler seed of this process's own: the sweep seed mixed with `salt` (by default fresh
-    random bits). Processes on several machines, or resumed sessions, that started alike (same
-    worker index, same number of trials in the study) would otherwise draw the same points."""
+    """A sampler seed: the sweep seed mixed with `salt`. Workers pass the place of the trial they
+    ask in the sweep's sequence (`ledger.place`), so the same sweep draws the same settings when
+    run twice or resumed, and two workers asking at once draw with different seeds. Without a
+    salt, fresh random bits."""
     salt = int.from_bytes(os.urandom(8), "little") if salt is None else salt
     return int(np.random.SeedSequence([sweep_seed % 2**32, salt % 2**64]).generate_state(1)[0]) % 2**31
 
 
 def build_sampler(sweep: Sweep, salt: int | None = None) -> optuna.samplers.BaseSampler:
-    """The sweep's sampler with a seed of this process's own (see sampler_seed)."""
+    """The sweep's sampler, seeded by the sweep's seed and `salt` (see sampler_seed)."""
     spec = sweep.config.sampler
     seed = sampler_seed(sweep.config.seed, salt)
     if spec.name == "tpe":

@@ -5,7 +5,9 @@ trial, sample its settings, create its MLflow run, train, tell Optuna the outcom
 The sweep completes to its budget of done trials (finished, pruned or failed), counted in the
 shared Optuna storage, so rerunning the same command after an interruption finishes the work and
 never repeats it. A trial that was interrupted (Ctrl+C) or whose worker died (no heartbeat) is
-marked failed in Optuna and MLflow alike and queued again with the same settings.
+marked failed in Optuna and MLflow alike and queued again with the same settings (`study.ledger`),
+and before a sweep says "complete" its stores are checked to hold what a complete sweep must
+(`budget.audit`).
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from dataclasses import dataclass, field, replace
 
 import optuna
 
-from study.budget import Counts, count_trials, counted, target_trials
+from study.budget import audit, target_trials
 from study.config import Sweep
 from study.errors import StudyError
+from study.ledger import Counts, close_orphan_runs, count_trials, counted
 from study.names import Attr, SweepState
-from study.recovery import close_orphan_runs
 from study.runner import progress_metrics
 from study.search import grid_points
 from study.store import Store
@@ -143,6 +145,11 @@ def run_sweep(
         state = SweepState.COMPLETE  # a time budget is complete when its time is up
     else:
         state = SweepState.PARTIAL
+    problems = audit(study, sweep, target) if state == SweepState.COMPLETE and target is not None else []
+    if problems:  # done means done: say what is missing rather than "complete"
+        tracker.end_sweep(SweepState.PARTIAL, progress_metrics(study, sweep))
+        raise StudyError(f"{sweep.name} reached {counts.done} of {target} trials but is not complete: "
+                         f"{'; '.join(problems)}; run the same command again to finish it")
     tracker.end_sweep(state, progress_metrics(study, sweep) if counts.done else None)
     summary = Summary(sweep.name, counts, target, time.time() - start, state, tracker.experiment_id, best_trials(study))
     if outcome == Stop.INTERRUPTED:

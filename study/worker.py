@@ -11,16 +11,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import optuna
-from optuna.trial import TrialState as OptunaState
 
-from study import runner
-from study.budget import count_trials, over_budget
+from study import ledger, runner
+from study.budget import over_budget
 from study.config import Sweep, load_sweep
 from study.datasets import load_for_objective
 from study.errors import StudyError
+from study.ledger import count_trials
 from study.names import Attr, TrialState
 from study.processes import die_with_parent, terminate_as_interrupt
-from study.recovery import recover
 from study.search import build_pruner, build_sampler
 from study.store import DISK_FULL, Store, quiet_libraries
 from study.tracking import Tracker
@@ -87,7 +86,9 @@ def work(job: Job, progress=None) -> Stop:
 
     refs = references(sweep, tracker, job.store)
     try:
-        recover(study, tracker.client, sweep.metrics, orphans=True)
+        with job.store.ask_lock():
+            ledger.Settle(tracker.client, sweep.metrics)(study)
+        ledger.close_orphan_runs(study, tracker.client)
         return _loop(job, study, sweep, tracker, progress, refs)
     except KeyboardInterrupt:  # between trials: nothing is running, nothing to mark
         return Stop.INTERRUPTED
@@ -101,22 +102,20 @@ def trials_per_pack(sweep: Sweep) -> int:
     return max(1, sweep.config.pack // sweep.config.replicates)
 
 
-def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None, lock) -> list[optuna.Trial]:
+def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None, lock, settle: ledger.Settle) -> list[optuna.Trial]:
     """Ask up to `trials_per_pack` trials, fewer where the budget ends; those asked over it are
-    marked skipped. Each ask happens under `lock` (Store.ask_lock: one process at a time)."""
+    marked skipped. Each ask happens under `lock` (Store.ask_lock: one process at a time), after
+    the trials of dead workers are settled, with a sampler seeded by the trial's place in the
+    sweep (`ledger.place`)."""
     trials: list[optuna.Trial] = []
     while len(trials) < trials_per_pack(sweep):
         if trials and target is not None:
             counts = count_trials(study.get_trials(deepcopy=False))
             if counts.done + counts.running >= target:
                 break
-        with lock:
-            trial = study.ask()
-            study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]  # at once: a worker that dies now is found by its heartbeat
-        runner.reset_inherited(trial)  # a retry starts as itself, even one skipped below
+        trial = ledger.ask(study, lock, settle, lambda place: build_sampler(sweep, place))
         if over_budget(study, trial, target):
-            trial.set_user_attr(Attr.SKIPPED, "budget")
-            study.tell(trial, state=OptunaState.FAIL)
+            ledger.skip(study, trial, "budget")
             break
         trials.append(trial)
     return trials
@@ -124,10 +123,10 @@ def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None, lock) -> li
 
 def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, progress, refs) -> Stop:
     ask_lock = job.store.ask_lock()
+    settle = ledger.Settle(tracker.client, sweep.metrics)
     failures = duplicates = 0
     last_failed = None
     while True:
-        recover(study, tracker.client, sweep.metrics)
         counts = count_trials(study.get_trials(deepcopy=False))
         if progress is not None:
             progress.update(study)
@@ -137,8 +136,10 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, progres
             return Stop.DEADLINE
         if job.target is not None and not counts.waiting and counts.done + counts.running >= job.target:
             time.sleep(WAIT_SECONDS)  # others are finishing the last trials; one may fail and be retried
+            with ask_lock:  # or its worker died: settled here, its retry is asked next
+                settle(study)
             continue
-        trials = _ask_pack(study, sweep, job.target, ask_lock)
+        trials = _ask_pack(study, sweep, job.target, ask_lock, settle)
         if not trials:
             continue
         try:
@@ -155,7 +156,7 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, progres
         if duplicates >= MAX_DUPLICATES_IN_A_ROW:
             return Stop.EXHAUSTED
         if failures >= MAX_FAILURES_IN_A_ROW and last_failed is not None:
-            last = study._storage.get_trial(last_failed._trial_id).user_attrs.get(Attr.REASON, "")
+            last = ledger.frozen(study, last_failed).user_attrs.get(Attr.REASON, "")
             if "No space left" in last or "disk is full" in last:
                 raise StudyError(DISK_FULL)
             raise StudyError(f"{failures} trials in a row failed; the last: {last} (fix the sweep and run again)")

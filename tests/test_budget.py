@@ -1,5 +1,6 @@
-"""Budget accounting (study/budget.py) on real in-memory Optuna studies: which trials count, what is
-done, the target a sweep completes to, and who of several racing workers goes on."""
+"""Budget accounting (study/ledger.py's counts, study/budget.py) on real in-memory Optuna studies:
+which trials count, what is done, the target a sweep completes to, and who of several racing
+workers goes on."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from optuna.distributions import CategoricalDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState, create_trial
 
-from study.budget import Counts, count_trials, counted, finished_with, over_budget, target_trials
+from study.budget import finished_with, over_budget, target_trials
 from study.config import load_sweep
+from study.ledger import Counts, count_trials, counted
 
 pytestmark = pytest.mark.unit  # pure logic: no TensorFlow, no store
 
@@ -37,7 +39,8 @@ def add(study: optuna.Study, state: TrialState, width: int = 8, *, skipped: str 
         params={"model.width": width},
         distributions=WIDTH,
         value=0.5 if state == TrialState.COMPLETE else None,
-        user_attrs={"study_skipped": skipped} if skipped else {},  # why, as the workers write it
+        # why, as the workers write it; a failure told by a worker says so (one without is a dead worker's)
+        user_attrs={"study_skipped": skipped} if skipped else {"study_state": "failed"} if state == TrialState.FAIL else {},
         system_attrs=system_attrs or {},
     )
     if start is not None:
@@ -143,9 +146,23 @@ def test_counting_a_study_run_by_optuna_itself():
     for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL):
         trial = study.ask()
         trial.suggest_categorical("model.width", [4, 8, 16])
+        if state == TrialState.FAIL:
+            trial.set_user_attr("study_state", "failed")
         study.tell(trial, 0.1 if state == TrialState.COMPLETE else None, state=state)
     study.ask()
     assert count_trials(study.get_trials()) == Counts(finished=2, pruned=1, failed=1, running=1)
+
+
+def test_a_failure_nobody_settled_is_not_done_until_a_worker_queues_it_again():
+    """Failed in Optuna without our state (a worker died while settling it): neither done nor
+    interrupted, but still counted as present, so a grid point is not queued a second time."""
+    study = new_study()
+    dead = study.ask()
+    dead.suggest_categorical("model.width", [4, 8, 16])
+    study.tell(dead, state=TrialState.FAIL)
+    counts = count_trials(study.get_trials())
+    assert counts == Counts(unsettled=1) and counts.done == 0
+    assert [t.number for t in counted(study.get_trials())] == [dead.number]
 
 
 # --------------------------------------------------------------------------------- target

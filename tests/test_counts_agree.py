@@ -8,8 +8,8 @@ import textwrap
 import pytest
 
 from study import objective
-from study.budget import Counts
 from study.config import load_sweep
+from study.ledger import Counts
 from study.listing import list_sweeps
 from study.names import Role, Tag, TrialState
 from study.report.build import build_report

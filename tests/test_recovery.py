@@ -1,6 +1,6 @@
 """A worker that dies at any moment of a trial's life: the next worker settles the trial in Optuna
 and MLflow together. Real stores, in this process; the deaths are staged by leaving a trial as a
-killed worker would (see study/recovery.py)."""
+killed worker would (see study/ledger.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from conftest import TINY
 from mlflow.entities import Metric, RunTag
 from optuna.trial import TrialState
 
-from study import names, recovery
+from study import ledger, names
 from study import store as store_module
-from study.budget import count_trials
 from study.config import load_sweep
+from study.ledger import count_trials
 from study.sweep import prepare, run_sweep
 
 
@@ -37,7 +37,7 @@ def asked(study) -> optuna.Trial:
 
 def settle(study, tracker, sweep):
     time.sleep(2.5)  # past the grace period, at the one-second resolution of SQLite's clock
-    return recovery.recover(study, tracker.client, sweep.metrics)
+    return ledger.Settle(tracker.client, sweep.metrics)(study)
 
 
 @pytest.mark.slow
@@ -70,7 +70,8 @@ def test_a_run_left_running_by_an_ended_trial_is_closed(staged):
     live = asked(study)  # a trial still training: its run is left alone
     running = tracker.client.create_run(tracker.experiment_id, tags={"study.role": "trial", "study.trial": str(live.number)})
     study._storage.record_heartbeat(live._trial_id)
-    assert recovery.recover(study, tracker.client, sweep.metrics, orphans=True) == []
+    assert ledger.Settle(tracker.client, sweep.metrics)(study) == []
+    ledger.close_orphan_runs(study, tracker.client)
     closed = tracker.client.get_run(orphan.info.run_id)
     assert closed.info.status == "FAILED" and closed.data.tags["study.state"] == "interrupted"
     assert tracker.client.get_run(running.info.run_id).info.status == "RUNNING"
@@ -102,7 +103,7 @@ def test_a_trial_that_keeps_killing_its_worker_is_retried_only_up_to_the_cap(wri
     first = asked(study)
     history = [first.number]
     settle(study, tracker, sweep)
-    for _ in range(recovery.MAX_RETRIES):
+    for _ in range(ledger.MAX_RETRIES):
         retry = study.ask()  # the queued retry: it dies too
         assert retry.params == first.params
         history.append(retry.number)
@@ -129,32 +130,32 @@ def test_ctrl_c_never_uses_up_the_retries_that_stop_a_trial_killing_its_worker()
     worker more than MAX_RETRIES times, they are not (an out-of-memory trial must not loop)."""
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
     study.enqueue_trial({"x": 1})
-    for _ in range(recovery.MAX_RETRIES + 3):  # Ctrl+C, again and again, on the same settings
+    for _ in range(ledger.MAX_RETRIES + 3):  # Ctrl+C, again and again, on the same settings
         trial = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
         trial.set_user_attr(names.Attr.STATE, names.TrialState.INTERRUPTED)
         study.tell(trial, state=TrialState.FAIL)
-        assert recovery.queue_again(study, study._storage.get_trial(trial._trial_id))
+        assert ledger.queue_again(study, study._storage.get_trial(trial._trial_id))
     assert [t.state for t in study.trials].count(TrialState.WAITING) == 1
-    for died in range(1, recovery.MAX_RETRIES + 2):  # now the worker dies under it each time
+    for died in range(1, ledger.MAX_RETRIES + 2):  # now the worker dies under it each time
         trial = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
         assert trial.params == {"x": 1}, "the retry has the same settings"
         trial.set_user_attr(names.Attr.STATE, names.TrialState.RUNNING)
         study.tell(trial, state=TrialState.FAIL)
         frozen = study._storage.get_trial(trial._trial_id)
-        assert recovery.deaths(study, frozen) == died
-        assert recovery.queue_again(study, frozen) == (died <= recovery.MAX_RETRIES)
+        assert ledger.deaths(study, frozen) == died
+        assert ledger.queue_again(study, frozen) == (died <= ledger.MAX_RETRIES)
 
 
 def test_a_retry_starts_as_itself_not_as_the_trial_it_repeats():
     """Optuna's retry callback copies the failed trial's user attrs; a retry must not keep the old
     trial's MLflow run id (recovery would settle it by the wrong run) or its state and reason."""
-    from study.runner import reset_inherited
+    from study.ledger import reset_inherited
 
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
     first = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
     first.set_user_attr(names.Attr.RUN_ID, "0123abcd")  # its worker died: no state was ever set
     study.tell(first, state=TrialState.FAIL)
-    assert recovery.queue_again(study, study._storage.get_trial(first._trial_id))
+    assert ledger.queue_again(study, study._storage.get_trial(first._trial_id))
     retry = study.ask()
     assert retry.user_attrs[names.Attr.RUN_ID] == "0123abcd", "what Optuna's callback does"
     reset_inherited(retry)

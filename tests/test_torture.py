@@ -14,7 +14,7 @@ import pytest
 from conftest import STUDY, TINY, run_env
 from optuna.trial import TrialState
 
-from study.budget import counted
+from study.ledger import counted
 from study.store import Store
 
 FAST_BEATS = {"STUDY_HEARTBEAT_SECONDS": "1", "STUDY_GRACE_SECONDS": "3"}

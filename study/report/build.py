@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study.budget import Counts
+from study.ledger import Counts
 from study.report import regimes, sections, stats, verdicts
 from study.report.load import load_sweep_runs, log_report
 from study.report.page import render_template
@@ -37,7 +37,7 @@ class Built:
     trials: str = ""  # trials by state
     best: str = ""  # the objective's best value, or the Pareto set's size
     claims: dict = field(default_factory=dict)  # verdict -> count
-    counts: Counts | None = None  # Optuna's trials as study.budget.count_trials counts them (None: no study)
+    counts: Counts | None = None  # Optuna's trials as study.ledger.count_trials counts them (None: no study)
     mlflow: dict = field(default_factory=dict)  # trial runs per study.state tag
     statuses: dict = field(default_factory=dict)  # trial runs per MLflow run status
 

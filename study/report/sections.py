@@ -12,7 +12,7 @@ import optuna
 import pandas as pd
 
 from study import measure, names
-from study.budget import Counts, count_trials
+from study.ledger import Counts, count_trials
 from study.listing import best_summary
 from study.names import Attr, Tag, TrialState
 from study.report import regimes, seeds, stats, tables, verdicts
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------- counts
 @dataclass(frozen=True)
 class TrialCounts:
-    """The sweep's trials per state: Optuna's as `study.budget.count_trials` counts them (None
+    """The sweep's trials per state: Optuna's as `study.ledger.count_trials` counts them (None
     without the study) beside MLflow's runs per `study.state` tag and per run status."""
 
     optuna: Counts | None

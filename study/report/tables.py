@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from study import measure, names
-from study.budget import count_trials
+from study.ledger import count_trials
 from study.names import STOPPED, Attr, Tag, TrialState
 from study.report import decompose, regimes, stats
 
@@ -260,7 +260,7 @@ STATE_ROWS = (
 
 
 def state_counts(runs: pd.DataFrame, trials) -> pd.DataFrame:
-    """Trials per state as `study.budget.count_trials` counts the Optuna trials (None: the study
+    """Trials per state as `study.ledger.count_trials` counts the Optuna trials (None: the study
     was not found), beside the MLflow runs with those `study.state` tags and their run status;
     waiting and skipped trials (over the budget, or repeating settings that ran) have no run.
     `trials` is the loaded list of frozen trials: nothing here reads a store."""

@@ -1,0 +1,117 @@
+"""The trial ledger (study/ledger.py): its table, and a crash at each instruction of a transition
+leaves a state the next worker settles, on a real SQLite Optuna store and MLflow store. The
+crashes are staged by stopping a transition where a killed worker would have stopped."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import pytest
+from conftest import TINY
+from mlflow.entities import RunStatus
+from optuna.trial import TrialState
+
+from study import ledger
+from study import store as store_module
+from study.budget import audit
+from study.config import load_sweep
+from study.names import Attr
+from study.names import TrialState as Ours
+from study.sweep import prepare
+from study.tracking import STATUS
+
+
+def test_the_table_agrees_with_the_mlflow_statuses_the_tracker_writes():
+    for state, status in STATUS.items():
+        assert ledger.TABLE[state].mlflow == RunStatus.to_string(status)
+    assert [s for s, e in ledger.TABLE.items() if e.again] == [Ours.INTERRUPTED]
+    assert {s for s, e in ledger.TABLE.items() if e.done} == {Ours.FINISHED, Ours.PRUNED, Ours.DIVERGED, Ours.FAILED}
+
+
+@pytest.fixture
+def staged(write_sweep, store, monkeypatch):
+    """A prepared sweep whose stale trials are noticed after one second."""
+    monkeypatch.setattr(store_module, "GRACE_SECONDS", 1)
+    sweep = load_sweep(write_sweep("ledger", TINY))
+    study, tracker, _ = prepare(sweep, store)
+    return sweep, study, tracker
+
+
+def settle_later(study, tracker, sweep) -> list[int]:
+    time.sleep(2.5)  # past the grace period, at the one-second resolution of SQLite's clock
+    return ledger.Settle(tracker.client, sweep.metrics)(study)
+
+
+def retries_of(study, number: int) -> list:
+    return [t for t in study.get_trials(deepcopy=False) if number in ledger.history(t)]
+
+
+def test_a_worker_killed_between_queueing_the_retry_and_failing_the_trial_loses_nothing_and_doubles_nothing(staged):
+    sweep, study, tracker = staged
+    trial = ledger.ask(study)  # a grid point
+    trial.set_user_attr(Attr.STATE, Ours.INTERRUPTED)
+    ledger.queue_again(study, ledger.frozen(study, trial))  # ledger.interrupt's first write; then kill -9
+    assert settle_later(study, tracker, sweep) == [trial.number]
+    assert ledger.frozen(study, trial).state == TrialState.FAIL
+    assert len(retries_of(study, trial.number)) == 1, "queued once, not again by the settler"
+    assert ledger.count_trials(study.get_trials(deepcopy=False)).interrupted == 1
+
+
+def test_a_settler_killed_after_queueing_the_retry_is_finished_by_the_next_without_a_second_retry(staged):
+    sweep, study, tracker = staged
+    trial = ledger.ask(study)
+    time.sleep(2.5)
+    settle = ledger.Settle(tracker.client, sweep.metrics)
+    settle.one(study, ledger.frozen(study, trial))  # the first settler queued the retry, then died
+    assert ledger.frozen(study, trial).state == TrialState.RUNNING
+    assert settle(study) == [trial.number]
+    assert len(retries_of(study, trial.number)) == 1
+
+
+def test_two_settlers_one_after_the_other_settle_a_dead_trial_once(staged):
+    sweep, study, tracker = staged
+    trial = ledger.ask(study)
+    assert settle_later(study, tracker, sweep) == [trial.number]
+    assert ledger.Settle(tracker.client, sweep.metrics)(study) == []
+    assert len(retries_of(study, trial.number)) == 1
+
+
+def test_interrupt_queues_first_then_fails_and_counts_nothing_as_done(staged):
+    sweep, study, tracker = staged
+    trial = ledger.ask(study)
+    ledger.interrupt(study, trial)
+    counts = ledger.count_trials(study.get_trials(deepcopy=False))
+    assert counts.interrupted == 1 and counts.done == 0 and counts.unsettled == 0
+    retry = retries_of(study, trial.number)
+    assert len(retry) == 1 and retry[0].state == TrialState.WAITING
+    assert retry[0].system_attrs["fixed_params"] == ledger.frozen(study, trial).system_attrs["fixed_params"]
+
+
+def test_the_place_of_a_retry_is_the_place_of_the_trial_it_repeats():
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    dist = {"x": optuna.distributions.IntDistribution(0, 9)}
+    first = study.ask(dist)
+    study.tell(first, 1.0)
+    assert ledger.place(study.get_trials()) == 1
+    second = study.ask(dist)
+    second.set_user_attr(Attr.STATE, Ours.INTERRUPTED)
+    ledger.queue_again(study, ledger.frozen(study, second))
+    study.tell(second, state=TrialState.FAIL)
+    assert ledger.place(study.get_trials()) == 1, "the interrupted trial and its queued retry take no place yet"
+    retry = study.ask()
+    assert ledger.place(study.get_trials(), retry.number) == 1
+
+
+def test_the_audit_names_settings_done_twice_and_grid_points_never_done(write_sweep):
+    sweep = load_sweep(write_sweep("audited", TINY))
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    dist = {"model.width": optuna.distributions.CategoricalDistribution([4, 8, 16]),
+            "model.kind": optuna.distributions.CategoricalDistribution(["mlp", "cnn"])}
+    for width, kind in [(4, "mlp"), (4, "mlp"), (8, "cnn")]:
+        study.add_trial(optuna.trial.create_trial(params={"model.width": width, "model.kind": kind},
+                                                  distributions=dist, value=0.5))
+    problems = audit(study, sweep, 6)
+    assert any("trials 0 and 1 both ran model.width=4, model.kind=mlp" in p for p in problems), problems
+    assert any("4 grid point(s) never done" in p for p in problems), problems
+    assert audit(study, sweep, 2) == [problems[0]], "--trials 2 asks for part of the grid"
