@@ -39,9 +39,9 @@ def sweep_text(points: int) -> str:
     widths = WIDTHS[: max(1, points // 3)]
     return textwrap.dedent(f"""
         description: torture test grid
-        dataset: {{name: mnist1d, num_samples: 300}}
+        dataset: {{name: mnist1d, num_samples: 600}}
         model: {{kind: mlp, width: 8, depth: 1}}
-        train: {{epochs: 2, batch_size: 64}}
+        train: {{epochs: 8, batch_size: 64}}
         search:
           model.width: {widths}
           model.depth: [1, 2, 3]

@@ -4,6 +4,7 @@ crashes are staged by stopping a transition where a killed worker would have sto
 
 from __future__ import annotations
 
+import textwrap
 import time
 
 import optuna
@@ -115,3 +116,67 @@ def test_the_audit_names_settings_done_twice_and_grid_points_never_done(write_sw
     assert any("trials 0 and 1 both ran model.width=4, model.kind=mlp" in p for p in problems), problems
     assert any("4 grid point(s) never done" in p for p in problems), problems
     assert audit(study, sweep, 2) == [problems[0]], "--trials 2 asks for part of the grid"
+
+
+TPE = """
+    dataset: {name: mnist1d, num_samples: 300}
+    model: {kind: mlp, width: 8, depth: 1}
+    train: {epochs: 2, batch_size: 64}
+    search:
+      model.width: {type: int, low: 2, high: 64}
+      train.learning_rate: {type: float, low: 0.0001, high: 0.1, log: true}
+    objective: {val/accuracy: maximize}
+    sampler: {name: tpe, n_startup_trials: 3}
+    budget: {trials: 10}
+    pack: 3
+"""
+
+
+def trials_of(store, name: str) -> list[tuple]:
+    study = optuna.load_study(study_name=name, storage=store.optuna())
+    return [(t.params, t.values) for t in ledger.counted(study.get_trials(deepcopy=False))]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_tpe_sweep_run_twice_and_one_killed_and_resumed_draw_the_same_trials(write_sweep, tmp_path):
+    """Same sweep file and seed: the same settings and metrics to the bit, run twice with one
+    worker, and when killed (SIGKILL, mid-training) and resumed."""
+    import os
+    import signal
+    import subprocess
+
+    from conftest import STUDY, run_env
+
+    from study.store import Store
+
+    path = write_sweep("tpe", textwrap.dedent(TPE))
+    env = {**run_env(tmp_path), "STUDY_HEARTBEAT_SECONDS": "1", "STUDY_GRACE_SECONDS": "3"}
+
+    def run(store: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*STUDY, "run", str(path), "--store", store, "--quiet"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    assert run("first").returncode == 0
+    assert run("second").returncode == 0
+    proc = subprocess.Popen([*STUDY, "run", str(path), "--store", "killed", "--quiet"], cwd=tmp_path, env=env,
+                            start_new_session=True, stdout=subprocess.PIPE, text=True)
+    for _ in range(600):  # kill -9 once a few trials are in the store (mid-sweep)
+        done = Store.resolve(tmp_path / "killed")
+        if (tmp_path / "killed" / "optuna.db").exists():
+            try:
+                if len(optuna.load_study(study_name="tpe", storage=done.optuna()).trials) >= 4:
+                    break
+            except KeyError:
+                pass
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    resumed = run("killed")
+    assert resumed.returncode == 0, resumed.stderr
+    first = trials_of(Store.resolve(tmp_path / "first"), "tpe")
+    assert len(first) == 10
+    assert trials_of(Store.resolve(tmp_path / "second"), "tpe") == first
+    assert trials_of(Store.resolve(tmp_path / "killed"), "tpe") == first
+    killed = optuna.load_study(study_name="tpe", storage=Store.resolve(tmp_path / "killed").optuna())
+    assert ledger.count_trials(killed.trials).interrupted > 0, "the kill landed mid-sweep: trials were retried"
