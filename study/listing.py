@@ -21,10 +21,32 @@ def best_summary(study) -> str:
         return "no finished trial"
 
 
+def check(study, path: Path | None) -> str:
+    """'complete', 'partial (done/target)', or what keeps a sweep that reached its budget from
+    being complete (`budget.audit`, as `study run` checks it)."""
+    from study.budget import audit, target_trials
+    from study.config import load_sweep
+    from study.ledger import count_trials
+    from study.names import Attr
+
+    if path is None:
+        return "no sweep file to check against"
+    try:
+        sweep = load_sweep(path)
+    except StudyError:
+        return f"{path} does not load"
+    target = target_trials(sweep, None, len(study.user_attrs.get(Attr.ROUNDS, [])))
+    done = count_trials(study.get_trials(deepcopy=False)).done
+    if target is not None and done < target:
+        return f"partial ({done}/{target})"
+    problems = audit(study, sweep, target)
+    return "not complete: " + "; ".join(problems) if problems else "complete"
+
+
 def list_sweeps(store: Store, folder: Path) -> list[tuple]:
-    """Rows (sweep, file, finished, pruned, failed, interrupted, running, best), sweeps with files
-    first. Interrupted trials were queued again and are not done; with the failed ones they make
-    the sweep's FAILED runs in MLflow."""
+    """Rows (sweep, file, finished, pruned, failed, interrupted, running, best, check), sweeps with
+    files first. Interrupted trials were queued again and are not done; with the failed ones they
+    make the sweep's FAILED runs in MLflow."""
     import optuna
 
     from study.ledger import count_trials
@@ -47,9 +69,10 @@ def list_sweeps(store: Store, folder: Path) -> list[tuple]:
     for name in [*files, *sorted(set(studies) - set(files))]:
         file = str(files[name]) if name in files else "(no file)"
         if name not in studies:
-            rows.append((name, file, "-", "-", "-", "-", "-", "not started"))
+            rows.append((name, file, "-", "-", "-", "-", "-", "not started", "-"))
             continue
         study = studies[name]
         c = count_trials(study.get_trials(deepcopy=False))
-        rows.append((name, file, c.finished, c.pruned, c.failed, c.interrupted, c.running, best_summary(study)))
+        rows.append((name, file, c.finished, c.pruned, c.failed, c.interrupted, c.running, best_summary(study),
+                     check(study, files.get(name))))
     return rows

@@ -180,3 +180,24 @@ def test_a_tpe_sweep_run_twice_and_one_killed_and_resumed_draw_the_same_trials(w
     assert trials_of(Store.resolve(tmp_path / "killed"), "tpe") == first
     killed = optuna.load_study(study_name="tpe", storage=Store.resolve(tmp_path / "killed").optuna())
     assert ledger.count_trials(killed.trials).interrupted > 0, "the kill landed mid-sweep: trials were retried"
+
+
+@pytest.mark.slow
+def test_done_means_done_a_sweep_whose_stores_hold_a_setting_twice_is_not_called_complete(write_sweep, store, capsys):
+    from study.cli import main
+    from study.sweep import run_sweep
+
+    path = write_sweep("twice", TINY)
+    sweep = load_sweep(path)
+    run_sweep(sweep, store)
+    study = optuna.load_study(study_name="twice", storage=store.optuna())
+    first = study.trials[0]
+    study.add_trial(optuna.trial.create_trial(params=first.params, distributions=first.distributions,
+                                              values=first.values))  # a setting trained a second time
+    options = ["--store", str(store.root)]
+    assert main(["run", str(path), "--quiet", *options]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not complete" in err[0] and f"trials {first.number} and 6 both ran" in err[0], err
+    assert main(["list", "--sweeps", str(path.parent), *options]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("twice")]
+    assert listed and "not complete: trials 0 and 6 both ran" in listed[0]
