@@ -403,7 +403,7 @@ def load_dataset(spec, seed: int, base_dir: Path | str = ".") -> Data:
     `base_dir` is the sweep file's folder, where relative CSV paths are also looked for.
     """
     core = spec.model_copy(update={"train_size": None, "label_noise": 0.0, "resplit": False})
-    key = (core.model_dump_json(), seed, str(Path(base_dir).resolve()))
+    key = (core.model_dump_json(), seed, str(Path(base_dir).resolve()), *_stamp(spec, Path(base_dir)))
     if key not in _loaded:
         if len(_loaded) >= 4:  # a sweep over dataset settings keeps only the recent few
             _loaded.pop(next(iter(_loaded)))
@@ -412,6 +412,20 @@ def load_dataset(spec, seed: int, base_dir: Path | str = ".") -> Data:
 
 
 _loaded: dict[tuple, Data] = {}
+
+
+def _stamp(spec, base_dir: Path) -> tuple:
+    """A user file's modification time and size: a file edited since it was read is read again."""
+    path = getattr(spec, "path", None)
+    if not path:
+        return ()
+    for candidate in (Path(path), base_dir / path):
+        try:
+            stat = candidate.stat()
+        except OSError:
+            continue
+        return (str(candidate.resolve()), stat.st_mtime_ns, stat.st_size)
+    return ()
 
 
 def flip_labels(y: np.ndarray, fraction: float, n_classes: int, rng: np.random.Generator) -> np.ndarray:

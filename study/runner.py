@@ -194,6 +194,7 @@ def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], 
         ledger.skip(study, trial, "repeat", f"same settings as trial {earlier}")
         return DUPLICATE
     taken[key] = trial.number
+    trial.set_user_attr(Attr.DATA_DIGEST, study.user_attrs.get(Attr.DATA_DIGEST))  # the study's data, as it began this trial
     run = None
     try:
         setup = sweep.resolve(params)

@@ -76,6 +76,15 @@ def _create_or_resume(sweep: Sweep, store: Store, data, allow_changed: bool) -> 
             f"{sweep.path} has changed since study {sweep.name!r} began in {store.describe()}; copy it to a "
             "new file name to start a new study, or pass --allow-changed to continue this one"
         )
+    digest = study.user_attrs.get(Attr.DATA_DIGEST)
+    if digest is not None and digest != data.digest:
+        if not allow_changed:
+            raise StudyError(
+                f"the dataset of study {sweep.name!r} has changed since it began in {store.describe()} (content "
+                f"digest {digest}, now {data.digest}); restore the data, copy the sweep file to a new name to start a "
+                "new study, or pass --allow-changed to continue this one (its report then keeps only the trials "
+                "of the new data)"
+            )
     if [d.name.lower() for d in study.directions] != sweep.directions:
         raise StudyError(f"study {sweep.name!r} was created with other objectives; copy the sweep file to a new name")
     if study.metric_names != sweep.metrics:  # optuna-dashboard and trials_dataframe() name each objective by them
@@ -86,6 +95,8 @@ def _create_or_resume(sweep: Sweep, store: Store, data, allow_changed: bool) -> 
         # the dataset row is created here, once, before any worker links trials to it
         tracker.log_dataset(sweep_run_id, data)
         study.set_user_attr(Attr.SWEEP_RUN_ID, sweep_run_id)  # at once: a second process must not make another
+    if digest != data.digest:
+        study.set_user_attr(Attr.DATA_DIGEST, data.digest)  # trials record the digest they ran on (runner)
     queue_grid(study, sweep)
     if known is None:
         study.set_user_attr(Attr.CONFIG_HASH, sweep.config_hash)

@@ -201,3 +201,35 @@ def test_done_means_done_a_sweep_whose_stores_hold_a_setting_twice_is_not_called
     assert main(["list", "--sweeps", str(path.parent), *options]) == 0
     listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("twice")]
     assert listed and "not complete: trials 0 and 6 both ran" in listed[0]
+
+
+@pytest.mark.slow
+def test_a_changed_dataset_is_refused_and_allowed_on_request_the_report_keeps_the_new_datas_trials(write_sweep, store, tmp_path, capsys):
+    from study.cli import main
+    from study.report.load import load_sweep_runs
+
+    def table(rows: int) -> None:
+        lines = ["a,b,label"] + [f"{i / 7:.3f},{(i * 37) % 11 - 5},{['x', 'y', 'z'][i % 3]}" for i in range(rows)]
+        (tmp_path / "table.csv").write_text("\n".join(lines) + "\n")
+
+    table(178)
+    path = write_sweep("fromcsv", textwrap.dedent("""
+        dataset: {name: csv, path: table.csv, target: label}
+        model: {width: 8}
+        train: {epochs: 2}
+        search:
+          model.width: [4, 8]
+        sampler: grid
+    """))
+    options = ["--store", str(store.root), "--quiet"]
+    assert main(["run", str(path), "--trials", "1", *options]) == 0
+    capsys.readouterr()
+    table(119)  # the user cut the file
+    assert main(["run", str(path), *options]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the dataset of study 'fromcsv' has changed" in err[0] and "--allow-changed" in err[0]
+    study = optuna.load_study(study_name="fromcsv", storage=store.optuna())
+    assert len(study.trials) == 2 and ledger.count_trials(study.trials).done == 1, "nothing ran on the new data"
+    assert main(["run", str(path), "--allow-changed", *options]) == 0
+    data = load_sweep_runs(store, "fromcsv")
+    assert len(data.runs) == 1 and "1 trial run(s) ran on an earlier version of the dataset" in data.left_out

@@ -268,6 +268,8 @@ def render_report(report: sections.Report, folder: Path, ui: StoreUI | str | Non
         page.line(*[code(part) if i % 2 else part for i, part in enumerate(parts) if part] if len(parts) % 2 else
                   [report.description])
     page.p(f"Trials: {report.counts.line}. Store: {report.store}.")
+    if report.left_out:
+        page.note(report.left_out)
     if report.body is None:
         page.note("This sweep has no trial runs yet. Run it with: study run <its sweep file>.")
     elif isinstance(report.body, sections.Compression):

@@ -534,6 +534,7 @@ class Report:
     conclusions: Conclusions
     best: str  # listing.best_summary of the Optuna study ('' without it)
     summary: list[Finding] = field(default_factory=list)  # what the page found, first
+    left_out: str = ""  # trials left out (an earlier version of the data): said under the counts
 
 
 def compute_report(data: SweepRuns) -> Report:
@@ -555,5 +556,5 @@ def compute_report(data: SweepRuns) -> Report:
     return Report(
         data.name, regimes.task_of(data.runs) if not data.runs.empty else None, data.description, data.store, data.experiment_id, len(data.runs), counts, body, claims,
         study_info(data, counts, study), conclusions, best_summary(study) if study is not None else "",
-        summarize(body, claims, data.name, data.searched),
+        summarize(body, claims, data.name, data.searched), data.left_out,
     )
