@@ -12,7 +12,7 @@ from pathlib import Path
 from study.config import load_sweep, parse_override
 from study.errors import BadInput, StudyError
 from study.serve import LOCAL_UI, store_ui
-from study.store import Store
+from study.store import Store, redact
 
 
 def package_version() -> str:
@@ -35,8 +35,13 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--artifacts", metavar="DIR", help="artifact root for new experiments (env STUDY_ARTIFACTS)")
 
 
-def _store(args) -> Store:
-    return Store.resolve(args.store, args.tracking_uri, args.storage, args.artifacts)
+def _store(args, check: bool = True) -> Store:
+    """The store the command's options name, checked before the command opens it (Store.check: a
+    damaged database or a server that does not answer is one line, not a traceback or a wait)."""
+    store = Store.resolve(args.store, args.tracking_uri, args.storage, args.artifacts)
+    if check:
+        store.check()
+    return store
 
 
 def _duration(seconds: float) -> str:
@@ -71,7 +76,7 @@ def cmd_run(args) -> int:
             summary = run(None)
     except Interrupted as exc:
         summary = exc.args[0]
-        resume = shlex.join(["study", *args.argv])
+        resume = shlex.join(["study", *map(redact, args.argv)])
         print(
             f"interrupted: {summary.name} stopped; the trials that were running were marked failed and queued to run again; "
             f"{summary.counts.done} of {summary.target or '?'} trials are done. Resume with:\n  {resume}",
@@ -106,11 +111,11 @@ def _self_command() -> str:
 
 def _given_store_options(args) -> list[str]:
     """The store options of this command line, as the user gave them (options from the environment
-    hold in the same shell), to repeat in the commands we print."""
+    hold in the same shell), to repeat in the commands we print: a password shows as ***."""
     options = []
     for name in ("store", "tracking_uri", "storage", "artifacts"):
         if value := getattr(args, name, None):
-            options += [f"--{name.replace('_', '-')}", value]
+            options += [f"--{name.replace('_', '-')}", redact(value)]
     return options
 
 
@@ -341,10 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except BadInput as exc:  # a sweep file, --set value or data file to fix
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except StudyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -352,9 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from study.store import DISK_FULL, disk_full
 
-        if not disk_full(exc):
+        message = _store(args, check=False).explain(exc) if hasattr(args, "store") else DISK_FULL if disk_full(exc) else None
+        if message is None:
             raise  # a bug: keep its traceback
-        print(f"error: {DISK_FULL}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)  # a full disk, a damaged database
         return 1
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from study.errors import StudyError
 from study.processes import die_with_parent
-from study.store import Store, _redact, _sqlite_url
+from study.store import Store, _sqlite_url, redact
 
 START_SECONDS = 180  # a cold MLflow server takes a while to import and migrate
 UI_PORT = 5000  # `study ui`'s default port
@@ -65,7 +65,7 @@ def ui_options(store: Store) -> list[str] | None:
         return None
     if store.tracking_uri == _sqlite_url(store.root / "mlflow.db"):
         return ["--store", str(store.root)]
-    return ["--tracking-uri", _redact(store.tracking_uri)]
+    return ["--tracking-uri", redact(store.tracking_uri)]
 
 
 def served_port(url: str) -> int | None:

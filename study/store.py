@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +24,17 @@ HEARTBEAT_SECONDS = int(os.environ.get("STUDY_HEARTBEAT_SECONDS", 10))  # a runn
 GRACE_SECONDS = int(os.environ.get("STUDY_GRACE_SECONDS", 40))  # without a heartbeat this long, its worker is dead
 LOCK_SECONDS = 600  # how long a process waits for another to finish setting up a local store
 SQLITE_TIMEOUT = 60  # seconds a writer waits for another process's lock before giving up
+CONNECT_SECONDS = int(os.environ.get("STUDY_CONNECT_SECONDS", 5))  # a server that has not answered by then is down
+DAMAGED = "restore it from a backup, or move the folder {folder} away to start over"
 
 
 def _sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}?timeout={SQLITE_TIMEOUT}"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for a database server."""
+    return Path(url.removeprefix("sqlite:///").split("?")[0]) if url.startswith("sqlite:///") else None
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,101 @@ class Store:
     def describe(self) -> str:
         if self.is_local:
             return str(self.root)
-        return f"MLflow {_redact(self.tracking_uri)}, Optuna {_redact(self.storage_url)}"
+        return f"MLflow {redact(self.tracking_uri)}, Optuna {redact(self.storage_url)}"
+
+    def _databases(self):
+        """(what, URL) of MLflow's and Optuna's databases."""
+        return (("MLflow", self.tracking_uri), ("Optuna", self.storage_url))
+
+    def check(self) -> None:
+        """What every command does before it opens the store: a StudyError, one line with the fix,
+        for a damaged SQLite file or a server that does not answer (check_intact, check_reachable)."""
+        self.check_intact()
+        self.check_reachable()
+
+    def check_intact(self, thorough: bool = False) -> None:
+        """A StudyError naming a SQLite database of the store that is damaged (overwritten, cut
+        short) and the fix. Milliseconds whatever the file's size; `thorough` also reads every page
+        (SQLite's quick_check), to name the file behind a "malformed" error met later."""
+        for what, url in self._databases():
+            path = _sqlite_path(url)
+            if path is not None and (why := _damage(path, thorough)):
+                raise StudyError(f"the {what} database {path} is damaged ({why}); {DAMAGED.format(folder=path.parent)}")
+
+    def check_reachable(self) -> None:
+        """A StudyError within seconds for a database server or MLflow tracking server that is down
+        or does not answer: one try with a CONNECT_SECONDS timeout, where the drivers and MLflow's
+        client would wait minutes and log every retry (MLflow retries a database for ~100 s)."""
+        for what, url in self._databases():
+            if url.startswith(("http://", "https://")):
+                problem = _http_problem(url)
+            elif "://" in url and not url.startswith(("sqlite:", "file:", "databricks")):
+                problem = _database_problem(url)
+            else:
+                continue
+            if problem:
+                raise StudyError(f"cannot reach the {what} store {redact(url)}: {problem}; check the address, and that "
+                                 f"the server runs and answers from this machine (STUDY_CONNECT_SECONDS={CONNECT_SECONDS})")
+
+    def explain(self, exc: BaseException) -> str | None:
+        """One line for an error of this store that the user can act on: a full disk, a damaged
+        database (named by a thorough check_intact); None for anything else."""
+        if disk_full(exc):
+            return DISK_FULL
+        if not _corrupt(exc):
+            return None
+        try:
+            self.check_intact(thorough=True)
+        except StudyError as found:
+            return str(found)
+        return f"a database of the store ({self.describe()}) is damaged ({_first_line(exc)}); restore it from a backup"
+
+    def check_agree(self, study_name: str) -> None:
+        """A StudyError when MLflow and Optuna disagree about sweep `study_name`: MLflow holds its
+        trial runs but Optuna has no such study (optuna.db lost or replaced), or Optuna holds its
+        finished trials but MLflow has no such experiment (mlflow.db lost or replaced). Going on
+        would start the sweep over on one side only. Reads only: a missing local file stays missing."""
+        runs, trials = self._has_trial_runs(study_name), self._has_finished_trials(study_name)
+        if runs == trials:
+            return
+        held, side, url = ("MLflow holds trial runs", "Optuna", self.storage_url) if runs else \
+            ("Optuna holds finished trials", "MLflow", self.tracking_uri)
+        path = _sqlite_path(url)
+        lost = f"{side}'s database {path} is missing" if path is not None and not path.exists() else \
+            f"{side} has no {'study' if side == 'Optuna' else 'experiment'} of that name"
+        raise StudyError(
+            f"the stores disagree about sweep {study_name!r} in {self.describe()}: {held} of it, but {lost}; "
+            f"restore the {side} database from a backup, or copy the sweep file to a new name to start a new study"
+        )
+
+    def _has_trial_runs(self, name: str) -> bool:
+        """Whether MLflow holds trial runs of experiment `name`."""
+        from study.names import Role, Tag
+
+        path = _sqlite_path(self.tracking_uri)
+        if path is not None and not path.exists():
+            return False
+        client = self.mlflow()
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            return False
+        runs = client.search_runs([experiment.experiment_id], f"tags.`{Tag.ROLE}` = '{Role.TRIAL}'", max_results=1)
+        return bool(runs)
+
+    def _has_finished_trials(self, name: str) -> bool:
+        """Whether Optuna holds finished (complete, pruned or failed) trials of study `name`."""
+        from optuna.trial import TrialState
+
+        path = _sqlite_path(self.storage_url)
+        if path is not None and not path.exists():
+            return False
+        storage = self.optuna()
+        try:
+            study_id = storage.get_study_id_from_name(name)
+        except KeyError:
+            return False
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        return bool(storage.get_all_trials(study_id, deepcopy=False, states=states))
 
     def init(self) -> None:
         """Create both databases' tables once, before any worker starts. A local store is created
@@ -71,8 +174,8 @@ class Store:
                 artifacts = self.artifact_root or str(self.root / "artifacts")
                 for url, create in ((self.tracking_uri, lambda u: _create_mlflow_db(u, artifacts)),
                                     (self.storage_url, _create_optuna_db)):
-                    if url.startswith("sqlite:///"):
-                        _create_sqlite_once(Path(url.removeprefix("sqlite:///").split("?")[0]), create)
+                    if (path := _sqlite_path(url)) is not None:
+                        _create_sqlite_once(path, create)
             self.mlflow().search_experiments(max_results=1)
             self.optuna()
         except StudyError:
@@ -82,7 +185,7 @@ class Store:
                 f"the store ({self.describe()}) needs the database driver {exc.name!r}: pip install 'study[postgres]'"
             ) from None
         except Exception as exc:  # a connection problem: say which store and why
-            raise StudyError(f"cannot open the store ({self.describe()}): {storage_error(exc)}") from None
+            raise StudyError(self.explain(exc) or f"cannot open the store ({self.describe()}): {_first_line(exc)}") from None
 
     def lock(self):
         """An exclusive lock on a local store's set-up (a no-op for database servers, where
@@ -124,7 +227,7 @@ class Store:
                 grace_period=GRACE_SECONDS,
             )
         except ImportError as exc:
-            raise StudyError(f"the Optuna storage {_redact(url)} needs a driver: {exc}; pip install 'study[postgres]'") from None
+            raise StudyError(f"the Optuna storage {redact(url)} needs a driver: {exc}; pip install 'study[postgres]'") from None
 
 
 def quiet_libraries() -> None:
@@ -188,20 +291,94 @@ def storage_error(exc: BaseException) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of an error's message, passwords hidden (it may quote a store's URL)."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return redact(text[0]) if text else type(exc).__name__
 
 
-def _redact(url: str) -> str:
-    """Hide a password in a database URL before printing it: in its user part (SQLAlchemy's own
-    rendering, which also handles an empty user name) and in a `password=` query parameter."""
-    import re
+def redact(text: str) -> str:
+    """`text` with every password hidden: in the user part of any URL in it (`scheme://user:pw@`,
+    also with an empty user name, and up to the last `@`, in case the password holds one) and in
+    `password=` (a URL's query, a connection string). The one function for anything we print, log
+    or store that may hold a store's URL."""
+    text = re.sub(r"(://[^\s:/@]*:)\S*@", r"\1***@", text)
+    return re.sub(r"(\bpassword=)[^&\s]*", r"\1***", text)
 
+
+def _corrupt(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from, is SQLite finding a damaged file."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if "file is not a database" in str(exc) or "database disk image is malformed" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _damage(path: Path, thorough: bool = False) -> str | None:
+    """Why the SQLite file `path` is not a whole database, or None (also for a missing or empty
+    file: SQLite reads that as a new database). Reading its schema finds a file overwritten or
+    shorter than its header says; `thorough` adds quick_check, which reads every page. Other errors
+    (a lock held too long) are not damage: the command meets them as it would have."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_TIMEOUT)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if thorough and (found := db.execute("PRAGMA quick_check(1)").fetchone()[0]) != "ok":
+                return " ".join(found.replace("*** in database main ***", "").split())  # one line
+    except sqlite3.DatabaseError as exc:
+        return str(exc) if _corrupt(exc) else None
+    return None
+
+
+def _database_problem(url: str) -> str | None:
+    """Why a database server's URL cannot be connected to within CONNECT_SECONDS, or None."""
+    import sqlalchemy
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.pool import NullPool
 
     try:
-        url = make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads (a file path): only the query is left
-        url = re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+        parsed = make_url(url)
+        timeout = {"connect_timeout": CONNECT_SECONDS} if parsed.get_backend_name() in ("postgresql", "mysql") else {}
+        engine = sqlalchemy.create_engine(parsed, connect_args=timeout, poolclass=NullPool)
+        try:
+            engine.connect().close()
+        finally:
+            engine.dispose()
+    except ModuleNotFoundError as exc:
+        return f"it needs the database driver {exc.name!r}: pip install 'study[postgres]'"
+    except Exception as exc:
+        return _reason(getattr(exc, "orig", None) or exc)
+    return None
+
+
+def _http_problem(url: str) -> str | None:
+    """Why MLflow's tracking server at `url` does not answer one request within CONNECT_SECONDS,
+    or None: MLflow's own client (its credentials, its TLS settings), with no retries for this one."""
+    from mlflow import MlflowClient
+
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(CONNECT_SECONDS))
+    try:
+        MlflowClient(tracking_uri=url).search_experiments(max_results=1)
+    except Exception as exc:
+        return _reason(exc)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    """The gist of a connection error: "connection refused", "no answer within 5s", else its first line."""
+    text = str(exc)
+    if "timed out" in text.lower() or "timeout expired" in text.lower():
+        return f"no answer within {CONNECT_SECONDS}s"
+    if found := re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text):
+        return found.group(1).strip().lower()
+    return _first_line(exc)[:300]

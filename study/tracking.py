@@ -40,6 +40,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from study.config import Sweep, flatten
 from study.errors import StudyError
 from study.names import EPOCH_PREFIX, Role, SweepState, Tag, TrialState
+from study.store import redact
 
 log = logging.getLogger(__name__)
 
@@ -427,7 +428,7 @@ class TrialRun:
         try:
             self.flush()
         except Exception as exc:  # the run must still be closed even if the store hiccups
-            log.warning("run %s: its last epochs could not be logged: %s", self.run_id, exc)
+            log.warning("run %s: its last epochs could not be logged: %s", self.run_id, redact(str(exc)))
         tags = {Tag.STATE: state, Tag.REASON: reason[:ERROR_CHARS]}
         if error is not None:
             tags[Tag.ERROR] = "".join(traceback.format_exception(error))[-ERROR_CHARS:]
@@ -436,7 +437,7 @@ class TrialRun:
             try:
                 self.tracker.end_run(run_id, state, tags=tags)
             except Exception as exc:
-                log.warning("run %s could not be closed: %s", run_id, exc)
+                log.warning("run %s could not be closed: %s", run_id, redact(str(exc)))
                 failure = failure or exc
         if failure is not None:
             raise failure
@@ -452,7 +453,7 @@ def end_orphan_run(client: MlflowClient, run_id: str, reason: str) -> None:
         )
         runs += [c.info.run_id for c in children if c.info.status == "RUNNING"]
     except Exception as exc:  # its replicate runs stay as they are; the trial's own run is closed below
-        log.warning("run %s: its replicate runs could not be listed: %s", run_id, exc)
+        log.warning("run %s: its replicate runs could not be listed: %s", run_id, redact(str(exc)))
     for rid in runs:
         client.log_batch(rid, tags=[RunTag(Tag.STATE, TrialState.INTERRUPTED), RunTag(Tag.REASON, reason)])
         client.set_terminated(rid, RunStatus.to_string(STATUS[TrialState.INTERRUPTED]))

@@ -124,15 +124,15 @@ def test_passwords_are_hidden_in_the_description(tmp_path):
     ("sqlite:////tmp/x/optuna.db?timeout=60", "sqlite:////tmp/x/optuna.db?timeout=60"),
 ])
 def test_redaction_hides_exactly_the_password(url, shown):
-    assert store_module._redact(url) == shown
+    assert store_module.redact(url) == shown
 
 
 def test_a_password_without_a_user_name_is_hidden_too():
-    assert "s3cret" not in store_module._redact("postgresql://:s3cret@host/db")
+    assert "s3cret" not in store_module.redact("postgresql://:s3cret@host/db")
 
 
 def test_a_password_given_as_a_query_parameter_is_hidden_too():
-    assert "s3cret" not in store_module._redact("postgresql://alice@host/db?password=s3cret")
+    assert "s3cret" not in store_module.redact("postgresql://alice@host/db?password=s3cret")
 
 
 # ------------------------------------------------------------------------------ local layout

@@ -22,7 +22,7 @@ from study import names
 from study.errors import StudyError, did_you_mean
 from study.names import Role, Tag
 from study.report import regimes, seeds, tables
-from study.store import Store, quiet_libraries
+from study.store import Store, quiet_libraries, redact
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def _optuna_trials(store: Store, name: str) -> OptunaTrials | None:
     try:
         study = optuna.load_study(study_name=name, storage=store.optuna())
     except Exception as exc:  # the Optuna side may be elsewhere or gone; the report says so
-        log.warning("study %s: its Optuna trials could not be read (%s); the report goes on without them", name, exc)
+        log.warning("study %s: its Optuna trials could not be read (%s); the report goes on without them", name, redact(str(exc)))
         return None
     return OptunaTrials(study.get_trials(deepcopy=False), list(study.directions), dict(study.user_attrs))
 
