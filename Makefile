@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # module-scoped fixtures, and TensorFlow's small models leave a core idle (README, "Tests").
 PYTEST_JOBS ?= -n 2 --dist loadfile
 
-.PHONY: demo test test-unit test-fast lint ui
+.PHONY: demo test test-unit test-fast test-optuna-oldest lint ui
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,20 @@ demo: $(STAMP)
 	$(BIN)/study run sweeps/demo_compression.yaml
 	$(BIN)/study report demo demo_compression
 
-# Everything CI runs: the linter, the type checker, then every tier of tests (README, "Tests").
+# Everything CI runs: the linter, the type checker, then every tier of tests (README, "Tests"),
+# then the trial ledger's tests again on the oldest Optuna the pins allow.
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_JOBS)
+	$(MAKE) test-optuna-oldest
+
+# The tests of a trial's life (the one module that reaches into Optuna's storage) on Optuna 4.9,
+# the oldest that pyproject.toml allows; the installed, newest one runs everything else.
+OLDEST_OPTUNA := $(VENV)/optuna-oldest
+test-optuna-oldest: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(OLDEST_OPTUNA) 'optuna==4.9.*'
+	PYTHONPATH=$(OLDEST_OPTUNA) $(BIN)/python -c 'import optuna; assert optuna.__version__.startswith("4.9"), optuna.__version__'
+	PYTHONPATH=$(OLDEST_OPTUNA) $(BIN)/python -m pytest $(PYTEST_JOBS) -p no:cacheprovider \
+		tests/test_ledger.py tests/test_recovery.py tests/test_budget.py
 
 # The unit tier alone: pure logic, no TensorFlow, seconds.
 test-unit: $(STAMP)

@@ -467,6 +467,11 @@ def _interruptible():
     import signal
     import threading
 
+    from study import processes
+
+    if processes.catching():  # `study run` records Ctrl+C for the whole process
+        yield processes.check_interrupt
+        return
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield lambda: None

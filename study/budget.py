@@ -15,6 +15,7 @@ import json
 import optuna
 from optuna.trial import TrialState
 
+from study import store
 from study.config import Sweep
 from study.ledger import count_trials, counted
 from study.names import Attr
@@ -70,7 +71,7 @@ def audit(study: optuna.Study, sweep: Sweep, target: int | None) -> list[str]:
     running = [t.number for t in trials if t.state == TrialState.RUNNING]
     if running:
         problems.append(f"{_trials(running)} still running (a worker elsewhere, or one that died: it is settled "
-                        "40 s after its last heartbeat)")
+                        f"{store.GRACE_SECONDS} s after its last heartbeat)")
     if counts.unsettled:
         problems.append(f"{counts.unsettled} trial(s) failed by a worker that died before queueing them again")
     seen: dict[str, int] = {}

@@ -52,13 +52,14 @@ def _duration(seconds: float) -> str:
 
 # ------------------------------------------------------------------------------------ run
 def cmd_run(args) -> int:
-    from study.processes import terminate_as_interrupt
+    from study.processes import catch_interrupts, interrupted, terminate_as_interrupt
     from study.progress import Progress
     from study.sweep import Interrupted, run_sweep
 
     overrides = dict(parse_override(item) for item in args.set or [])
     sweep = load_sweep(args.sweep, overrides)
     store = _store(args)
+    catch_interrupts()  # a Ctrl+C a finalizer swallows is raised again at the next safe point
     terminate_as_interrupt()  # SIGTERM stops a sweep as Ctrl+C does: the running trial is queued again
     progress = None if args.quiet else Progress()
     run = lambda trials: run_sweep(  # noqa: E731
@@ -82,6 +83,9 @@ def cmd_run(args) -> int:
             f"{summary.counts.done} of {summary.target or '?'} trials are done. Resume with:\n  {resume}",
             file=sys.stderr,
         )
+        return 130
+    if interrupted():  # a Ctrl+C that came after the last safe point: the work is done, but it was asked to stop
+        print("interrupted", file=sys.stderr)
         return 130
     print(render_summary(summary, sweep))
     if decided is not None:
@@ -221,11 +225,12 @@ def cmd_list(args) -> int:
     if not rows:
         print(f"no sweeps: no sweep files in {args.sweeps}/ and no studies in the store")
         return 0
-    header = ("sweep", "file", "finished", "pruned", "failed", "interrupted", "running", "best")
+    header = ("sweep", "file", "finished", "pruned", "failed", "interrupted", "running", "best", "check")
     table = [header] + [tuple(str(v) for v in row) for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for row in table:
-        print("  ".join(cell.ljust(w) if i in (0, 1, 7) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        print("  ".join(cell.ljust(w) if i in (0, 1, 7, 8) else cell.rjust(w)
+                        for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
     return 0
 
 

@@ -1,8 +1,16 @@
-"""Processes we start stop with their parent, whatever signal it gets.
+"""Processes we start stop with their parent, whatever signal it gets; Ctrl+C is never lost.
 
 Worker processes and the MLflow UI server ask the kernel (Linux prctl PR_SET_PDEATHSIG) for
 SIGTERM when their parent dies, even by kill -9; SIGTERM is then handled as Ctrl+C is, so a
 running trial is marked failed and queued again before the process exits.
+
+Python raises Ctrl+C as KeyboardInterrupt wherever the main thread is, and the cyclic garbage
+collector runs finalizers and weakref callbacks anywhere (during `import tensorflow`, Alembic's
+migrations, training): a KeyboardInterrupt raised inside one is printed as "Exception ignored"
+and dropped, and the sweep would run on to exit 0. `catch_interrupts` also records the signal, and
+`check_interrupt()`, called at the points where stopping is safe (after the stores are set up,
+after TensorFlow is imported, before each ask, after each pack trains, after each batched epoch),
+raises it again.
 """
 
 from __future__ import annotations
@@ -26,10 +34,37 @@ def die_with_parent(parent: int | None = None) -> None:
         os._exit(143)  # the parent died before the request took effect
 
 
-def terminate_as_interrupt() -> None:
-    """Handle SIGTERM as Ctrl+C (KeyboardInterrupt), so that the same clean-up runs."""
+_received: list[int] = []  # Ctrl+C or SIGTERM seen by this process (catch_interrupts)
 
-    def handler(signum, frame):
+
+def _record(signum, frame):
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+def catch_interrupts() -> None:
+    """Ctrl+C raises KeyboardInterrupt and is recorded, so one that a finalizer swallowed is
+    raised again by `check_interrupt`. Installed whatever the inherited disposition: a `study run`
+    started with SIGINT ignored (`&` in a script) still stops on Ctrl+C."""
+    signal.signal(signal.SIGINT, _record)
+
+
+def catching() -> bool:
+    """Whether this process records Ctrl+C (`catch_interrupts`)."""
+    return signal.getsignal(signal.SIGINT) is _record
+
+
+def interrupted() -> bool:
+    """Whether a Ctrl+C or SIGTERM reached this process since `catch_interrupts`."""
+    return bool(_received)
+
+
+def check_interrupt() -> None:
+    """Raise KeyboardInterrupt if a Ctrl+C came, even one a finalizer swallowed (else nothing)."""
+    if _received:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+
+def terminate_as_interrupt() -> None:
+    """Handle SIGTERM as Ctrl+C (KeyboardInterrupt, recorded), so that the same clean-up runs."""
+    signal.signal(signal.SIGTERM, _record)

@@ -28,6 +28,7 @@ from study.datasets import Data, load_dataset
 from study.errors import StudyError
 from study.ledger import count_trials
 from study.names import Attr, TrialState
+from study.processes import check_interrupt
 from study.schema import Setup
 from study.search import relevant, suggest
 from study.tracking import Tracker, TrialRun
@@ -154,11 +155,12 @@ def run_pack(
                                  s.workdir, o, references)
                         for s, o in zip(started, observers)
                     ]
+                check_interrupt()  # one a finalizer swallowed while the pack trained
                 for begun, outcome in zip(started, outcomes):
                     states[begun.trial.number] = _conclude(begun, outcome, study, sweep, tracker)
                     beat.forget(begun.trial._trial_id)
         except KeyboardInterrupt:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not leave things half-written
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not leave things half-written
             try:
                 for begun in started:
                     if not begun.told:
@@ -170,7 +172,7 @@ def run_pack(
                         suggest(trial, sweep)  # its settings (a grid point) are queued again
                         ledger.interrupt(study, trial)
             finally:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.signal(signal.SIGINT, previous)
             raise
     return [states[t.number] for t in trials]
 
@@ -205,11 +207,11 @@ def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], 
         if not interruption(exc):
             return _failed(trial, study, run, exc)
         if run is not None:  # the caller queues the trial again; its run is closed here
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
                 run.end(TrialState.INTERRUPTED, "interrupted by the user (Ctrl+C); the trial is queued again")
             finally:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.signal(signal.SIGINT, previous)
         raise KeyboardInterrupt from exc
     return Started(trial, setup, data, run, tmp / f"trial-{trial.number}", sweep.config.seed + round_ * sweep.config.replicates)
 

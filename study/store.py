@@ -122,8 +122,9 @@ class Store:
         trial runs but Optuna has no such study (optuna.db lost or replaced), or Optuna holds its
         finished trials but MLflow has no such experiment (mlflow.db lost or replaced). Going on
         would start the sweep over on one side only. Reads only: a missing local file stays missing."""
-        runs, trials = self._has_trial_runs(study_name), self._has_finished_trials(study_name)
-        if runs == trials:
+        runs, trials = self._has_trial_runs(study_name), self._trial_states(study_name)
+        finished = any(state in ("COMPLETE", "PRUNED") for state in trials)  # these always have a run
+        if (runs and trials) or (not runs and not finished):  # a trial killed or failed before its run: fine
             return
         held, side, url = ("MLflow holds trial runs", "Optuna", self.storage_url) if runs else \
             ("Optuna holds finished trials", "MLflow", self.tracking_uri)
@@ -149,20 +150,17 @@ class Store:
         runs = client.search_runs([experiment.experiment_id], f"tags.`{Tag.ROLE}` = '{Role.TRIAL}'", max_results=1)
         return bool(runs)
 
-    def _has_finished_trials(self, name: str) -> bool:
-        """Whether Optuna holds finished (complete, pruned or failed) trials of study `name`."""
-        from optuna.trial import TrialState
-
+    def _trial_states(self, name: str) -> list[str]:
+        """The states of Optuna's trials of study `name` ('COMPLETE', 'RUNNING', ...; none: no study)."""
         path = _sqlite_path(self.storage_url)
         if path is not None and not path.exists():
-            return False
+            return []
         storage = self.optuna()
         try:
             study_id = storage.get_study_id_from_name(name)
         except KeyError:
-            return False
-        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        return bool(storage.get_all_trials(study_id, deepcopy=False, states=states))
+            return []
+        return [t.state.name for t in storage.get_all_trials(study_id, deepcopy=False)]
 
     def init(self) -> None:
         """Create both databases' tables once, before any worker starts. A local store is created

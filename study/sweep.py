@@ -26,6 +26,7 @@ from study.config import Sweep
 from study.errors import StudyError
 from study.ledger import Counts, close_orphan_runs, count_trials, counted
 from study.names import Attr, SweepState
+from study.processes import check_interrupt
 from study.runner import progress_metrics
 from study.search import grid_points
 from study.store import Store
@@ -59,6 +60,7 @@ def prepare(sweep: Sweep, store: Store, allow_changed: bool = False) -> tuple[op
     data = check_data(sweep)  # a bad CSV fails here, before anything is written to the stores
     store.init()
     with store.lock():  # several processes starting on one new local store set it up one at a time
+        store.check_agree(sweep.name)  # Optuna and MLflow hold this sweep both, or neither
         study, tracker, sweep_run_id = _create_or_resume(sweep, store, data, allow_changed)
     if sweep.config.base is not None:  # trained (or found) once, under its own lock, before any worker needs it
         references(sweep, tracker, store).base(data)
@@ -131,6 +133,7 @@ def run_sweep(
     """Run `sweep` to its budget. Raises Interrupted on Ctrl+C (after marking the running trials)."""
     start = time.time()
     study, tracker, sweep_run_id = prepare(sweep, store, allow_changed)
+    check_interrupt()  # one a finalizer swallowed while the stores were set up
     target = target_trials(sweep, trials, len(study.user_attrs.get(Attr.ROUNDS, [])))
     timeout = timeout or sweep.config.budget.timeout
     job = Job(
@@ -187,17 +190,18 @@ def _run_workers(job: Job, workers: int, study: optuna.Study, progress) -> str:
         proc.start()
     try:
         while any(p.is_alive() for p in procs):
+            check_interrupt()
             if progress is not None:
                 progress.update(study)
             time.sleep(1.0)
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGINT)
         for proc in procs:
             proc.join()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous)
         return Stop.INTERRUPTED
     codes = [p.exitcode for p in procs]
     if any(code == 130 for code in codes):

@@ -19,9 +19,9 @@ from study.datasets import load_for_objective
 from study.errors import StudyError
 from study.ledger import count_trials
 from study.names import Attr, TrialState
-from study.processes import die_with_parent, terminate_as_interrupt
+from study.processes import catch_interrupts, check_interrupt, die_with_parent, terminate_as_interrupt
 from study.search import build_pruner, build_sampler
-from study.store import DISK_FULL, Store, quiet_libraries
+from study.store import DISK_FULL, Store, quiet_libraries, redact
 from study.tracking import Tracker
 
 MAX_FAILURES_IN_A_ROW = 5  # a sweep whose every trial fails is broken: stop and say why
@@ -86,6 +86,7 @@ def work(job: Job, progress=None) -> Stop:
 
     refs = references(sweep, tracker, job.store)
     try:
+        check_interrupt()  # one a finalizer swallowed during `import tensorflow`
         with job.store.ask_lock():
             ledger.Settle(tracker.client, sweep.metrics)(study)
         ledger.close_orphan_runs(study, tracker.client)
@@ -127,6 +128,7 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, progres
     failures = duplicates = 0
     last_failed = None
     while True:
+        check_interrupt()  # between packs: nothing running, nothing to mark
         counts = count_trials(study.get_trials(deepcopy=False))
         if progress is not None:
             progress.update(study)
@@ -167,10 +169,11 @@ def _worker_main(job: Job, parent: int) -> None:
     SIGTERM when the parent dies, handled as Ctrl+C."""
     os.setpgrp()
     die_with_parent(parent)
+    catch_interrupts()
     terminate_as_interrupt()
     try:
         outcome = work(job)
     except StudyError as exc:
-        print(f"error: worker {job.worker}: {exc}", file=sys.stderr, flush=True)
+        print(f"error: worker {job.worker}: {redact(str(exc))}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     raise SystemExit(130 if outcome == Stop.INTERRUPTED else 0)

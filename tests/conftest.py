@@ -70,7 +70,7 @@ TINY = textwrap.dedent("""
 def run_env(tmp_path: Path) -> dict:
     """Environment for `study` subprocesses: the session's data cache, no network lookups."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # e.g. an older Optuna
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

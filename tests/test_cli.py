@@ -173,15 +173,13 @@ def test_run_prints_the_summary_and_where_to_look(write_sweep, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, raises=(subprocess.TimeoutExpired, AssertionError),
-                   reason="issue 22: under the full suite's load a Ctrl+C can be lost (the sweep trains on); passes alone")
 def test_ctrl_c_fails_the_running_trial_exits_130_and_resume_completes(write_sweep, tmp_path):
     path = write_sweep("sigint", TINY.replace("epochs: 2", "epochs: 100000"))  # a trial far longer than the wait below
     args = [*STUDY, "run", str(path), "--store", "store", "--trials", "3", "--quiet"]
     proc = subprocess.Popen(args, cwd=tmp_path, env=run_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     store = Store.resolve(tmp_path / "store")
     deadline = time.time() + 120
-    while time.time() < deadline:  # wait until the first trial is training (issue 22: a Ctrl+C in the first moments can be lost)
+    while time.time() < deadline:  # wait until the first trial is training (earlier moments: test_torture.py)
         time.sleep(0.5)
         if (tmp_path / "store" / "optuna.db").exists():
             try:

@@ -16,11 +16,11 @@ pytestmark = pytest.mark.unit  # pure logic: no TensorFlow, no store
 
 # Lowest first; a module may import any module on an earlier line (and its own package's __init__).
 LAYERS = [
-    "names", "errors", "measure", "schema", "config", "search",
+    "names", "errors", "processes", "measure", "schema", "config", "search",
     "datasets", "keras_compat", "models", "training", "multifit", "batched", "replicate", "objective",
     "compression.layers", "compression.artifact", "compression.packing", "compression.qpack", "compression.export",
     "compression.prune", "compression.shrink", "compression.quantize", "compression.cluster", "compression.distill", "compression.pipeline",
-    "processes", "store", "tracking", "ledger", "budget", "compression.base", "runner", "worker", "sweep",
+    "store", "tracking", "ledger", "budget", "compression.base", "runner", "worker", "sweep",
     "progress", "listing", "serve", "report.stats", "report.seeds", "report.decompose", "report.regimes", "report.tables", "report.verdicts", "report.load",
     "report.sections", "report.figures", "report.page", "report.render", "report.build", "decide",
     "frames", "cli", "__main__",

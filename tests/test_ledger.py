@@ -233,3 +233,21 @@ def test_a_changed_dataset_is_refused_and_allowed_on_request_the_report_keeps_th
     assert main(["run", str(path), "--allow-changed", *options]) == 0
     data = load_sweep_runs(store, "fromcsv")
     assert len(data.runs) == 1 and "1 trial run(s) ran on an earlier version of the dataset" in data.left_out
+
+
+@pytest.mark.slow
+def test_an_optuna_store_lost_beside_a_full_mlflow_store_is_refused_not_started_over(write_sweep, store, capsys):
+    from study.cli import main
+
+    path = write_sweep("lost", TINY)
+    options = ["--store", str(store.root), "--quiet"]
+    assert main(["run", str(path), "--trials", "2", *options]) == 0
+    (store.root / "optuna.db").unlink()
+    capsys.readouterr()
+    for command in (["run", str(path), *options], ["init", str(path), "--store", str(store.root)]):
+        assert main(command) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "the stores disagree about sweep 'lost'" in err[0], err
+    client = store.mlflow()
+    runs = client.search_runs([client.get_experiment_by_name("lost").experiment_id], "tags.`study.role` = 'trial'")
+    assert len(runs) == 2, "nothing was trained again"

@@ -120,3 +120,41 @@ def _processes_in(folder) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_two_local_workers_killed_at_random_moments_then_a_clean_run_is_exact(tmp_path):
+    """benchmarks/torture.py's short version: SIGKILLs of one worker or of both, at random moments."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("torture", ROOT / "benchmarks" / "torture.py")
+    assert spec is not None and spec.loader is not None
+    torture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(torture)
+    figures = torture.torture(tmp_path, kills=6, points=12, seed=3, longest=12.0)
+    assert torture.sound(figures), figures
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ctrl_c_at_any_early_moment_exits_130(write_sweep, tmp_path):
+    """From the first moments (imports, store creation, `import tensorflow`) to training: every
+    Ctrl+C stops the sweep with 130, even one Python would drop inside a finalizer."""
+    path = write_sweep("early130", TINY.replace("epochs: 2", "epochs: 100000"))  # never finishes by itself
+    outcomes = []
+    for i, delay in enumerate((0.3, 1.0, 2.0, 3.0, 4.0, 5.0, 6.5, 8.0, 10.0)):
+        env = {**run_env(tmp_path), **FAST_BEATS}
+        proc = subprocess.Popen([*STUDY, "run", str(path), "--store", f"store{i}", "--quiet"], cwd=tmp_path, env=env,
+                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:  # a lost Ctrl+C: leave no sweep running behind the suite
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, err = proc.communicate()
+        outcomes.append((delay, proc.returncode, err.strip().splitlines()[-1:] if err.strip() else []))
+    assert all(code == 130 for _, code, _ in outcomes), outcomes

@@ -20,7 +20,7 @@ import pandas as pd
 
 from study import names
 from study.errors import StudyError, did_you_mean
-from study.names import Role, Tag
+from study.names import Attr, Role, Tag
 from study.report import regimes, seeds, tables
 from study.store import Store, quiet_libraries, redact
 
@@ -60,6 +60,7 @@ class SweepRuns:
     predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # run id -> predictions.npz
     seeds: seeds.Seeds = field(default_factory=seeds.Seeds)  # every replicate's errors: the unit of replication
     store: str = ""  # where it was read from, in words
+    left_out: str = ""  # trials the page leaves out, and why (they ran on an earlier version of the data)
 
     @property
     def searched(self) -> list[str]:
@@ -226,6 +227,8 @@ def load_sweep_runs(store: Store, name: str) -> SweepRuns:
     client = store.mlflow()
     experiment = _experiment(client, store, name)
     runs, references, sweep_run = _runs(client, experiment.experiment_id)
+    study = _optuna_trials(store, name)
+    runs, left_out = current_data(runs, study)
     errs = regimes.errors(runs)  # which runs' curves and predictions the sections will need
     curves = {pick.run_id: history(client, pick.run_id) for pick in tables.learning_curve_runs(errs)}
     saved = {rid: p for rid in tables.decomposed_runs(errs) if (p := predictions(client, rid)) is not None}
@@ -233,9 +236,26 @@ def load_sweep_runs(store: Store, name: str) -> SweepRuns:
     return SweepRuns(
         name=name, experiment_id=experiment.experiment_id, description=experiment.tags.get("mlflow.note.content", ""),
         runs=runs, references=references, sweep_run=sweep_run, sweep_text=_sweep_text(client, sweep_run),
-        optuna=_optuna_trials(store, name), histories=curves, predictions=saved, store=store.describe(),
-        seeds=replicates,
+        optuna=study, histories=curves, predictions=saved, store=store.describe(),
+        seeds=replicates, left_out=left_out,
     )
+
+
+def current_data(runs: pd.DataFrame, study: OptunaTrials | None) -> tuple[pd.DataFrame, str]:
+    """The trial runs of the data the study holds now, and a sentence on those left out: a study
+    continued with --allow-changed after its dataset changed keeps its earlier trials in the
+    stores, but a page comparing trials across two datasets would compare the data, not the knobs."""
+    if study is None or runs.empty or Attr.DATA_DIGEST not in study.user_attrs:
+        return runs, ""
+    now = study.user_attrs[Attr.DATA_DIGEST]
+    ran_on = {t.number: t.user_attrs.get(Attr.DATA_DIGEST) for t in study.trials}
+    earlier = runs["trial"].map(lambda n: ran_on.get(n) not in (None, now))
+    if not earlier.any():
+        return runs, ""
+    digests = sorted({str(ran_on[n]) for n in runs.loc[earlier, "trial"]})
+    note = (f"{int(earlier.sum())} trial run(s) ran on an earlier version of the dataset (content digest "
+            f"{', '.join(digests)}) and are left out of this page; they stay in MLflow. The trials here ran on {now}.")
+    return runs[~earlier].reset_index(drop=True), note
 
 
 def log_report(store: Store, data: SweepRuns, folder: Path) -> None:
