@@ -17,6 +17,7 @@ import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from study.errors import StudyError
 
@@ -191,11 +192,20 @@ class Store:
         return self._file_lock(".setup.lock")
 
     def ask_lock(self):
-        """An exclusive lock around asking Optuna for a trial, for the processes of a local store:
-        on SQLite, Optuna's pop of a queued trial (a grid point, a retry) is a read then a write
-        without a row lock, so two workers asking at the same moment can both get the same one.
-        A database server locks the row itself (a no-op there)."""
-        return self._file_lock(".ask.lock")
+        """An exclusive lock around settling dead workers' trials and asking Optuna for a trial
+        (`ledger.ask`), for every worker of the study: on SQLite, Optuna's pop of a queued trial
+        (a grid point, a retry) is a read then a write without a row lock, so two workers asking
+        at the same moment can both get the same one; and two workers settling the same dead
+        worker's trial would queue it twice. SQLite: a lock file beside optuna.db; PostgreSQL: a
+        session advisory lock, which the server drops if the worker dies; other servers: none."""
+        if self.storage_url.startswith("sqlite"):
+            from filelock import FileLock
+
+            self.root.mkdir(parents=True, exist_ok=True)
+            return FileLock(str(self.root / ".ask.lock"), timeout=LOCK_SECONDS)
+        if self.storage_url.startswith("postgresql"):
+            return _advisory_lock(self.storage_url)
+        return contextlib.nullcontext()
 
     def _file_lock(self, name: str):
         """A lock file in a local store's folder; nothing for a database server."""
@@ -380,3 +390,24 @@ def _reason(exc: BaseException) -> str:
     if found := re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text):
         return found.group(1).strip().lower()
     return _first_line(exc)[:300]
+
+
+ASK_LOCK_KEY = 0x5757_0001  # the advisory lock's number: one per Optuna database (any study in it)
+_engines: dict[str, object] = {}
+
+
+@contextlib.contextmanager
+def _advisory_lock(url: str):
+    """PostgreSQL's session advisory lock ASK_LOCK_KEY, held on a connection of its own for the
+    duration of the block (one engine per URL and process)."""
+    import sqlalchemy
+
+    engine: Any = _engines.get(url)
+    if engine is None:
+        engine = _engines[url] = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": ASK_LOCK_KEY})
+        try:
+            yield
+        finally:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": ASK_LOCK_KEY})

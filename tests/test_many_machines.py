@@ -100,3 +100,26 @@ def test_four_machines_started_together_draw_their_own_settings(write_sweep, tmp
     complete = [t for t in optuna.load_study(study_name="alike", storage=store.optuna()).trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 8
     assert len({tuple(sorted(t.params.items())) for t in complete}) == 8, "no two machines trained the same settings"
+
+
+def test_the_ask_lock_on_postgres_lets_one_worker_in_at_a_time(databases, tmp_path):
+    """Settling dead workers' trials and asking happen under one lock on a database server too:
+    PostgreSQL's advisory lock, held by one process (here: thread with its own connection) at a time."""
+    import threading
+    import time
+
+    store = Store.resolve(tmp_path / "store", tracking_uri=databases[0], storage=databases[1])
+    events: list[str] = []
+
+    def worker(name: str) -> None:
+        with store.ask_lock():
+            events.append(f"{name} in")
+            time.sleep(0.5)
+            events.append(f"{name} out")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert events in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"]), events
