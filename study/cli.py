@@ -149,6 +149,12 @@ def render_summary(summary, sweep, store: Store | None = None, options: list[str
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
         label = "best" if len(summary.best) == 1 else "Pareto"
         lines.append(f"{label}: trial {trial.number}: {values}" + (f" ({params})" if params else ""))
+    for trial in summary.failed[:5]:  # failed for good: named, with the first line of why
+        reason = (trial.user_attrs.get("study_reason") or "no reason recorded").splitlines()[0][:200]
+        params = ", ".join(f"{k}={v}" for k, v in trial.params.items())
+        lines.append(f"failed: trial {trial.number}" + (f" ({params})" if params else "") + f": {reason}")
+    if len(summary.failed) > 5:
+        lines.append(f"... and {len(summary.failed) - 5} more failed trials (study list, or the report)")
     if summary.state == "exhausted":
         lines.append("the sampler found no settings left that have not run: the search space is used up")
     if summary.state == "partial":

@@ -250,8 +250,8 @@ def beat(study: optuna.Study, trial_id: int) -> None:
 class Heartbeat:
     """Records the heartbeats of a pack's trials, from a thread, until each is told (`forget`)."""
 
-    def __init__(self, study: optuna.Study, trial_ids: list[int]):
-        self.study, self.trial_ids = study, set(trial_ids)
+    def __init__(self, study: optuna.Study, trials: list[optuna.Trial]):
+        self.study, self.trial_ids = study, {t._trial_id for t in trials}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
@@ -267,8 +267,8 @@ class Heartbeat:
         self.thread.start()
         return self
 
-    def forget(self, trial_id: int) -> None:
-        self.trial_ids.discard(trial_id)
+    def forget(self, trial: optuna.Trial) -> None:
+        self.trial_ids.discard(trial._trial_id)
 
     def __exit__(self, *exc):
         self.stop.set()

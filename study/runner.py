@@ -131,13 +131,13 @@ def run_pack(
         try:
             # every asked trial beats from now on: beginning a pack (runs created, settings logged)
             # can outlast the grace period on a loaded machine, and its trials must not look dead
-            with ledger.Heartbeat(study, [t._trial_id for t in trials]) as beat:
+            with ledger.Heartbeat(study, trials) as beat:
                 taken: dict[str, int] = {}
                 for trial in trials:
                     begun = _begin(trial, study, sweep, tracker, taken, Path(tmp))
                     if isinstance(begun, str):
                         states[trial.number] = begun
-                        beat.forget(trial._trial_id)
+                        beat.forget(trial)
                     else:
                         started.append(begun)
                 observers = [Observer(s.trial, s.run, sweep) for s in started]
@@ -158,7 +158,7 @@ def run_pack(
                 check_interrupt()  # one a finalizer swallowed while the pack trained
                 for begun, outcome in zip(started, outcomes):
                     states[begun.trial.number] = _conclude(begun, outcome, study, sweep, tracker)
-                    beat.forget(begun.trial._trial_id)
+                    beat.forget(begun.trial)
         except KeyboardInterrupt:
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not leave things half-written
             try:

@@ -118,6 +118,7 @@ class Summary:
     state: SweepState  # complete, partial (deadline), exhausted (no new settings left) or interrupted
     experiment_id: str
     best: list = field(default_factory=list)  # FrozenTrials: the best, or the Pareto set
+    failed: list = field(default_factory=list)  # FrozenTrials that failed for good (after any retries)
 
 
 def run_sweep(
@@ -165,7 +166,9 @@ def run_sweep(
         raise StudyError(f"{sweep.name} reached {counts.done} of {target} trials but is not complete: "
                          f"{'; '.join(problems)}; run the same command again to finish it")
     tracker.end_sweep(state, progress_metrics(study, sweep) if counts.done else None)
-    summary = Summary(sweep.name, counts, target, time.time() - start, state, tracker.experiment_id, best_trials(study))
+    failed = [t for t in counted(study.get_trials(deepcopy=False)) if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get(Attr.STATE) == "failed"]
+    summary = Summary(sweep.name, counts, target, time.time() - start, state, tracker.experiment_id, best_trials(study),
+                      failed)
     if outcome == Stop.INTERRUPTED:
         raise Interrupted(summary)
     return summary

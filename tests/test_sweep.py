@@ -119,6 +119,11 @@ def test_an_exception_fails_only_its_trial_and_the_sweep_goes_on(write_sweep, st
     assert all("exceeds the" in t.user_attrs["study_reason"] for t in failed)
     run = store.mlflow().get_run(failed[0].user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and "exceeds the" in run.data.tags["study.error"]
+    from study.cli import render_summary
+
+    named = [line for line in render_summary(summary, load_sweep(write_sweep("oops", text))).splitlines()
+             if line.startswith("failed: trial")]
+    assert len(named) == 3 and all("dataset.train_size=100000" in line and "exceeds the" in line for line in named)
 
 
 def test_a_sweep_whose_trials_all_fail_stops_and_says_why(write_sweep, store):
