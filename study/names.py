@@ -21,6 +21,9 @@ SPLITS = ("train", "val", "test")
 EPOCH_PREFIX = "epoch/"  # per-epoch curves: epoch/<split>_<name>, with the epoch as the step
 COLUMN_PREFIX = "metrics."  # how the report's tables (MLflow's search_runs frames) name a metric
 
+# Controls a compression trial is compared with (metrics <group>/<split>/<name>, see Metric).
+CONTROL_GROUPS = ("control", "scratch_e", "scratch_b")
+
 # The task each quantity is measured for (None: both).
 _TASK_OF_NAME = {"accuracy": CLASSIFICATION, "mae": REGRESSION}
 
@@ -30,7 +33,10 @@ class Metric:
     """One final metric of a trial.
 
     group: train, val or test (a split of the data); gap, model, fit, data; artifact (measured on
-    the compressed file) or control (distillation's hard-label student).
+    the compressed file); control (the trial's equal-training control: the base fine-tuned for the
+    same extra epochs as a fine-tuned file, or a distilled student's hard-label twin); scratch_e and
+    scratch_b (structured pruning's shrunk architecture trained from a fresh initialisation for the
+    same epochs, and for the same compute; Liu et al. 2019).
     split: the data split it was measured on, where there is one.
     """
 
@@ -44,8 +50,8 @@ class Metric:
         """The name in the sweep file's `objective`, in MLflow, in runs.csv and verdicts.json."""
         if self.group == "artifact" and self.split:
             return f"artifact/{self.split}_{self.name}"
-        if self.group == "control":
-            return f"control/{self.split}/{self.name}"
+        if self.group in CONTROL_GROUPS:
+            return f"{self.group}/{self.split}/{self.name}"
         return f"{self.group}/{self.name}"
 
     @property
@@ -61,7 +67,7 @@ class Metric:
     @property
     def compression_only(self) -> bool:
         """Measured only by compression trials (sweeps with a base)."""
-        return self.group in ("artifact", "control") or self.key in _COMPRESSION_MODEL_KEYS
+        return self.group in ("artifact", *CONTROL_GROUPS) or self.key in _COMPRESSION_MODEL_KEYS
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,10 @@ FINAL: dict[str, Metric] = {m.key: m for m in [
     Metric("model", "sparsity"),
     Metric("model", "macs", doc="multiply-accumulates per example"),
     Metric("model", "macs_nonzero", doc="the same, skipping zero weights"),
-    *(Metric("control", name, split) for split in SPLITS for name in ("loss", "accuracy")),  # distillation's hard-label control
+    # the equal-training control (distillation's hard-label student, or the base fine-tuned for as
+    # many epochs as the file) and structured pruning's Scratch-E and Scratch-B (see Metric)
+    *(Metric(group, name, split) for group in CONTROL_GROUPS for split in SPLITS for name in ("loss", "accuracy")),
+    *(Metric(group, "epochs", "fit", doc="epochs the control trained") for group in CONTROL_GROUPS),
 ]}
 FINAL_KEYS = tuple(FINAL)
 COMPRESSION_KEYS = tuple(k for k, m in FINAL.items() if m.compression_only)
@@ -182,6 +191,8 @@ class TrialState(StrEnum):
     INTERRUPTED = "interrupted"  # Ctrl+C or a dead worker: queued again with the same settings
 
 
+REFERENCE_ROLES = ("base", "control", "finetuned", "scratch")  # runs of models trials compare with, not trials
+
 STOPPED = (TrialState.PRUNED, TrialState.DIVERGED)  # Optuna's PRUNED, MLflow's KILLED
 
 
@@ -204,6 +215,8 @@ class Role(StrEnum):
     REPLICATE = "replicate"
     BASE = "base"  # a compression sweep's trained base model
     CONTROL = "control"  # distillation's student trained on hard labels
+    FINETUNED = "finetuned"  # the base fine-tuned for a fine-tuned file's extra epochs: its equal-training control
+    SCRATCH = "scratch"  # structured pruning's shrunk architecture from a fresh initialisation (Scratch-E, Scratch-B)
 
 
 # ----------------------------------------------------------------------------------- tags
@@ -228,7 +241,9 @@ class Tag(StrEnum):
     DEPLOYABLE = "study.deployable"  # 'true': a runtime (LiteRT) runs the file
     BASE_RUN_ID = "study.base_run_id"
     WIDTHS = "study.widths"  # structured pruning: the width each hidden layer kept, as JSON
-    CONTROL_RUN_ID = "study.control_run_id"
+    CONTROL_RUN_ID = "study.control_run_id"  # the equal-training control's run
+    SCRATCH_E_RUN_ID = "study.scratch_e_run_id"  # structured pruning: Scratch-E's run
+    SCRATCH_B_RUN_ID = "study.scratch_b_run_id"  # and Scratch-B's
 
 
 def tag_column(tag: Tag) -> str:

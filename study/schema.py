@@ -175,10 +175,11 @@ METHOD_KNOBS = {
 
 def knobs_read(method: str, bits: int = 8, scheme: str = "qat", structure: str = "unstructured") -> tuple[str, ...]:
     """The compress.* knobs a trial with these settings reads: quantization reads `scheme` only at
-    8 bits and fine-tunes only under quantization-aware training; 2:4 pruning has its own sparsity;
-    only structured (channels) pruning ranks units by a `criterion`, and it has no schedule."""
+    8 bits and fine-tunes only under quantization-aware training; 2:4 pruning has its own sparsity
+    and its own rule (the two largest of four); unstructured pruning ranks weights by magnitude or
+    at random (`criterion`), channels rank units (`criterion`, `scope`) and have no schedule."""
     if method in ("prune", "prune_quantize"):
-        unread = {"2:4": ("sparsity", "criterion", "scope"), "channels": ("schedule",)}.get(structure, ("criterion", "scope"))
+        unread = {"2:4": ("sparsity", "criterion", "scope"), "channels": ("schedule",)}.get(structure, ("scope",))
         return tuple(k for k in METHOD_KNOBS[method] if k not in unread)
     if method != "quantize":
         return METHOD_KNOBS[method]
@@ -200,6 +201,20 @@ def trains(bits: int, scheme: str) -> bool:
 TRAINS_OWN_MODEL = ("distill", "architecture")
 
 
+def finetune_epochs(spec: CompressSpec) -> int:
+    """The epochs a trial trains the base's weights for after the base's own training: 0 for
+    post-training methods and for those that train a model of their own; prune_quantize fine-tunes
+    twice (pruning, then quantization-aware training). Its equal-training control, the base
+    fine-tuned for these epochs, is what the file's accuracy is compared with."""
+    if spec.method in ("prune", "cluster"):
+        return spec.finetune_epochs
+    if spec.method == "prune_quantize":
+        return 2 * spec.finetune_epochs
+    if spec.method == "quantize" and trains(spec.bits, spec.scheme):
+        return spec.finetune_epochs
+    return 0
+
+
 class CompressSpec(_Strict):
     """How a trial compresses the base model (only in sweeps with a `base`)."""
 
@@ -209,7 +224,10 @@ class CompressSpec(_Strict):
     # unstructured: any weights; 2:4: 2 of every 4 (sparsity 0.5); channels: whole neurons and filters
     # removed, a smaller dense model (shrink.py)
     structure: Literal["unstructured", "2:4", "channels"] = "unstructured"
-    criterion: Literal["l1", "l2"] = "l1"  # channels: a unit's importance, the norm of its weights (Li et al. 2017)
+    # which weights or units go: channels rank units by the L1 or L2 norm of their weights (Li et al.
+    # 2017); unstructured pruning ranks single weights by magnitude (l1); random: a random choice of
+    # the same size, the baseline a criterion must beat (Blalock et al. 2020)
+    criterion: Literal["l1", "l2", "random"] = "l1"
     scope: Literal["layer", "global"] = "layer"  # channels: sparsity of each hidden layer's units, or of all ranked together
     bits: int = 8  # quantize: 32 float, 16 float16, 8 int8, 2-7 packed by us
     # how 8-bit (and 4-bit) weights are made: quantization-aware training; post-training dynamic range
@@ -226,6 +244,13 @@ class CompressSpec(_Strict):
         if value not in (2, 3, 4, 5, 6, 7, 8, 16, 32):
             raise ValueError(f"must be 2 to 8, 16 or 32, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _criterion_fits(self):
+        if self.method in ("prune", "prune_quantize") and self.structure == "unstructured" and self.criterion == "l2":
+            raise ValueError("compress.criterion: l2 ranks whole units (structure: channels); single weights rank by "
+                             "magnitude (l1) or at random (random)")
+        return self
 
     @model_validator(mode="after")
     def _int4_scheme(self):

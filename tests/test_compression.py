@@ -152,6 +152,25 @@ def test_pruning_reaches_the_target_sparsity_and_leaves_the_base_alone(toy):
     assert all(np.array_equal(a, b) for a, b in zip(before, base.get_weights())), "the base is not touched"
 
 
+@pytest.mark.parametrize("schedule", ["polynomial", "constant"])
+def test_random_pruning_reaches_the_target_sparsity_on_the_same_layers_with_other_weights(toy, schedule):
+    x, y, base = toy
+    before = [w.copy() for w in base.get_weights()]
+    model, callbacks = prune.random_prunable(base, 0.8, schedule, total_steps=8, seed=3)
+    finetune(model, x, y, epochs=1, callbacks=callbacks)
+    measured = {row["layer"]: row["kernel_sparsity"] for row in layer_table(model)}
+    assert measured.pop("conv_1") == 0.0, "the first layer stays dense, as under magnitude pruning"
+    for layer, sparsity in measured.items():
+        assert sparsity == pytest.approx(0.8, abs=0.01), layer
+    assert all(np.array_equal(a, b) for a, b in zip(before, base.get_weights())), "the base is not touched"
+    kept = model.get_layer("conv_2").get_weights()[0] != 0
+    largest = np.abs(before[2]) >= np.quantile(np.abs(before[2]), 0.8)  # conv_2's kernel: magnitude's choice
+    assert (kept & largest).sum() < 0.5 * largest.sum(), "random pruning does not keep the largest weights"
+    again, callbacks = prune.random_prunable(base, 0.8, schedule, total_steps=8, seed=4)
+    finetune(again, x, y, epochs=1, callbacks=callbacks)
+    assert not np.array_equal(again.get_layer("conv_2").get_weights()[0] != 0, kept), "another seed, other weights"
+
+
 def test_two_of_four_sparsity_keeps_two_of_every_four_weights(toy):
     x, y, base = toy
     model = prune.prunable_copy(base, 0.5, "constant", "2:4", total_steps=8)

@@ -20,6 +20,22 @@ def test_scores_are_each_output_units_weight_norm():
     assert shrink.unit_scores(conv, "l1").tolist() == [0.0, 0.0, 6.0, 0.0]
 
 
+def test_random_structured_pruning_removes_the_same_share_of_other_units():
+    keras.utils.set_random_seed(0)
+    model = build_model(ModelSpec(kind="mlp", width=20, depth=2), (6,), "tabular", 3)
+    by_norm, widths = shrink.shrink(model, 0.6, "l1")
+    at_random, random_widths = shrink.shrink(model, 0.6, "random", seed=1)
+    assert random_widths == widths == {"dense_1": 8, "dense_2": 8}, "the fraction removed is the same"
+    kept = {shrink.units_to_keep(shrink.unit_scores(model.get_layer("dense_1").get_weights()[0], "l1"), 0.6).tobytes()}
+    first = model.get_layer("dense_1").get_weights()[0]
+    chosen = at_random.get_layer("dense_1").get_weights()[0]
+    columns = [int(np.flatnonzero((first == chosen[:, [j]]).all(axis=0))[0]) for j in range(chosen.shape[1])]
+    assert np.array(columns, dtype=np.int64).tobytes() not in kept, "other units than the largest-norm ones"
+    assert np.array_equal(shrink.shrink(model, 0.6, "random", seed=1)[0].get_layer("dense_1").get_weights()[0], chosen)
+    with pytest.raises(ValueError, match="need a random generator"):
+        shrink.unit_scores(first, "random")
+
+
 def test_the_strongest_units_are_kept_ties_to_the_lower_index_and_never_none():
     scores = np.array([1.0, 5.0, 3.0, 5.0, 0.0])
     assert shrink.units_to_keep(scores, 0.5).tolist() == [1, 2, 3]  # ceil(2.5) = 3 kept

@@ -36,10 +36,14 @@ from study.replicate import (
     prepare_inputs,
     save_model,
 )
-from study.schema import Setup, trains
+from study.schema import Setup, TrainSpec, finetune_epochs, trains
 from study.training import FitResult, compile_model, fit
 
 REPRESENTATIVE_EXAMPLES = 200  # inputs that calibrate full-integer quantization
+# Scratch-B trains the shrunk architecture for the compute of the base's training and fine-tuning
+# (epochs scaled by the ratio of multiply-accumulates, Liu et al. 2019), at most this many times
+# Scratch-E's epochs: at 90% of units removed the ratio passes 50, and a laptop study stops there.
+SCRATCH_B_MAX_FACTOR = 4
 
 
 @dataclass
@@ -68,6 +72,10 @@ class Context:
         self.history.extend(fitted.history)
         return fitted
 
+    def base_reference(self):
+        """The base this replicate compresses (compression.base.Reference): its own, per seed."""
+        return self.references.base(self.data, self.seed)
+
     def steps(self, epochs: int) -> int:
         return epochs * -(-len(self.inputs.x_train) // self.setup.train.batch_size)
 
@@ -93,6 +101,10 @@ def apply_pruning(base, ctx: Context) -> Compressed:
     spec = ctx.setup.compress
     if spec.structure == "channels":
         return apply_structured_pruning(base, ctx)
+    if spec.criterion == "random" and spec.structure == "unstructured":  # the baseline: same schedule, random weights
+        plain, callbacks = prune.random_prunable(base, spec.sparsity, spec.schedule, ctx.steps(spec.finetune_epochs), ctx.seed)
+        fitted = ctx.fine_tune(plain, spec.finetune_epochs, callbacks)
+        return Compressed(plain, plain, to_tflite(plain, "float32", ctx.path("model.tflite")), fitted)
     model = prune.prunable_copy(base, spec.sparsity, spec.schedule, spec.structure, ctx.steps(spec.finetune_epochs))
     fitted = ctx.fine_tune(model, spec.finetune_epochs, prune.prune_callbacks())
     plain = prune.strip(model)
@@ -100,13 +112,76 @@ def apply_pruning(base, ctx: Context) -> Compressed:
 
 
 def apply_structured_pruning(base, ctx: Context) -> Compressed:
-    """Remove whole neurons and filters (the lowest-norm `sparsity` of each hidden layer's units),
-    then fine-tune the smaller dense model."""
+    """Remove whole neurons and filters (the lowest-norm `sparsity` of each hidden layer's units,
+    or a random choice of as many), then fine-tune the smaller dense model. Its controls (Liu et
+    al. 2019): the same smaller architecture from a fresh initialisation, trained for the base's
+    epochs plus the fine-tuning's (Scratch-E) and for the same compute (Scratch-B)."""
     spec = ctx.setup.compress
-    model, widths = shrink.shrink(base, spec.sparsity, spec.criterion, spec.scope)
+    model, widths = shrink.shrink(base, spec.sparsity, spec.criterion, spec.scope, seed=ctx.seed)
+    architecture = keras.models.clone_model(model)  # before fine-tuning: the scratch controls' start
     fitted = ctx.fine_tune(model, spec.finetune_epochs)
     artifact = to_tflite(model, "float32", ctx.path("model.tflite"))
-    return Compressed(model, model, artifact, fitted, tags={Tag.WIDTHS: json.dumps(widths)})
+    metrics, tags = scratch_controls(base, architecture, ctx)
+    return Compressed(model, model, artifact, fitted, metrics, {Tag.WIDTHS: json.dumps(widths), **tags})
+
+
+def scratch_epochs(base_epochs: int, finetune: int, base_macs: float, small_macs: float) -> tuple[int, int]:
+    """(Scratch-E, Scratch-B) epochs: the pruned file's own training (base, then fine-tuning), and
+    the same compute for the smaller model (base epochs scaled by the ratio of multiply-accumulates,
+    plus the fine-tuning), at most SCRATCH_B_MAX_FACTOR times Scratch-E."""
+    same_epochs = base_epochs + finetune
+    ratio = base_macs / small_macs if small_macs > 0 else 1.0
+    return same_epochs, min(SCRATCH_B_MAX_FACTOR * same_epochs, max(same_epochs, round(base_epochs * ratio) + finetune))
+
+
+def scratch_controls(base, architecture: keras.Model, ctx: Context) -> tuple[dict[str, float], dict[str, str]]:
+    """Train (once, shared) the shrunk architecture from scratch as Scratch-E and Scratch-B."""
+    base_ref = ctx.base_reference()
+    train = ctx.references.base_train()
+    base_epochs = int(base_ref.metrics.get("fit/epochs", train.epochs))
+    base_macs = sum(row["macs"] for row in layer_table(base))
+    small_macs = sum(row["macs"] for row in layer_table(architecture))
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    epochs = scratch_epochs(base_epochs, ctx.setup.compress.finetune_epochs, base_macs, small_macs)
+    for group, tag, count in zip(("scratch_e", "scratch_b"), (Tag.SCRATCH_E_RUN_ID, Tag.SCRATCH_B_RUN_ID), epochs):
+        reference = ctx.references.scratch(architecture, train.model_copy(update={"epochs": count}), ctx.setup, ctx.data, ctx.seed)
+        metrics.update(control_metrics(group, reference.metrics))
+        tags[tag] = reference.run_id or ""
+    return metrics, tags
+
+
+def control_metrics(group: str, metrics: dict[str, float]) -> dict[str, float]:
+    """A control's split metrics and epochs, under its group: control/test/accuracy, scratch_e/fit/epochs."""
+    found = {f"{group}/{k}": v for k, v in metrics.items() if k.split("/")[0] in SPLITS}
+    if "fit/epochs" in metrics:
+        found[f"{group}/fit/epochs"] = metrics["fit/epochs"]
+    return found
+
+
+def train_reference(model: keras.Model, train: TrainSpec, setup: Setup, data: Data, seed: int) -> tuple[dict[str, float], keras.Model]:
+    """Train `model` (compiled here) with `train` on replicate `seed`'s inputs, as a trial's
+    fine-tuning does; its final metrics (every split, and the fit's)."""
+    inputs = prepare_inputs(setup, data, seed)
+    compile_model(model, train, data.task)
+    fitted = fit(model, (inputs.x_train, inputs.y_train), (inputs.x_val, inputs.y_val), train)
+    metrics, _ = measure_model(model, data.task, inputs)
+    return {**metrics, **fit_metrics(fitted)}, model
+
+
+def finetuned_base(base_path: Path, setup: Setup, data: Data, seed: int, epochs: int) -> tuple[dict[str, float], keras.Model]:
+    """The equal-training control of a fine-tuned file: the base itself, fine-tuned with the
+    sweep's train settings for the same `epochs`, on the same replicate's inputs and seed."""
+    keras.utils.set_random_seed(seed)
+    model = keras.models.load_model(base_path, compile=False)
+    return train_reference(model, setup.train.model_copy(update={"epochs": epochs}), setup, data, seed)
+
+
+def from_scratch(architecture: keras.Model, train: TrainSpec, setup: Setup, data: Data, seed: int) -> tuple[dict[str, float], keras.Model]:
+    """`architecture` from a fresh initialisation (seeded), trained with `train`: Scratch-E or -B."""
+    keras.utils.set_random_seed(seed)
+    model = keras.models.clone_model(architecture)  # new weights, drawn by each layer's initializer
+    return train_reference(model, train, setup, data, seed)
 
 
 def apply_prune_then_quantize(base, ctx: Context) -> Compressed:
@@ -161,7 +236,7 @@ def apply_distillation(teacher, ctx: Context) -> Compressed:
     targets = teacher_targets(teacher, ctx.inputs.x_train, ctx.inputs.y_train)
     fitted = ctx.fine_tune(distiller, ctx.setup.train.epochs, targets=targets)
     control = ctx.references.control(ctx.setup, ctx.data, ctx.seed)
-    metrics = {f"control/{k}": v for k, v in control.metrics.items() if k.split("/")[0] in SPLITS}
+    metrics = control_metrics("control", control.metrics)
     return Compressed(
         student, student, to_tflite(student, "float32", ctx.path("model.tflite")), fitted, metrics,
         {Tag.CONTROL_RUN_ID: control.run_id or ""},
@@ -221,14 +296,19 @@ def artifact_metrics(artifact: Artifact, task: str, inputs: Data, base) -> tuple
 
 def run_compression_replicate(setup, data, index: int, seed: int, workdir: Path, observer=None, references=None) -> ReplicateResult:
     """Compress the base with `setup.compress` and measure the result and its file."""
+    base_ref = references.base(data, seed)  # each seed its own base: the base's variance is sampled
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    base_ref = references.base(data)
     base = keras.models.load_model(base_ref.model_path, compile=False)
     folder = workdir / f"r{index}"
     folder.mkdir(parents=True, exist_ok=True)
     ctx = Context(setup, data, prepare_inputs(setup, data, seed), folder, index, seed, observer, references)
     compressed = METHODS[setup.compress.method](base, ctx)
+    extra = finetune_epochs(setup.compress)
+    if extra:  # the base trained as long: what the method did beyond the extra training
+        control = references.finetuned(base_ref, setup, data, seed, extra)
+        compressed.metrics.update(control_metrics("control", control.metrics))
+        compressed.tags[Tag.CONTROL_RUN_ID] = control.run_id or ""
     fitted = compressed.fitted
     result = ReplicateResult(index, seed, TrialState.FINISHED, "", ctx.history, {}, None, None)
     if fitted is not None and fitted.stopped in STOPPED:
@@ -275,8 +355,8 @@ def run_compression_replicate(setup, data, index: int, seed: int, workdir: Path,
 def run_compression_trial(
     setup, data, seed: int, replicates: int, workdir: Path, observer: TrialObserver | None, references,
 ) -> TrialResult:
-    """Compress the base `replicates` times (seeds seed, seed+1, ...), one after another; the trial
-    ends at a replicate that is pruned or diverges."""
+    """Compress `replicates` bases (seeds seed, seed+1, ..., each its own base trained with that
+    seed), one after another; the trial ends at a replicate that is pruned or diverges."""
     result = TrialResult(task=data.task)
     for index in range(replicates):
         replicate = run_compression_replicate(setup, data, index, seed + index, Path(workdir), observer, references)

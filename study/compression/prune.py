@@ -1,5 +1,10 @@
 """Magnitude pruning: set the smallest weights to zero while fine-tuning, then strip the wrappers.
 
+Random pruning (`criterion: random`) is the baseline magnitude must beat (Blalock et al. 2020):
+the same layers, schedule and final sparsity, but the weights to zero are drawn at random (each
+weight gets a random rank, fixed for the whole run, so the pruned set only grows as the schedule
+ramps up), held at zero by a callback after every training step.
+
 The sparsity ramps up with the polynomial (cubic) schedule of Zhu & Gupta (2017) over the first
 three quarters of fine-tuning, the rest recovering accuracy at the final sparsity; `constant`
 prunes to the target at once. The first layer stays dense, as is common practice: it has few
@@ -9,8 +14,10 @@ the structure sparse tensor cores accelerate), on the layers whose shapes allow 
 
 from __future__ import annotations
 
+import numpy as np
+
 from study.compression.layers import KERNELS, fresh_copy
-from study.keras_compat import keras, tfmot
+from study.keras_compat import keras, tf, tfmot
 
 
 def schedule(kind: str, sparsity: float, total_steps: int):
@@ -57,3 +64,45 @@ def prune_callbacks() -> list:
 def strip(model: keras.Model) -> keras.Model:
     """The plain Keras model with the pruned (zeroed) weights, wrappers removed."""
     return tfmot().sparsity.keras.strip_pruning(model)
+
+
+def _pruned_layers(model: keras.Model) -> list:
+    """The layers magnitude pruning wraps: every Dense and conv layer but the first."""
+    weighted = [layer for layer in model.layers if type(layer).__name__ in KERNELS]
+    return weighted[1:]
+
+
+class RandomMask(keras.callbacks.Callback):
+    """Holds a random set of each pruned kernel's weights at zero, the set growing with `plan` (the
+    toolkit's schedule, so random and magnitude pruning ramp alike) to the final sparsity."""
+
+    def __init__(self, model: keras.Model, plan, seed: int):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.kernels = [getattr(layer, name) for layer in _pruned_layers(model) for name in KERNELS[type(layer).__name__]]
+        self.ranks = [rng.permutation(int(np.prod(k.shape))).reshape(k.shape) for k in self.kernels]  # 0: pruned first
+        self.plan, self.step, self.sparsity = plan, 0, 0.0
+        self.masks: list | None = None
+
+    def apply(self) -> None:
+        should, sparsity = self.plan(tf.constant(self.step, dtype=tf.int64))
+        if bool(should) and float(sparsity) > self.sparsity or self.masks is None:
+            self.sparsity = max(self.sparsity, float(sparsity)) if bool(should) else self.sparsity
+            self.masks = [tf.constant(ranks >= int(round(self.sparsity * ranks.size)), dtype=k.dtype)
+                          for k, ranks in zip(self.kernels, self.ranks)]
+        for kernel, mask in zip(self.kernels, self.masks):
+            kernel.assign(kernel * mask)
+
+    def on_train_begin(self, logs=None):
+        self.apply()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        self.apply()
+
+
+def random_prunable(model: keras.Model, sparsity: float, kind: str, total_steps: int, seed: int) -> tuple[keras.Model, list]:
+    """A copy of `model` to fine-tune with the returned callbacks: the same layers as magnitude
+    pruning (the first stays dense) reach `sparsity` by the same schedule, the weights chosen at random."""
+    copy = fresh_copy(model)
+    return copy, [RandomMask(copy, schedule(kind, sparsity, total_steps), seed)]

@@ -21,14 +21,19 @@ import numpy as np
 
 from study.keras_compat import keras
 
-CRITERIA = ("l1", "l2")
+CRITERIA = ("l1", "l2", "random")  # random: the baseline a norm must beat (Blalock et al. 2020)
 SCOPES = ("layer", "global")  # the fraction of each hidden layer's units, or of all of them ranked together
 PASS_THROUGH = ("InputLayer", "Dropout", "Activation", "Rescaling", "ReLU")  # they keep the channel axis as it is
 
 
-def unit_scores(kernel: np.ndarray, criterion: str = "l1") -> np.ndarray:
-    """The norm of each output unit's weights (the kernel's last axis)."""
+def unit_scores(kernel: np.ndarray, criterion: str = "l1", rng: np.random.Generator | None = None) -> np.ndarray:
+    """The norm of each output unit's weights (the kernel's last axis); with `random`, a random
+    score per unit from `rng`, so the units kept are a random choice of the same number."""
     flat = np.abs(kernel.reshape(-1, kernel.shape[-1]))
+    if criterion == "random":
+        if rng is None:
+            raise ValueError("random scores need a random generator (a seed)")
+        return rng.random(flat.shape[1])
     if criterion == "l1":
         return flat.sum(axis=0)
     if criterion == "l2":
@@ -54,14 +59,14 @@ def _flattened(keep: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return (np.arange(positions)[:, None] * channels + keep[None, :]).reshape(-1)
 
 
-def global_plan(model: keras.Model, fraction: float, criterion: str = "l1") -> dict[str, np.ndarray]:
+def global_plan(model: keras.Model, fraction: float, criterion: str = "l1", rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
     """Which units each hidden layer keeps when `fraction` of all hidden units go at once: units
     are ranked across layers by their score relative to their layer's mean score (raw norms
     differ in scale from layer to layer), and every layer keeps at least its best unit."""
     hidden = _hidden_layers(model)
     if not hidden:
         return {}
-    scores = {layer.name: unit_scores(_unit_kernel(layer), criterion) for layer in hidden}
+    scores = {layer.name: unit_scores(_unit_kernel(layer), criterion, rng) for layer in hidden}
     relative = {name: s / (s.mean() or 1.0) for name, s in scores.items()}
     owner = np.concatenate([np.full(len(r), i) for i, r in enumerate(relative.values())])
     unit = np.concatenate([np.arange(len(r)) for r in relative.values()])
@@ -86,13 +91,16 @@ def _unit_kernel(layer) -> np.ndarray:
     return layer.weights[1 if type(layer).__name__ == "SeparableConv2D" else 0].numpy()
 
 
-def shrink(model: keras.Model, fraction: float, criterion: str = "l1", scope: str = "layer") -> tuple[keras.Model, dict[str, int]]:
+def shrink(model: keras.Model, fraction: float, criterion: str = "l1", scope: str = "layer",
+           seed: int | None = None) -> tuple[keras.Model, dict[str, int]]:
     """A copy of `model` whose hidden Dense and conv layers lose `fraction` of their units: of each
     layer's (scope 'layer'), or of all hidden units ranked together (scope 'global', `global_plan`),
-    with the surviving weights. Returns it and the kept width of each shrunk layer."""
+    with the surviving weights. Returns it and the kept width of each shrunk layer. Criterion
+    `random` draws the units kept with `seed`: the same widths as a norm, a random choice of units."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
-    plan = global_plan(model, fraction, criterion) if scope == "global" else {}
+    rng = np.random.default_rng(seed) if criterion == "random" else None
+    plan = global_plan(model, fraction, criterion, rng) if scope == "global" else {}
     config = model.get_config()
     by_name = {entry["config"]["name"]: entry for entry in config["layers"]}
     hidden = {layer.name for layer in _hidden_layers(model)}
@@ -112,7 +120,7 @@ def shrink(model: keras.Model, fraction: float, criterion: str = "l1", scope: st
                 weights[layer.name], keep = [kernel, *bias], None
                 continue
             keep = plan.get(layer.name, None)
-            keep = units_to_keep(unit_scores(kernel, criterion), fraction) if keep is None else keep
+            keep = units_to_keep(unit_scores(kernel, criterion, rng), fraction) if keep is None else keep
             weights[layer.name] = [kernel[:, keep], *(b[keep] for b in bias)]
             by_name[layer.name]["config"]["units"] = widths[layer.name] = len(keep)
         elif kind == "Conv2D":
@@ -120,7 +128,7 @@ def shrink(model: keras.Model, fraction: float, criterion: str = "l1", scope: st
             if keep is not None:
                 kernel = kernel[:, :, keep, :]
             keep = plan.get(layer.name, None)
-            keep = units_to_keep(unit_scores(kernel, criterion), fraction) if keep is None else keep
+            keep = units_to_keep(unit_scores(kernel, criterion, rng), fraction) if keep is None else keep
             weights[layer.name] = [kernel[..., keep], *(b[keep] for b in bias)]
             by_name[layer.name]["config"]["filters"] = widths[layer.name] = len(keep)
         elif kind == "SeparableConv2D":
@@ -131,7 +139,7 @@ def shrink(model: keras.Model, fraction: float, criterion: str = "l1", scope: st
                 rows = (keep[:, None] * multiplier + np.arange(multiplier)[None, :]).reshape(-1)
                 pointwise = pointwise[:, :, rows, :]
             keep = plan.get(layer.name, None)
-            keep = units_to_keep(unit_scores(pointwise, criterion), fraction) if keep is None else keep
+            keep = units_to_keep(unit_scores(pointwise, criterion, rng), fraction) if keep is None else keep
             weights[layer.name] = [depthwise, pointwise[..., keep], *(b[keep] for b in bias)]
             by_name[layer.name]["config"]["filters"] = widths[layer.name] = len(keep)
         elif kind in PASS_THROUGH:  # elementwise or channel-preserving: a Dropout's generator state is copied

@@ -20,7 +20,7 @@ import pandas as pd
 
 from study import names
 from study.errors import StudyError, did_you_mean
-from study.names import Attr, Role, Tag
+from study.names import REFERENCE_ROLES, Attr, Role, Tag
 from study.report import regimes, seeds, tables
 from study.store import Store, quiet_libraries, redact
 
@@ -176,7 +176,7 @@ def _runs(client, experiment_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]
         role = run.data.tags.get(Tag.ROLE)
         if role == Role.TRIAL:
             trials.append(_row(run))
-        elif role in (Role.BASE, Role.CONTROL):
+        elif role in REFERENCE_ROLES:
             references.append(_row(run))
         elif role == Role.SWEEP:
             sweep_run = {"run_id": run.info.run_id, "params": run.data.params, "metrics": run.data.metrics,
