@@ -39,9 +39,9 @@ def sweep_text(points: int) -> str:
     widths = WIDTHS[: max(1, points // 3)]
     return textwrap.dedent(f"""
         description: torture test grid
-        dataset: {{name: mnist1d, num_samples: 600}}
+        dataset: {{name: mnist1d, num_samples: 1000}}
         model: {{kind: mlp, width: 8, depth: 1}}
-        train: {{epochs: 8, batch_size: 64}}
+        train: {{epochs: 40, batch_size: 64}}
         search:
           model.width: {widths}
           model.depth: [1, 2, 3]
@@ -64,7 +64,7 @@ def stop(proc: subprocess.Popen) -> None:
     proc.communicate(timeout=120)
 
 
-def torture(folder: Path, kills: int, points: int, seed: int, longest: float = 20.0) -> dict:
+def torture(folder: Path, kills: int, points: int, seed: int, shortest: float = 4.0, longest: float = 16.0) -> dict:
     """Run the torture in `folder`; returns the figures (see the module doc)."""
     sweep = folder / "torture.yaml"
     sweep.write_text(sweep_text(points))
@@ -73,7 +73,7 @@ def torture(folder: Path, kills: int, points: int, seed: int, longest: float = 2
     procs = [start(folder, sweep), start(folder, sweep)]
     done_kills = group_kills = 0
     while done_kills < kills:
-        time.sleep(rng.uniform(1.0, longest))  # from startup to the middle of training
+        time.sleep(rng.uniform(shortest, longest))  # from startup (about 8 s here) to the middle of training
         whole = rng.random() < 0.25
         victims = [0, 1] if whole else [rng.randrange(2)]
         for i in victims:
@@ -119,6 +119,7 @@ def check(store_path: Path, name: str, points: int) -> dict:
         "points_finished": len(settings),
         "points_finished_twice": sum(1 for n in settings.values() if n > 1),
         "optuna_trials": len(trials),
+        "trials_retried": sum(1 for t in trials if t.system_attrs.get("retry_history")),
         "optuna_running": sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING),
         "optuna_waiting": sum(1 for t in trials if t.state == optuna.trial.TrialState.WAITING),
         "mlflow_trial_runs": len(trial_runs),

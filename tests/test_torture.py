@@ -134,7 +134,7 @@ def test_two_local_workers_killed_at_random_moments_then_a_clean_run_is_exact(tm
     assert spec is not None and spec.loader is not None
     torture = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(torture)
-    figures = torture.torture(tmp_path, kills=6, points=12, seed=3, longest=12.0)
+    figures = torture.torture(tmp_path, kills=6, points=12, seed=3)
     assert torture.sound(figures), figures
 
 
