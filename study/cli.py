@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from study import names
 from study.config import load_sweep, parse_override
 from study.errors import BadInput, StudyError
 from study.serve import LOCAL_UI, store_ui
@@ -220,6 +221,11 @@ def cmd_validate(args) -> int:
         )
         for line in columns:  # a csv's features and target, as the sweep will use them
             print(line)
+        for metric in (m for m in config.objective if names.on_test_set(m)):
+            twin = names.validation_twin(metric)
+            print(f"warning: {path}: objective {metric} is measured on the test split, so the trials chosen by it are "
+                  f"chosen on the test set and its numbers flatter them; optimize "
+                  f"{twin or 'a val/ metric'} and let the test split only report", file=sys.stderr)
     return 2 if bad else 0
 
 

@@ -174,6 +174,19 @@ def measured_for(key: str, task: str) -> bool:
     return needs is None or needs == task
 
 
+def on_test_set(key: str) -> bool:
+    """Whether a final metric is measured on the test split (gap/ metrics too: test minus train).
+    Choosing trials by one of them leaks the test set into the choice; its validation twin is fair."""
+    metric = FINAL.get(key)
+    return metric is not None and (metric.split == "test" or metric.group == "gap")
+
+
+def validation_twin(key: str) -> str | None:
+    """The validation metric measured like `key` on the validation split, if there is one."""
+    twin = key.replace("test/", "val/", 1).replace("artifact/test_", "artifact/val_", 1)
+    return twin if twin != key and twin in FINAL else None
+
+
 def column(key: str) -> str:
     """The report's column of a metric key."""
     return COLUMN_PREFIX + key

@@ -12,7 +12,7 @@ import urllib.request
 
 import optuna
 import pytest
-from conftest import STUDY, TINY, chromium_driver, run_env
+from conftest import ROOT, STUDY, TINY, chromium_driver, run_env
 from optuna.trial import TrialState
 
 from study import serve
@@ -30,6 +30,25 @@ def test_validate_accepts_good_files_and_describes_them(write_sweep, tmp_path):
     result = study(tmp_path, "validate", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"ok: {path}: good on mnist1d; searches model.width, model.kind; sampler grid (6 points)")
+
+
+def test_validate_warns_when_an_objective_is_measured_on_the_test_set(write_sweep, tmp_path):
+    path = write_sweep("peeks", TINY.replace("objective: {val/accuracy: maximize}", "objective: {test/accuracy: maximize}"))
+    assert "test/accuracy" in path.read_text()
+    result = study(tmp_path, "validate", str(path))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "test/accuracy is measured on the test split" in warnings[0]
+    assert "optimize val/accuracy" in warnings[0]
+    fair = study(tmp_path, "validate", str(write_sweep("fair", TINY)))
+    assert "warning" not in fair.stderr
+
+
+def test_the_shipped_sweeps_choose_on_validation_metrics(tmp_path):
+    shipped = sorted((ROOT / "sweeps").glob("*.yaml"))
+    result = study(tmp_path, "validate", *map(str, shipped))
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr, result.stderr
 
 
 def test_validate_rejects_a_bad_file_with_one_line_and_exit_2(write_sweep, tmp_path):

@@ -383,3 +383,74 @@ def test_an_objective_the_trial_does_not_measure_fails_that_trial_clearly(write_
     trial = optuna.load_study(study_name="nocontrol", storage=store.optuna()).trials[0]
     assert trial.user_attrs["study_reason"].startswith("objective: this trial measured no control/test/accuracy")
     assert store.mlflow().get_run(trial.user_attrs["mlflow_run_id"]).info.status == "FAILED"
+
+
+def _markers(fig) -> int:
+    """Points a chart draws as markers: scatter offsets, and lines drawn without a line (errorbar markers)."""
+    from matplotlib.collections import PathCollection
+
+    count = 0
+    for ax in fig.axes:
+        count += sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
+        count += sum(len(line.get_xdata()) for line in ax.lines if line.get_linestyle() in ("None", "none", "")
+                     and line.get_marker() not in (None, "None", "none", "", "|"))
+    return count
+
+
+@pytest.mark.slow
+def test_a_base_per_replicate_controls_for_every_file_and_no_chart_averages_files(write_sweep, store, tmp_path):
+    from study.report import figures, sections, tables
+    from study.report.build import build_report
+    from study.report.load import load_sweep_runs
+
+    text = COMPRESSION + textwrap.dedent("""
+        replicates: 2
+        compress: {finetune_epochs: 1}
+        search:
+          compress.method: [none, prune]
+          compress.structure: [unstructured, channels]
+          compress.criterion: [l1, random]
+          compress.sparsity: [0.5, 0.75]
+        objective: {artifact/val_accuracy: maximize, artifact/gzip_bytes: minimize}
+        sampler: grid
+    """)
+    summary = run_sweep(load_sweep(write_sweep("fair", text)), store)
+    assert summary.counts.finished == 9  # the base, and 2 structures x 2 criteria x 2 fractions
+    roles = runs_by_role(store, "fair")
+    bases = {run.data.params["seed"]: run.info.run_id for run in roles["base"]}
+    assert sorted(bases) == ["0", "1"], "a base per replicate, trained with the replicate's seed"
+    assert len(roles["finetuned"]) == 2, "one equal-training control per base, shared by every fine-tuned trial"
+    assert {r.data.params["base_run_id"] for r in roles["finetuned"]} == set(bases.values())
+    # Scratch-E and Scratch-B per (fraction, seed); magnitude and random channel pruning share them
+    assert len(roles["scratch"]) == 2 * 2 * 2
+
+    data = load_sweep_runs(store, "fair")
+    files = data.files
+    assert len(files) == 9 * 2, "a file per replicate"
+    for _, file in files.iterrows():
+        assert file["tags.study.base_run_id"] == bases[str(int(file["seed"]))], "each seed compressed its own base"
+    body = sections.compression(data)
+    assert body.bases == 2
+    assert _markers(figures.pareto(body.files, body.file_fronts, tables.SIZE, tables.ACCURACY, body.base)) >= len(files)
+    assert _markers(figures.latency(body.timed, tables.ACCURACY, tables.LATENCY, tables.LATENCY_IQR)) >= len(body.timed) == len(files)
+    pruned = files[files["tags.study.method"] == "prune"]
+    assert body.pruned is not None and len(body.pruned) == len(pruned)
+    assert _markers(figures.accuracy_against(body.pruned, sections.SPARSITY, "sparsity", tables.ACCURACY, body.pruned_hue)) \
+        >= len(pruned), "every pruned file its own point"
+    channels = body.pruned[body.pruned["params.compress.structure"] == "channels"]
+    assert sorted(set(channels[sections.SPARSITY].round(2))) == [0.5, 0.75], "a shrunk file's sparsity: the fraction removed"
+
+    controls = body.controls
+    fine_tuned = {int(t) for t in files.loc[files["tags.study.method"] == "prune", "trial"]}
+    equal = controls[controls["control"] == "equal-training control"]
+    assert set(equal["trial"]) == fine_tuned and (equal["seeds"] == 2).all() and (equal["control epochs"] == 1).all()
+    scratch = controls[controls["control"].isin(["Scratch-E", "Scratch-B"])]
+    assert len(scratch) == 2 * 4, "Scratch-E and Scratch-B beside every channel-pruned setting"
+    assert np.isfinite(scratch["low"]).all(), "two seeds give an interval"
+    assert _markers(figures.controls(controls)) == sum(len(d) for d in controls["differences"])
+
+    build_report(store, "fair", tmp_path / "reports", log_to_mlflow=False)
+    import html
+
+    page = html.unescape((tmp_path / "reports" / "fair" / "index.html").read_text())
+    assert "Each method beside its controls" in page and "holds the base's variance" in page

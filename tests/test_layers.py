@@ -90,3 +90,20 @@ def test_the_readme_tree_names_every_module_below_what_imports_it():
     upward = [f"{name} imports {other}" for name, path in _modules().items() if name != "__main__"
               for other in _imports(name, path) if where(other) > where(name)]
     assert not upward, "README lists these below what they import: " + "; ".join(upward)
+
+
+# Third-party libraries with a notice of their end that only one module may touch, so that the
+# switch to a successor is one change: the LiteRT quantizer's int4 writer.
+CONFINED = {"ai_edge_quantizer": "compression.export"}
+
+
+def test_a_library_with_an_end_of_life_notice_is_used_by_one_module():
+    for library, owner in CONFINED.items():
+        users = sorted(
+            name for name, path in _modules().items()
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            and any(n.split(".")[0] == library for n in ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                                                        else [a.name for a in node.names]))
+        )
+        assert users == [owner], f"{library} is imported by {users}; keep it behind {owner}"

@@ -28,10 +28,11 @@ pytestmark = pytest.mark.unit  # pure logic: no TensorFlow, no store
 
 def parse(key: str) -> Metric:
     """A final metric key read back into its record, by the key's own grammar (written out here
-    independently of Metric.key): group/name, artifact/<split>_<name>, control/<split>/<name>."""
+    independently of Metric.key): group/name, artifact/<split>_<name>, and for the controls
+    (control, scratch_e, scratch_b) <group>/<split>/<name>."""
     parts = key.split("/")
-    if parts[0] == "control":
-        return Metric("control", parts[2], parts[1])
+    if parts[0] in ("control", "scratch_e", "scratch_b"):
+        return Metric(parts[0], parts[2], parts[1])
     group, rest = parts
     if group == "artifact" and re.fullmatch(r"(val|test)_(loss|accuracy|mae)", rest):
         split, name = rest.split("_", 1)
@@ -63,8 +64,8 @@ def test_final_keys_are_distinct_and_cover_each_split_and_group():
             assert f"control/{split}/{name}" in FINAL
 
 
-def test_compression_only_metrics_are_the_artifact_control_and_sparsity_ones():
-    expected = {k for k in FINAL_KEYS if k.split("/")[0] in ("artifact", "control")}
+def test_compression_only_metrics_are_the_artifact_controls_and_sparsity_ones():
+    expected = {k for k in FINAL_KEYS if k.split("/")[0] in ("artifact", "control", "scratch_e", "scratch_b")}
     expected |= {"model/nonzero_params", "model/sparsity", "model/macs", "model/macs_nonzero"}
     assert set(names.COMPRESSION_KEYS) == expected
     assert not {"val/loss", "model/params", "model/size_bytes", "fit/seconds"} & set(names.COMPRESSION_KEYS)

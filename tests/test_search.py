@@ -94,7 +94,8 @@ def test_every_key_is_relevant_outside_compression_sweeps():
     ("compress.scheme", {"method": "quantize", "bits": 5, "scheme": "qat", "structure": "unstructured"}, False),
     ("compress.finetune_epochs", {"method": "quantize", "bits": 4, "scheme": "ptq_dynamic", "structure": "unstructured"}, False),
     ("compress.criterion", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "channels"}, True),
-    ("compress.criterion", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "unstructured"}, False),
+    ("compress.criterion", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "unstructured"}, True),  # magnitude or random
+    ("compress.criterion", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "2:4"}, False),
     ("compress.schedule", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "channels"}, False),
     ("compress.scope", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "channels"}, True),
     ("compress.scope", {"method": "prune", "bits": 8, "scheme": "qat", "structure": "2:4"}, False),
@@ -251,10 +252,14 @@ def test_a_compression_grid_keeps_each_distinct_setting_a_trial_reads_once(write
     assert len({tuple(sorted(p.items())) for p in points}) == len(points), "no setting twice"
 
 
-@pytest.mark.parametrize("name, size", [("quantization", 7 + 3 + 2), ("demo_compression", 6), ("demo", 2 * 3 * 2)])
+@pytest.mark.parametrize("name, size", [("quantization", 7 + 3 + 2), ("demo_compression", 1 + 5 * 2 + 2 + 1),
+                                        ("pruning", 2 * (5 * 2 + 1)), ("structured_pruning", 1 + 2 * 2 * 5),
+                                        ("demo", 2 * 3 * 2)])
 def test_the_shipped_grids_have_the_sizes_their_comments_state(name, size):
-    """quantization: bits 2, 3, 5, 6, 7, 16, 32 alone, 8 bits with 3 schemes, 4 with 2; demo_compression: none, prune,
-    prune_quantize, distill and quantize at 4 or 8 bits; demo: 2 kinds x 3 widths x 2 dropouts."""
+    """quantization: bits 2, 3, 5, 6, 7, 16, 32 alone, 8 bits with 3 schemes, 4 with 2; demo_compression: none, prune
+    by magnitude or at random at 5 sparsities, quantize at 4 or 8 bits, distill; pruning: 2 methods x (5 sparsities x
+    magnitude or random, and 2:4); structured_pruning: none, and 2 structures x 2 criteria x 5 fractions; demo: 2
+    kinds x 3 widths x 2 dropouts."""
     assert search.grid_size(load_sweep(ROOT / "sweeps" / f"{name}.yaml")) == size
 
 

@@ -41,10 +41,10 @@ STUDIES = {
     "features": ({"model.poly_degree"}, 10, 5),
     "double_descent": ({"model.width"}, 7, 3),
     "double_descent_notebook": ({"model.width", "dataset.label_noise"}, 38, 3),
-    "demo_compression": ({"compress.method", "compress.bits"}, 6, 1),
-    "pruning": ({"compress.method", "compress.sparsity", "compress.schedule", "compress.structure"}, 24, 1),
+    "demo_compression": ({"compress.method", "compress.sparsity", "compress.criterion", "compress.bits"}, 14, 3),
+    "pruning": ({"compress.method", "compress.sparsity", "compress.criterion", "compress.structure"}, 22, 3),
     "quantization": ({"compress.bits", "compress.scheme"}, 12, 1),
-    "structured_pruning": ({"compress.method", "compress.structure", "compress.sparsity"}, 9, 1),
+    "structured_pruning": ({"compress.method", "compress.structure", "compress.criterion", "compress.sparsity"}, 21, 3),
     "distillation": ({"model.width", "compress.temperature", "compress.alpha"}, 12, 1),
     "architecture": ({"model.conv", "model.width_multiplier"}, 8, 1),
     "compression": ({"compress.method", "compress.sparsity", "compress.structure", "compress.bits", "compress.scheme",
@@ -63,6 +63,18 @@ def test_each_shipped_sweep_searches_what_it_studies_at_the_size_the_readme_stat
     assert set(sweep.searched) == searched
     assert grid_size(sweep) == settings
     assert sweep.config.replicates == replicates
+
+
+@pytest.mark.parametrize("name", ["demo_compression", "pruning", "structured_pruning"])
+def test_the_pruning_sweeps_carry_their_baseline_at_five_operating_points_on_three_bases(name):
+    """Random pruning beside magnitude at every sparsity, at five or more of them, each on three or
+    more bases (a base per replicate); the equal-training and scratch controls come with the method."""
+    sweep = load_sweep(ROOT / "sweeps" / f"{name}.yaml")
+    assert set(sweep.config.search["compress.criterion"].choices) == {"l1", "random"}
+    assert len(sweep.config.search["compress.sparsity"].choices) >= 5
+    assert sweep.config.replicates >= 3 and sweep.config.base is not None and sweep.config.base.model is not None
+    assert all(metric.startswith(("val/", "artifact/val_", "artifact/gzip", "artifact/size", "artifact/latency"))
+               for metric in sweep.config.objective), "chosen on validation metrics and costs, never on the test split"
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])

@@ -606,6 +606,32 @@ def accuracy_against(comp: pd.DataFrame, x: str, xlabel: str, accuracy: str, hue
     return _finish(fig, ax, f"Accuracy against {xlabel}")
 
 
+def controls(table: pd.DataFrame) -> plt.Figure:
+    """Each setting's files against each of their controls: one marker per file (its test accuracy
+    minus its own seed's control's), the mean difference with its 95% interval over the seeds as a
+    bar, and zero (no better than the control) as a line. A row per (setting, control)."""
+    fig, axes = _figure(MAX_WIDTH, 0.42 * len(table) + 1.6)
+    ax = axes[0][0]
+    kinds = list(dict.fromkeys(table["control"]))
+    for row_index, (_, row) in enumerate(table.iterrows()):
+        y = len(table) - 1 - row_index
+        k = kinds.index(row["control"])
+        colour = PALETTE[k % len(PALETTE)]
+        if np.isfinite(row["low"]):
+            ax.plot([row["low"], row["high"]], [y, y], color=colour, lw=2.2, alpha=0.55, solid_capstyle="butt")
+        ax.plot([row["file − control"]], [y], marker="|", ms=14, color=colour)
+        values = np.asarray(row["differences"], dtype=float)
+        ax.scatter(values, np.full(len(values), y), marker=MARKERS[k % len(MARKERS)], s=28, color=colour, zorder=3,
+                   label=row["control"] if row["control"] not in ax.get_legend_handles_labels()[1] else None)
+    ax.axvline(0.0, color="#555", ls="--", lw=1)
+    labels = [f"trial {r['trial']}: {r['file']}" + (f" ({r['settings']})" if r["settings"] else "")
+              for _, r in table.iterrows()]
+    ax.set_yticks(range(len(table) - 1, -1, -1), [_wrap(text, 3.6, 8) for text in labels], fontsize=8)
+    ax.set_xlabel("test accuracy of the file − its control's (same seed, same base)")
+    _legend_right(ax, title="compared with")
+    return _finish(fig, ax, "Each file against its controls")
+
+
 def distillation(pairs: pd.DataFrame) -> plt.Figure:
     fig, axes = _figure(9, 0.5 * len(pairs) + 1.9)
     ax = axes[0][0]

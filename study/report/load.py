@@ -59,6 +59,9 @@ class SweepRuns:
     histories: dict[str, pd.DataFrame] = field(default_factory=dict)  # run id -> epoch and CURVES columns
     predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # run id -> predictions.npz
     seeds: seeds.Seeds = field(default_factory=seeds.Seeds)  # every replicate's errors: the unit of replication
+    # compression sweeps: one row per compressed file (a replicate's run, or the trial's own with
+    # one replicate), with its trial's number, its seed and `trial_run_id`; charts draw these
+    files: pd.DataFrame = field(default_factory=pd.DataFrame)
     store: str = ""  # where it was read from, in words
     left_out: str = ""  # trials the page leaves out, and why (they ran on an earlier version of the data)
 
@@ -196,9 +199,51 @@ def _runs(client, experiment_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]
     return runs, _frame(references), sweep_run
 
 
+def _with_bases(client, references: pd.DataFrame, files: pd.DataFrame) -> pd.DataFrame:
+    """The reference runs, with every base a file was compressed from (another sweep may have
+    trained it: compression sweeps share bases)."""
+    column = names.tag_column(Tag.BASE_RUN_ID)
+    if files.empty or column not in files:
+        return references
+    present = set(references["run_id"]) if "run_id" in references else set()
+    rows = []
+    for base_id in set(files[column].dropna()) - present - {""}:
+        try:
+            rows.append(_row(client.get_run(base_id)))
+        except Exception as exc:  # deleted since: the report goes without the base's own numbers
+            log.debug("a reference run could not be read (%s)", exc)
+    return pd.concat([references, _frame(rows)], ignore_index=True) if rows else references
+
+
 def _replicate_runs(client, experiment_id: str) -> pd.DataFrame:
     """The replicate runs of one experiment (nested under their trial runs)."""
     return _frame([_row(run) for run in _pages(client, experiment_id, f"tags.`{Tag.ROLE}` = '{Role.REPLICATE}'")])
+
+
+def compression_files(runs: pd.DataFrame, replicates: pd.DataFrame) -> pd.DataFrame:
+    """One row per compressed file: a trial with several replicates wrote one per replicate (each
+    from its own base), logged on the replicate's run; a trial with one, on its own run."""
+    if runs.empty or names.tag_column(Tag.METHOD) not in runs:
+        return pd.DataFrame()
+    parent = "tags.mlflow.parentRunId"
+    several = set()
+    parts = []
+    if not replicates.empty and parent in replicates:
+        trials = runs.set_index("run_id")
+        mine = replicates[replicates[parent].isin(trials.index)].copy()
+        if not mine.empty:
+            several = set(mine[parent])
+            mine["trial_run_id"] = mine[parent]
+            mine["trial"] = trials.loc[mine[parent], "trial"].to_numpy()
+            mine["state"] = mine.get(names.tag_column(Tag.STATE), pd.Series(index=mine.index, dtype=object)).fillna(
+                names.TrialState.RUNNING.value)
+            mine["seed"] = pd.to_numeric(mine.get("params.replicate_seed"), errors="coerce")
+            parts.append(mine)
+    single = runs[~runs["run_id"].isin(several)].copy()
+    single["trial_run_id"] = single["run_id"]
+    single["seed"] = pd.to_numeric(single.get("params.seed", pd.Series(index=single.index, dtype=float)), errors="coerce")
+    parts.append(single)
+    return pd.concat(parts, ignore_index=True).sort_values(["trial", "seed"]).reset_index(drop=True)
 
 
 def _seeds(client, experiment_id: str, runs: pd.DataFrame, errs: pd.DataFrame, saved: dict) -> seeds.Seeds:
@@ -233,11 +278,16 @@ def load_sweep_runs(store: Store, name: str) -> SweepRuns:
     curves = {pick.run_id: history(client, pick.run_id) for pick in tables.learning_curve_runs(errs)}
     saved = {rid: p for rid in tables.decomposed_runs(errs) if (p := predictions(client, rid)) is not None}
     replicates = _seeds(client, experiment.experiment_id, runs, errs, saved)
+    files = pd.DataFrame()
+    if not runs.empty and names.tag_column(Tag.METHOD) in runs:  # a compression sweep: every file, every base
+        several = pd.to_numeric(runs.get("params.replicates", pd.Series(1, index=runs.index)), errors="coerce").fillna(1)
+        files = compression_files(runs, _replicate_runs(client, experiment.experiment_id) if (several > 1).any() else pd.DataFrame())
+        references = _with_bases(client, references, files)
     return SweepRuns(
         name=name, experiment_id=experiment.experiment_id, description=experiment.tags.get("mlflow.note.content", ""),
         runs=runs, references=references, sweep_run=sweep_run, sweep_text=_sweep_text(client, sweep_run),
         optuna=study, histories=curves, predictions=saved, store=store.describe(),
-        seeds=replicates, left_out=left_out,
+        seeds=replicates, left_out=left_out, files=files,
     )
 
 

@@ -183,13 +183,36 @@ def render_compression(page: Page, c: sections.Compression, counts: sections.Tri
     if c.comp.empty:
         page.note("No compression trial has finished yet: " + counts.line + ".")
         return
+    seeds = (f"Each of the {c.bases} seeds compressed its own base (trained with that seed), so every file is one "
+             f"seed's and every interval over seeds below holds the base's variance as well as the fine-tuning's; "
+             f"no chart averages files: {len(c.files)} files, {len(c.files)} points on each chart that shows them all."
+             if c.bases > 1 else
+             "Every setting compressed one base: intervals over seeds hold the fine-tuning's variance only, not "
+             "the base's (give the sweep `replicates: 3` or more to train a base per seed).")
     page.p("Every point is a file that exists: its size is the file's bytes (raw, and gzip-compressed, which is "
            "where pruned and clustered weights shrink) and its accuracy the file's own on the fixed test split "
            "(LiteRT runs .tflite files; our loader runs packed 2-7-bit .qpack files, which no device runtime reads). "
-           "Fine-tuned methods train a few epochs more than the base, at a lower learning rate.")
-    page.figure(figures.pareto(c.comp, c.fronts, tables.SIZE, tables.ACCURACY, c.base), "pareto",
-                "Test accuracy of every compressed file against its size, coloured by method; black steps: the Pareto "
-                "frontier (no other file is both smaller and more accurate); star: the uncompressed float32 base.")
+           "Fine-tuned methods train a few epochs more than the base, at a lower learning rate: each is compared "
+           "below with the base fine-tuned for as many epochs (its equal-training control). " + seeds)
+    page.figure(figures.pareto(c.files, c.file_fronts, tables.SIZE, tables.ACCURACY, c.base), "pareto",
+                "Test accuracy of every compressed file against its size, coloured by method (a file per seed); black "
+                "steps: the Pareto frontier (no other file is both smaller and more accurate); star: the uncompressed "
+                "float32 base.")
+    if not c.controls.empty:
+        page.h3("Each method beside its controls", "controls")
+        page.p("A fine-tuned file trains the base's weights for more epochs than the base had, so its accuracy is "
+               "compared with the base fine-tuned for the same epochs, with the same settings, seed and data (the "
+               "equal-training control); a shrunk architecture (structured pruning) also with itself trained from a "
+               "fresh initialisation for the base's epochs plus the fine-tuning's (Scratch-E) and for the same "
+               "compute, the base's epochs scaled by the ratio of multiply-accumulates (Scratch-B, capped at twice "
+               "Scratch-E's epochs: the table gives the epochs each trained; Liu et al. 2019); a distilled student "
+               "with the same student on hard labels. Differences are paired by seed; intervals: 95%, Student's t "
+               "over the seeds.")
+        page.figure(figures.controls(c.controls), "controls",
+                    "Each file's test accuracy minus its own seed's control's: a marker per file, the mean difference "
+                    "(tick) with its 95% interval over the seeds (bar); right of the dashed line, the file beats its control.")
+        shown = c.controls.drop(columns=["differences"])
+        page.table(shown, links=links(shown["run"]))
     if not c.timed.empty:
         page.figure(figures.latency(c.timed, tables.ACCURACY, tables.LATENCY, tables.LATENCY_IQR), "accuracy-vs-latency",
                     "Test accuracy of every file a runtime runs against its median latency for one example on LiteRT "

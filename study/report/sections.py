@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
 import optuna
 import pandas as pd
 
@@ -300,6 +301,10 @@ class Compression:
     frontier: pd.DataFrame = field(default_factory=pd.DataFrame)  # the page's frontier table
     claims: list[verdicts.Claim] = field(default_factory=list)
     timed: pd.DataFrame = field(default_factory=pd.DataFrame)  # tables.latency_runs: files a runtime runs
+    files: pd.DataFrame = field(default_factory=pd.DataFrame)  # every file (a replicate's): what the charts draw
+    file_fronts: dict[str, pd.Series] = field(default_factory=dict)  # 'raw'/'gzip' -> Pareto mask over files
+    controls: pd.DataFrame = field(default_factory=pd.DataFrame)  # tables.control_table
+    bases: int = 1  # distinct bases the files were compressed from (one per seed)
 
 
 def compression_claims(comp: pd.DataFrame, references: pd.DataFrame) -> list[verdicts.Claim]:
@@ -327,10 +332,9 @@ def _pruned(comp: pd.DataFrame) -> tuple[pd.DataFrame | None, str | None]:
     pruned = comp[comp["method"].isin(["prune", "prune_quantize"]) & comp.get(SPARSITY, pd.Series(dtype=float)).notna()]
     if not (len(pruned) > 1 and SPARSITY in comp and pruned[SPARSITY].round(3).nunique() > 1):
         return None, None
-    hue = "method" if pruned["method"].nunique() > 1 else None
+    hue = "label" if pruned["label"].nunique() > 1 else None  # method, structure, and random apart from magnitude
     if "params.compress.schedule" in pruned and pruned["params.compress.schedule"].nunique() > 1:
-        pruned = pruned.assign(variant=pruned["method"] + ", " + pruned["params.compress.schedule"].fillna("") + ", "
-                               + pruned.get("params.compress.structure", "").fillna(""))
+        pruned = pruned.assign(variant=pruned["label"] + ", " + pruned["params.compress.schedule"].fillna(""))
         hue = "variant"
     return pruned, hue
 
@@ -352,7 +356,8 @@ def compression(data: SweepRuns) -> Compression:
     if comp.empty:
         return Compression(comp)
     fronts = {which: tables.frontier(comp, which) for which in tables.SIZE}
-    pruned, hue = _pruned(comp)
+    files = tables.compression_runs(data.files) if not data.files.empty else comp.assign(trial_run_id=comp["run_id"])
+    pruned, hue = _pruned(files)  # every file its own point: replicates are not averaged on a chart
     front = comp[fronts["gzip"] | fronts["raw"]].sort_values(tables.SIZE["gzip"])
     columns = tables.varying_settings(comp)
     frontier = pd.DataFrame({
@@ -363,9 +368,12 @@ def compression(data: SweepRuns) -> Compression:
         "latency µs": _microseconds(front.get(tables.LATENCY)), "latency IQR µs": _microseconds(front.get(tables.LATENCY_IQR)),
         "run": front["run_id"],
     })
-    return Compression(comp, fronts, tables.base_point(comp, data.references), pruned, hue, _quantized(comp),
+    base_column = names.tag_column(Tag.BASE_RUN_ID)
+    bases = int(files[base_column].replace("", np.nan).nunique()) if base_column in files else 1
+    return Compression(comp, fronts, tables.base_point(comp, data.references), pruned, hue, _quantized(files),
                        tables.distillation_pairs(comp), frontier, compression_claims(comp, data.references),
-                       tables.latency_runs(comp))
+                       tables.latency_runs(files), files, {which: tables.frontier(files, which) for which in tables.SIZE},
+                       tables.control_table(files), max(bases, 1))
 
 
 def is_compression(data: SweepRuns) -> bool:

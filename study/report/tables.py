@@ -165,9 +165,52 @@ def compression_runs(runs: pd.DataFrame) -> pd.DataFrame:
     done = runs[(runs["state"] == TrialState.FINISHED) & runs[SIZE["raw"]].notna() & runs[ACCURACY].notna()].copy()
     done["method"] = done.get(names.tag_column(Tag.METHOD), pd.Series("?", index=done.index)).fillna("?")
     structure = done.get("params.compress.structure", pd.Series(None, index=done.index, dtype=object))
-    shaped = done["method"].isin(["prune", "prune_quantize"]) & structure.isin(["channels", "2:4"])
+    pruning = done["method"].isin(["prune", "prune_quantize"])
+    shaped = pruning & structure.isin(["channels", "2:4"])
     done["label"] = done["method"].where(~shaped, done["method"] + " (" + structure.fillna("") + ")")  # charts' legend
+    criterion = done.get("params.compress.criterion", pd.Series(None, index=done.index, dtype=object))
+    at_random = pruning & (criterion == "random")
+    done.loc[at_random, "label"] = done.loc[at_random, "label"] + ", random"  # the baseline, apart from magnitude
     return done.reset_index(drop=True)
+
+
+# A file's controls (names.CONTROL_GROUPS), as the page names them.
+CONTROLS = {
+    "control": "equal-training control",  # the base fine-tuned as long; for a distilled student, its hard-label twin
+    "scratch_e": "Scratch-E",  # the shrunk architecture from scratch, as many epochs
+    "scratch_b": "Scratch-B",  # the same, for the same compute (capped)
+}
+
+
+def control_table(files: pd.DataFrame) -> pd.DataFrame:
+    """Each setting's files beside each of their controls, seed by seed: the mean test accuracy of
+    the files and of the controls over the seeds, and the paired difference file − control with its
+    95% interval (Student's t over the seeds; each seed compressed its own base, so the interval
+    holds the base's variance as well as the fine-tuning's). `files`: tables.compression_runs of
+    the report's file rows."""
+    rows = []
+    if files.empty:
+        return pd.DataFrame()
+    columns = varying_settings(files)
+    for trial, group in files.groupby("trial", sort=True):
+        first = group.iloc[0]
+        for group_name, name in CONTROLS.items():
+            column = names.column(f"{group_name}/test/accuracy")
+            if column not in group or group[column].isna().all():
+                continue
+            pair = group[[ACCURACY, column]].apply(pd.to_numeric, errors="coerce").dropna()
+            diff = stats.paired_differences((pair[ACCURACY] - pair[column]).to_numpy())
+            low, high = diff.interval()
+            epochs = pd.to_numeric(group.get(names.column(f"{group_name}/fit/epochs"), pd.Series(dtype=float)), errors="coerce")
+            rows.append({
+                "trial": int(trial), "file": first["label"], "settings": settings_of(first, columns), "control": name,
+                "control epochs": int(epochs.max()) if epochs.notna().any() else np.nan, "seeds": len(pair),
+                "file accuracy": pair[ACCURACY].mean(), "control accuracy": pair[column].mean(),
+                "file − control": diff.effect, "low": low, "high": high,
+                "run": first.get("trial_run_id", first["run_id"]),
+                "differences": (pair[ACCURACY] - pair[column]).tolist(),
+            })
+    return pd.DataFrame(rows)
 
 
 LATENCY = names.column("artifact/latency_ms")
