@@ -602,7 +602,7 @@ def accuracy_against(comp: pd.DataFrame, x: str, xlabel: str, accuracy: str, hue
         ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy of the file" + ("\n(bars: 95% interval, test set)" if np.isfinite(lows).any() else ""))
-    _legend_right(ax, title=label(hue) if hue else None)
+    _legend_right(ax, title=("method" if hue == "label" else label(hue)) if hue else None)
     return _finish(fig, ax, f"Accuracy against {xlabel}")
 
 

@@ -202,6 +202,8 @@ def control_table(files: pd.DataFrame) -> pd.DataFrame:
             diff = stats.paired_differences((pair[ACCURACY] - pair[column]).to_numpy())
             low, high = diff.interval()
             epochs = pd.to_numeric(group.get(names.column(f"{group_name}/fit/epochs"), pd.Series(dtype=float)), errors="coerce")
+            if group_name == "control" and first["method"] == "distill":
+                name = "hard-label student"  # a student's control: itself without the teacher
             rows.append({
                 "trial": int(trial), "file": first["label"], "settings": settings_of(first, columns), "control": name,
                 "control epochs": int(epochs.max()) if epochs.notna().any() else np.nan, "seeds": len(pair),
@@ -210,7 +212,9 @@ def control_table(files: pd.DataFrame) -> pd.DataFrame:
                 "run": first.get("trial_run_id", first["run_id"]),
                 "differences": (pair[ACCURACY] - pair[column]).tolist(),
             })
-    return pd.DataFrame(rows)
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).sort_values(["file", "settings", "trial"], kind="stable").reset_index(drop=True)
 
 
 LATENCY = names.column("artifact/latency_ms")
