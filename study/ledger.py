@@ -132,6 +132,13 @@ def count_trials(trials: list) -> Counts:
 
 
 # ---------------------------------------------------------------------------- transitions
+_held: set[tuple[int, int]] = set()  # (storage, trial id) this process asked and has not told: alive by definition
+
+
+def _told(trial) -> None:
+    _held.discard((id(trial.study._storage), trial._trial_id))
+
+
 def ask(study: optuna.Study, lock=None, settle: Settle | None = None, sampler=None) -> optuna.Trial:
     """A new trial (a queued one first: a grid point, a retry), its first heartbeat recorded at
     once. Under `lock`, the trials of dead workers are settled first (`settle`), and `sampler(n)`,
@@ -143,7 +150,10 @@ def ask(study: optuna.Study, lock=None, settle: Settle | None = None, sampler=No
         if sampler is not None:
             study.sampler = sampler(place(study.get_trials(deepcopy=False)))
         trial = study.ask()
-        beat(study, trial._trial_id)
+        _held.add((id(study._storage), trial._trial_id))
+        for storage, trial_id in list(_held):  # this one's first beat, and fresh ones for the pack asked so far
+            if storage == id(study._storage):
+                beat(study, trial_id)
     if sampler is not None:  # independent draws happen at suggest: seeded by the place the trial took
         study.sampler = sampler(place(study.get_trials(deepcopy=False), trial.number))
     reset_inherited(trial)
@@ -177,6 +187,7 @@ def skip(study: optuna.Study, trial: optuna.Trial, why: str, reason: str = "") -
     if reason:
         trial.set_user_attr(Attr.REASON, reason)
     study.tell(trial, state=TABLE[SKIPPED].optuna)
+    _told(trial)
 
 
 def conclude(study: optuna.Study, trial: optuna.Trial, state: str, reason: str, end_run, values=None):
@@ -186,9 +197,9 @@ def conclude(study: optuna.Study, trial: optuna.Trial, state: str, reason: str, 
     if reason:
         trial.set_user_attr(Attr.REASON, reason[:1000])
     end_run()
-    if state == TrialState.FINISHED:
-        return study.tell(trial, values)
-    return study.tell(trial, state=TABLE[state].optuna)
+    frozen = study.tell(trial, values) if state == TrialState.FINISHED else study.tell(trial, state=TABLE[state].optuna)
+    _told(trial)
+    return frozen
 
 
 def fail(study: optuna.Study, trial: optuna.Trial, run, message: str, error: BaseException | None = None) -> str:
@@ -198,6 +209,7 @@ def fail(study: optuna.Study, trial: optuna.Trial, run, message: str, error: Bas
     trial.set_user_attr(Attr.STATE, TrialState.FAILED)
     trial.set_user_attr(Attr.REASON, message[:1000])
     study.tell(trial, state=TABLE[TrialState.FAILED].optuna)
+    _told(trial)
     return TrialState.FAILED
 
 
@@ -213,6 +225,7 @@ def interrupt(study: optuna.Study, trial: optuna.Trial, run=None) -> None:
         except Exception as exc:  # the next worker closes it (close_orphan_runs)
             log.warning("trial %d: its run could not be closed: %s", trial.number, exc)
     study.tell(trial, state=TABLE[TrialState.INTERRUPTED].optuna)
+    _told(trial)
 
 
 def frozen(study: optuna.Study, trial: optuna.Trial):
@@ -319,6 +332,8 @@ class Settle:
         storage = study._storage
         settled = []
         for trial_id in _stale(study):
+            if (id(storage), trial_id) in _held:  # ours, asked a moment ago and alive (a pack's asks can outlast the grace period)
+                continue
             trial = storage.get_trial(trial_id)
             try:
                 self.one(study, trial)

@@ -163,3 +163,26 @@ def assert_legible_at_phone_and_desktop_widths(driver, path: Path) -> None:
             scaled = driver.execute_script(
                 "return Array.from(document.images).map(i => i.clientWidth / i.naturalWidth).filter(r => r < 0.8);")
             assert scaled == [], f"figures shown below 80% of their size: {scaled}"
+
+
+@pytest.fixture
+def staged(write_sweep, store, monkeypatch):
+    """A prepared sweep whose stale trials are noticed after one second: (sweep, study, tracker)."""
+    from study import store as store_module
+    from study.config import load_sweep
+    from study.sweep import prepare
+
+    monkeypatch.setattr(store_module, "GRACE_SECONDS", 1)
+    sweep = load_sweep(write_sweep("staged", TINY))
+    study, tracker, _ = prepare(sweep, store)
+    return sweep, study, tracker
+
+
+def settle_later(study, tracker, sweep) -> list[int]:
+    """Settle dead workers' trials as the next worker would, once past the (one-second) grace period."""
+    import time
+
+    from study import ledger
+
+    time.sleep(2.5)  # past the grace period, at the one-second resolution of SQLite's clock
+    return ledger.Settle(tracker.client, sweep.metrics)(study)

@@ -9,17 +9,15 @@ import time
 
 import optuna
 import pytest
-from conftest import TINY
+from conftest import TINY, settle_later
 from mlflow.entities import RunStatus
 from optuna.trial import TrialState
 
 from study import ledger
-from study import store as store_module
 from study.budget import audit
 from study.config import load_sweep
 from study.names import Attr
 from study.names import TrialState as Ours
-from study.sweep import prepare
 from study.tracking import STATUS
 
 
@@ -30,18 +28,8 @@ def test_the_table_agrees_with_the_mlflow_statuses_the_tracker_writes():
     assert {s for s, e in ledger.TABLE.items() if e.done} == {Ours.FINISHED, Ours.PRUNED, Ours.DIVERGED, Ours.FAILED}
 
 
-@pytest.fixture
-def staged(write_sweep, store, monkeypatch):
-    """A prepared sweep whose stale trials are noticed after one second."""
-    monkeypatch.setattr(store_module, "GRACE_SECONDS", 1)
-    sweep = load_sweep(write_sweep("ledger", TINY))
-    study, tracker, _ = prepare(sweep, store)
-    return sweep, study, tracker
 
 
-def settle_later(study, tracker, sweep) -> list[int]:
-    time.sleep(2.5)  # past the grace period, at the one-second resolution of SQLite's clock
-    return ledger.Settle(tracker.client, sweep.metrics)(study)
 
 
 def retries_of(study, number: int) -> list:
@@ -53,6 +41,7 @@ def test_a_worker_killed_between_queueing_the_retry_and_failing_the_trial_loses_
     trial = ledger.ask(study)  # a grid point
     trial.set_user_attr(Attr.STATE, Ours.INTERRUPTED)
     ledger.queue_again(study, ledger.frozen(study, trial))  # ledger.interrupt's first write; then kill -9
+    ledger._held.clear()  # the process that asked it is gone
     assert settle_later(study, tracker, sweep) == [trial.number]
     assert ledger.frozen(study, trial).state == TrialState.FAIL
     assert len(retries_of(study, trial.number)) == 1, "queued once, not again by the settler"
@@ -62,6 +51,7 @@ def test_a_worker_killed_between_queueing_the_retry_and_failing_the_trial_loses_
 def test_a_settler_killed_after_queueing_the_retry_is_finished_by_the_next_without_a_second_retry(staged):
     sweep, study, tracker = staged
     trial = ledger.ask(study)
+    ledger._held.clear()  # the process that asked it is gone
     time.sleep(2.5)
     settle = ledger.Settle(tracker.client, sweep.metrics)
     settle.one(study, ledger.frozen(study, trial))  # the first settler queued the retry, then died
@@ -73,9 +63,21 @@ def test_a_settler_killed_after_queueing_the_retry_is_finished_by_the_next_witho
 def test_two_settlers_one_after_the_other_settle_a_dead_trial_once(staged):
     sweep, study, tracker = staged
     trial = ledger.ask(study)
+    ledger._held.clear()  # the process that asked it is gone
     assert settle_later(study, tracker, sweep) == [trial.number]
     assert ledger.Settle(tracker.client, sweep.metrics)(study) == []
     assert len(retries_of(study, trial.number)) == 1
+
+
+def test_a_workers_own_trials_are_never_settled_by_it_however_long_its_asks_take(staged):
+    sweep, study, tracker = staged
+    first = ledger.ask(study)  # a pack's first trial; asking the rest outlasts the grace period
+    time.sleep(2.5)
+    settle = ledger.Settle(tracker.client, sweep.metrics)
+    second = ledger.ask(study, settle=settle)
+    assert ledger.frozen(study, first).state == TrialState.RUNNING and not retries_of(study, first.number)
+    for trial in (first, second):
+        ledger.interrupt(study, trial)
 
 
 def test_interrupt_queues_first_then_fails_and_counts_nothing_as_done(staged):

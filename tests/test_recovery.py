@@ -4,11 +4,9 @@ killed worker would (see study/ledger.py)."""
 
 from __future__ import annotations
 
-import time
-
 import optuna
 import pytest
-from conftest import TINY
+from conftest import TINY, settle_later
 from mlflow.entities import Metric, RunTag
 from optuna.trial import TrialState
 
@@ -19,15 +17,6 @@ from study.ledger import count_trials
 from study.sweep import prepare, run_sweep
 
 
-@pytest.fixture
-def staged(write_sweep, store, monkeypatch):
-    """A prepared sweep whose stale trials are noticed after one second."""
-    monkeypatch.setattr(store_module, "GRACE_SECONDS", 1)
-    sweep = load_sweep(write_sweep("staged", TINY))
-    study, tracker, sweep_run_id = prepare(sweep, store)
-    return sweep, study, tracker
-
-
 def asked(study) -> optuna.Trial:
     trial = study.ask()
     trial.suggest_categorical("model.kind", ["mlp", "cnn"])
@@ -35,21 +24,18 @@ def asked(study) -> optuna.Trial:
     return trial
 
 
-def settle(study, tracker, sweep):
-    time.sleep(2.5)  # past the grace period, at the one-second resolution of SQLite's clock
-    return ledger.Settle(tracker.client, sweep.metrics)(study)
 
 
 @pytest.mark.slow
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_queued_again(staged):
     sweep, study, tracker = staged
     trial = asked(study)  # killed between ask and the first heartbeat: Optuna's own check never sees it
-    assert settle(study, tracker, sweep) == [trial.number]
+    assert settle_later(study, tracker, sweep) == [trial.number]
     trials = study.get_trials(deepcopy=False)
     assert trials[trial.number].state == TrialState.FAIL
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == trial.number]
     assert len(retry) == 1 and retry[0].state == TrialState.WAITING and retry[0].params == trial.params
-    assert settle(study, tracker, sweep) == [], "settled once"
+    assert settle_later(study, tracker, sweep) == [], "settled once"
 
 
 def test_a_run_whose_id_was_never_recorded_is_found_by_its_trial_number_and_closed(staged):
@@ -57,7 +43,7 @@ def test_a_run_whose_id_was_never_recorded_is_found_by_its_trial_number_and_clos
     trial = asked(study)
     study._storage.record_heartbeat(trial._trial_id)
     orphan = tracker.client.create_run(tracker.experiment_id, tags={"study.role": "trial", "study.trial": str(trial.number)})
-    assert settle(study, tracker, sweep) == [trial.number]
+    assert settle_later(study, tracker, sweep) == [trial.number]
     closed = tracker.client.get_run(orphan.info.run_id)
     assert closed.info.status == "FAILED" and "no heartbeat" in closed.data.tags["study.reason"]
 
@@ -86,7 +72,7 @@ def test_a_trial_that_finished_in_mlflow_is_recorded_not_trained_again(staged):
                              tags=[RunTag("study.state", "finished")])
     tracker.client.set_terminated(run.info.run_id, "FINISHED")
     trial.set_user_attr("mlflow_run_id", run.info.run_id)  # the worker died here, before telling Optuna
-    settle(study, tracker, sweep)
+    settle_later(study, tracker, sweep)
     trials = study.get_trials(deepcopy=False)
     recorded = [t for t in trials if t.system_attrs.get("failed_trial") == trial.number]
     assert len(recorded) == 1 and recorded[0].state == TrialState.COMPLETE and recorded[0].values == [0.75]
@@ -102,12 +88,12 @@ def test_a_trial_that_keeps_killing_its_worker_is_retried_only_up_to_the_cap(wri
     study, tracker, _ = prepare(sweep, store)
     first = asked(study)
     history = [first.number]
-    settle(study, tracker, sweep)
+    settle_later(study, tracker, sweep)
     for _ in range(ledger.MAX_RETRIES):
         retry = study.ask()  # the queued retry: it dies too
         assert retry.params == first.params
         history.append(retry.number)
-        settle(study, tracker, sweep)
+        settle_later(study, tracker, sweep)
     trials = study.get_trials(deepcopy=False)
     last = trials[history[-1]]
     assert last.state == TrialState.FAIL and "not retried" in last.user_attrs["study_reason"]
