@@ -231,8 +231,8 @@ def render_compression(page: Page, c: sections.Compression, counts: sections.Tri
                     "uncompressed float32 base.")
     if not c.pairs.empty:
         page.figure(figures.distillation(c.pairs), "distillation",
-                    "Each distilled student against its control: the same student trained on hard labels alone, with the "
-                    "same budget and seed.")
+                    "Each distilled student (a bar per file: with replicates, one per seed) against its control: the same "
+                    "student trained on hard labels alone, with the same budget and seed.")
         page.table(c.pairs)
     page.h3("The frontier")
     page.table(c.frontier, links=links(c.frontier["run"]))

@@ -371,7 +371,7 @@ def compression(data: SweepRuns) -> Compression:
     base_column = names.tag_column(Tag.BASE_RUN_ID)
     bases = int(files[base_column].replace("", np.nan).nunique()) if base_column in files else 1
     return Compression(comp, fronts, tables.base_point(comp, data.references), pruned, hue, _quantized(files),
-                       tables.distillation_pairs(comp), frontier, compression_claims(comp, data.references),
+                       tables.distillation_pairs(files), frontier, compression_claims(comp, data.references),
                        tables.latency_runs(files), files, {which: tables.frontier(files, which) for which in tables.SIZE},
                        tables.control_table(files), max(bases, 1))
 

@@ -270,9 +270,15 @@ def distillation_pairs(comp: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     students = comp[(comp["method"] == "distill") & comp["metrics.control/test/accuracy"].notna()]
     columns = varying_settings(students)
+    several = "seed" in students and bool(students.groupby("trial")["seed"].nunique().gt(1).any())  # a row per file
+
+    def name(trial, row) -> str:
+        seed = f", seed {int(row['seed'])}" if several and pd.notna(row.get("seed")) else ""
+        return f"trial {int(trial)}{seed}" + (f": {settings_of(row, columns)}" if columns else "")
+
     return pd.DataFrame({
         "trial": students["trial"],
-        "student": [f"trial {int(t)}" + (f": {settings_of(r, columns)}" if columns else "") for t, (_, r) in zip(students["trial"], students.iterrows())],
+        "student": [name(t, r) for t, (_, r) in zip(students["trial"], students.iterrows())],
         "distilled": students["metrics.test/accuracy"],
         "hard labels only": students["metrics.control/test/accuracy"],
     }).reset_index(drop=True)
