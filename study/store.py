@@ -148,6 +148,8 @@ class Store:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             return False
+        if experiment.lifecycle_stage == "deleted":  # held, but deleted: the tracker says how to restore it
+            return True
         runs = client.search_runs([experiment.experiment_id], f"tags.`{Tag.ROLE}` = '{Role.TRIAL}'", max_results=1)
         return bool(runs)
 
@@ -396,18 +398,27 @@ ASK_LOCK_KEY = 0x5757_0001  # the advisory lock's number: one per Optuna databas
 _engines: dict[str, object] = {}
 
 
-@contextlib.contextmanager
-def _advisory_lock(url: str):
-    """PostgreSQL's session advisory lock ASK_LOCK_KEY, held on a connection of its own for the
-    duration of the block (one engine per URL and process)."""
-    import sqlalchemy
+class _advisory_lock:
+    """PostgreSQL's session advisory lock ASK_LOCK_KEY, held on a connection of its own while in
+    the block (one engine per URL and process); reusable, like the lock file it stands in for."""
 
-    engine: Any = _engines.get(url)
-    if engine is None:
-        engine = _engines[url] = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-    with engine.connect() as connection:
-        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": ASK_LOCK_KEY})
+    def __init__(self, url: str):
+        import sqlalchemy
+
+        engine: Any = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        self.engine, self.text = engine, sqlalchemy.text
+        self.connection: Any = None
+
+    def __enter__(self):
+        self.connection = self.engine.connect()
+        self.connection.execute(self.text("SELECT pg_advisory_lock(:key)"), {"key": ASK_LOCK_KEY})
+        return self
+
+    def __exit__(self, *exc):
+        connection, self.connection = self.connection, None
         try:
-            yield
+            connection.execute(self.text("SELECT pg_advisory_unlock(:key)"), {"key": ASK_LOCK_KEY})
         finally:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": ASK_LOCK_KEY})
+            connection.close()  # the server drops a session's locks with it in any case
