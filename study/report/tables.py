@@ -191,7 +191,8 @@ def control_table(files: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if files.empty:
         return pd.DataFrame()
-    columns = varying_settings(files)
+    shown_by_label = ("params.compress.structure", "params.compress.criterion")  # the file's label says these
+    columns = [c for c in varying_settings(files) if c not in shown_by_label]
     for trial, group in files.groupby("trial", sort=True):
         first = group.iloc[0]
         for group_name, name in CONTROLS.items():
