@@ -10,7 +10,8 @@ positions of each removed channel). The output layer keeps all its units. The re
 Keras model of the same architecture and smaller widths, which the pipeline fine-tunes.
 
 The criterion is the one of Li et al. (2017, "Pruning filters for efficient ConvNets"): a unit whose
-incoming weights are small contributes little. Pure NumPy on the weights; Keras only to rebuild.
+incoming weights are small contributes little. `random` keeps as many units, drawn at random with
+the replicate's seed: the baseline a norm must beat to be worth its name (Blalock et al. 2020). Pure NumPy on the weights; Keras only to rebuild.
 """
 
 from __future__ import annotations
