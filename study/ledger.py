@@ -142,8 +142,9 @@ def _told(trial) -> None:
 def ask(study: optuna.Study, lock=None, settle: Settle | None = None, sampler=None) -> optuna.Trial:
     """A new trial (a queued one first: a grid point, a retry), its first heartbeat recorded at
     once. Under `lock`, the trials of dead workers are settled first (`settle`), and `sampler(n)`,
-    where n is the trial's place in the study's sequence (`place`), replaces the study's sampler:
-    the same sweep draws the same settings, run twice, or killed and resumed."""
+    where n is the trial's place in the study's sequence (`place`), replaces the study's sampler
+    for what it draws at the ask (multivariate samplers); `reseed` does the same for the draws
+    at suggest. So the same sweep draws the same settings, run twice, or killed and resumed."""
     with lock if lock is not None else contextlib.nullcontext():
         if settle is not None:
             settle(study)
@@ -154,10 +155,15 @@ def ask(study: optuna.Study, lock=None, settle: Settle | None = None, sampler=No
         for storage, trial_id in list(_held):  # this one's first beat, and fresh ones for the pack asked so far
             if storage == id(study._storage):
                 beat(study, trial_id)
-    if sampler is not None:  # independent draws happen at suggest: seeded by the place the trial took
-        study.sampler = sampler(place(study.get_trials(deepcopy=False), trial.number))
     reset_inherited(trial)
     return trial
+
+
+def reseed(study: optuna.Study, trial: optuna.Trial, sampler) -> None:
+    """Replace the study's sampler by `sampler(n)`, n the trial's place (`place`), just before the
+    trial's settings are drawn: each trial's draws start from a seed of their own, however many
+    draws the trials asked with it in one pack made (a retry's settings are set, and draw nothing)."""
+    study.sampler = sampler(place(study.get_trials(deepcopy=False), trial.number))
 
 
 def place(trials: list, number: int | None = None) -> int:

@@ -30,7 +30,7 @@ from study.ledger import count_trials
 from study.names import Attr, TrialState
 from study.processes import check_interrupt
 from study.schema import Setup
-from study.search import relevant, suggest
+from study.search import build_sampler, relevant, suggest
 from study.tracking import Tracker, TrialRun
 
 # Optuna warns that heartbeats are meant for Study.optimize; with ask/tell we beat ourselves (Heartbeat).
@@ -151,7 +151,7 @@ def run_pack(
                     from study.compression.pipeline import run_compression_trial
 
                     outcomes = [
-                        _attempt(run_compression_trial, s.setup, s.data, sweep.config.seed, sweep.config.replicates,
+                        _attempt(run_compression_trial, s.setup, s.data, s.first_seed, sweep.config.replicates,
                                  s.workdir, o, references)
                         for s, o in zip(started, observers)
                     ]
@@ -169,7 +169,7 @@ def run_pack(
                 begun_numbers = {b.trial.number for b in started} | set(states)
                 for trial in trials:
                     if trial.number not in begun_numbers:  # asked, never started: nothing to log
-                        suggest(trial, sweep)  # its settings (a grid point) are queued again
+                        _suggest(trial, study, sweep)  # its settings are queued again
                         ledger.interrupt(study, trial)
             finally:
                 signal.signal(signal.SIGINT, previous)
@@ -185,9 +185,15 @@ def _attempt(function, *args):
         return exc
 
 
+def _suggest(trial, study, sweep: Sweep) -> dict:
+    """The trial's settings, drawn by a sampler seeded for this trial alone (`ledger.reseed`)."""
+    ledger.reseed(study, trial, lambda place: build_sampler(sweep, place))
+    return suggest(trial, sweep)
+
+
 def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], tmp: Path) -> Started | str:
     """Sample the trial's settings and start its MLflow run; 'duplicate' or 'failed' if it cannot."""
-    params = suggest(trial, sweep)
+    params = _suggest(trial, study, sweep)
     round_ = int(trial.user_attrs.get(Attr.ROUND, 0))
     key = json.dumps([params, round_], sort_keys=True, default=str)
     earlier = finished_with(study, params, trial.number, round_)
