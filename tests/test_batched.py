@@ -113,3 +113,41 @@ def test_a_cnn_or_a_mixed_pack_trains_as_before():
     m = Member(cnn, TrainSpec.model_validate({"epochs": 2, "batch_size": 32}), "classification", (x, y), (x, y), 0)
     batched.fit_together([m])
     assert m.result.epochs == 2 and len(m.result.history) == 2
+
+
+@pytest.mark.parametrize("monitor, values, patience, min_delta", [
+    ("val/loss", [1.0, 0.8, 0.85, 0.9, 0.79, 0.95, 0.96, 0.97, 0.5], 3, 0.0),
+    ("val/loss", [1.0, 0.99, 0.985, 0.98, 0.975, 0.97], 2, 0.01),
+    ("val/accuracy", [0.5, 0.6, 0.6, 0.55, 0.7, 0.69, 0.68, 0.7, 0.71], 3, 0.0),
+    ("val/loss", [0.5, 0.6, 0.7], 0, 0.0),
+])
+def test_early_stopping_follows_keras_own_callback_epoch_by_epoch(monitor, values, patience, min_delta):
+    """The engine's stopping rule (multifit._Stopper, which the packed and batched engines use)
+    against keras.callbacks.EarlyStopping fed the same epochs: same stopping epoch, same weights
+    restored."""
+    from study.multifit import _Stopper
+    from study.names import MONITORS
+    from study.schema import EarlyStoppingSpec
+
+    spec = EarlyStoppingSpec(enabled=True, monitor=monitor, patience=patience, min_delta=min_delta)
+    key = MONITORS[monitor].short
+    ours_model, keras_model = (keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]) for _ in range(2))
+    callback = keras.callbacks.EarlyStopping(monitor=key, patience=patience, min_delta=min_delta,
+                                             restore_best_weights=True, mode="max" if monitor == "val/accuracy" else "min")
+    callback.set_model(keras_model)
+    callback.on_train_begin()
+    stopper = _Stopper(spec)
+    ours_stop = keras_stop = None
+    for epoch, value in enumerate(values, start=1):
+        for model in (ours_model, keras_model):  # each epoch leaves weights of its own
+            model.set_weights([np.full((1, 1), epoch, np.float32), np.zeros(1, np.float32)])
+        if ours_stop is None and stopper.update(epoch, {key: value}, ours_model):
+            ours_stop = epoch
+        if keras_stop is None:
+            callback.on_epoch_end(epoch - 1, {key: value})
+            if keras_model.stop_training:
+                keras_stop = epoch
+    callback.on_train_end()
+    stopper.finish(ours_model)
+    assert ours_stop == keras_stop
+    assert ours_model.get_weights()[0][0, 0] == keras_model.get_weights()[0][0, 0], "the same epoch's weights restored"
