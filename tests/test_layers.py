@@ -21,7 +21,7 @@ LAYERS = [
     "compression.layers", "compression.artifact", "compression.packing", "compression.qpack", "compression.export",
     "compression.prune", "compression.shrink", "compression.quantize", "compression.cluster", "compression.distill", "compression.pipeline",
     "store", "tracking", "ledger", "budget", "compression.base", "runner", "worker", "sweep",
-    "progress", "listing", "serve", "report.stats", "report.seeds", "report.decompose", "report.regimes", "report.tables", "report.verdicts", "report.load",
+    "progress", "listing", "serve", "report.stats", "report.seeds", "report.decompose", "report.regimes", "report.tables", "report.verdicts", "report.fronts", "report.forgetting", "report.compressed", "report.load",
     "report.sections", "report.figures", "report.page", "report.render", "report.build", "decide",
     "frames", "cli", "__main__",
 ]

@@ -293,15 +293,6 @@ def test_the_smallest_8_bit_file_decides_the_quantization_claim():
     assert claim.verdict == "contradicted" and "3.29×" in claim.evidence
 
 
-def test_one_distilled_student_is_inconclusive_and_many_can_decide():
-    one = tables.distillation_pairs(tables.compression_runs(compression([("distill", 0.675, 8000, 32, 0.702, "")]).assign(
-        **{"tags.study.method": "distill"})))
-    assert verdicts.judge([verdicts.distillation_claim(one)])[0].verdict == "inconclusive"
-    many = pd.DataFrame({"student": list("abcdef"), "distilled": [0.80, 0.82, 0.79, 0.85, 0.81, 0.83],
-                         "hard labels only": [0.75, 0.78, 0.74, 0.80, 0.77, 0.79]})
-    assert verdicts.judge([verdicts.distillation_claim(many)])[0].verdict == "confirmed"
-
-
 # ------------------------------------------------------------------------------- bias–variance
 def test_bias_squared_is_unbiased_with_few_replicates():
     rng = np.random.default_rng(0)
@@ -418,23 +409,6 @@ def test_data_size_interpolates_at_the_small_end():
     errs = analysed(rows)
     found = regimes.descent(tables.series_table(errs.assign(value=errs["params.dataset.train_size"])), "dataset.train_size")
     assert found.threshold == 500 and not found.double_descent
-
-
-def test_structured_pruning_is_a_small_dense_model_against_the_largest_sparse_file_of_no_more_bytes():
-    """Zhu & Gupta's question, asked of the structured_pruning sweep: each shrunk model meets the
-    largest magnitude-pruned file that is no bigger (gzip bytes), chosen by size alone."""
-    from study.report.verdicts import sparse_dense_claim
-
-    comp = pd.DataFrame({
-        "method": ["prune"] * 6,
-        "params.compress.structure": ["channels", "channels", "channels", "unstructured", "unstructured", "unstructured"],
-        "acc": [0.947, 0.929, 0.727, 0.938, 0.928, 0.754],
-        "gzip": [97_920, 46_680, 14_660, 138_700, 61_320, 34_120],
-    })
-    claim = sparse_dense_claim(comp, "acc", "gzip")
-    assert claim is not None
-    # 14,660 bytes: no pruned file is as small; 46,680 meets 34,120; 97,920 meets 61,320
-    assert "for 0 of 2 small dense models that pruned file was more accurate" in claim.evidence
 
 
 def test_after_double_descent_the_overfit_advice_does_not_say_regularize_past_the_threshold():

@@ -538,6 +538,35 @@ def latency(timed: pd.DataFrame, accuracy: str, latency: str, spread: str | None
     return _finish(fig, ax, "Accuracy against latency")
 
 
+def attainment(fronts: list) -> plt.Figure:
+    """Each method's front per base (thin steps) and its attainment band over the bases (shaded
+    from what every base attained to what at least one did, the median as a line), a panel per
+    cost (compressed.Fronts: gzip bytes, latency); dashed: the reference point of the hypervolumes."""
+    ncols = min(len(fronts), MAX_COLUMNS)
+    fig, axes = _figure(MAX_WIDTH, 4.6, 1, ncols, sharey=True)
+    labels = sorted({m for f in fronts for m in f.by_method})
+    for ax, f in zip(axes[0], fronts):
+        scale = 1000.0 if f.name == "latency" else 1.0  # latency in µs
+        for m in f.by_method:
+            colour = PALETTE[labels.index(m) % len(PALETTE)]
+            band = f.bands[m]
+            costs = band.costs * scale
+            for row in band.attained:
+                ax.step(costs, row, where="post", color=colour, lw=0.7, alpha=0.45)
+            ax.fill_between(costs, band.worst, band.best, step="post", color=colour, alpha=BAND_ALPHA, lw=0)
+            ax.step(costs, band.median, where="post", color=colour, lw=2, label=f"{m} ({len(band.attained)} bases)")
+        ax.axvline(f.reference[1] * scale, color="#555", ls="--", lw=1)
+        ax.axhline(f.reference[0], color="#555", ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("median latency of one example, µs (log scale)" if f.name == "latency" else f"{f.name} (log scale)")
+        ax.set_ylabel("test accuracy of the file")
+        ax.set_title(f"Fronts over bases: accuracy against {f.name}", fontsize=11, loc="left")
+    handles, names_ = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names_, loc="outside right upper", fontsize=LEGEND_SIZE, frameon=False, title="method")
+    return _done(fig)
+
+
 def _jittered(x: np.ndarray, order: np.ndarray, ax) -> np.ndarray:
     """x spread a little (along the axis as drawn) where several files share a value, so that each
     file keeps its own marker; `order` ranks the files within a value."""

@@ -264,6 +264,19 @@ def _seeds(client, experiment_id: str, runs: pd.DataFrame, errs: pd.DataFrame, s
     return seeds.Seeds(rows, examples, float(test_size.iloc[0]) if len(test_size) else float("nan"), classification)
 
 
+def _compression_predictions(client, runs: pd.DataFrame, saved: dict) -> dict[str, dict[str, np.ndarray]]:
+    """The predictions of a compression sweep's finished trials (every file's outputs per seed),
+    up to MAX_PAIRED trials: the claims pair them per example, and the page counts what each file
+    forgot against its base's."""
+    done = tables.compression_runs(runs)
+    found = {}
+    for run_id in done["run_id"].head(MAX_PAIRED) if not done.empty else []:
+        p = saved.get(run_id) or predictions(client, run_id)
+        if p is not None:
+            found[run_id] = p
+    return found
+
+
 def load_sweep_runs(store: Store, name: str) -> SweepRuns:
     """Everything the report needs of sweep `name`; a StudyError names the known sweeps if absent."""
     quiet_libraries()
@@ -283,6 +296,7 @@ def load_sweep_runs(store: Store, name: str) -> SweepRuns:
         several = pd.to_numeric(runs.get("params.replicates", pd.Series(1, index=runs.index)), errors="coerce").fillna(1)
         files = compression_files(runs, _replicate_runs(client, experiment.experiment_id) if (several > 1).any() else pd.DataFrame())
         references = _with_bases(client, references, files)
+        saved.update(_compression_predictions(client, runs, saved))
     return SweepRuns(
         name=name, experiment_id=experiment.experiment_id, description=experiment.tags.get("mlflow.note.content", ""),
         runs=runs, references=references, sweep_run=sweep_run, sweep_text=_sweep_text(client, sweep_run),

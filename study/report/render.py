@@ -178,7 +178,8 @@ def render_regimes(page: Page, r: sections.RegimeTable, links: Links) -> None:
 
 
 # ------------------------------------------------------------------------------ compression
-def render_compression(page: Page, c: sections.Compression, counts: sections.TrialCounts, links: Links) -> None:
+def render_compression(page: Page, c: sections.Compression, counts: sections.TrialCounts, links: Links,
+                       claims: list | None = None) -> None:
     page.h2("Accuracy against size", "compression")
     if c.comp.empty:
         page.note("No compression trial has finished yet: " + counts.line + ".")
@@ -219,6 +220,7 @@ def render_compression(page: Page, c: sections.Compression, counts: sections.Tri
                     "(µs, one thread, after warm-up invokes; bars: the interquartile range of the timed "
                     "invokes); black steps: the Pareto frontier. Packed .qpack files have no runtime, so no latency. "
                     "Latency is measured on the machine that ran the trial, in the same process as its training.")
+        render_latencies(page, c, links)
     if c.pruned is not None:
         page.figure(figures.accuracy_against(c.pruned, sections.SPARSITY, "measured sparsity", tables.ACCURACY, c.pruned_hue),
                     "accuracy-vs-sparsity", "Test accuracy of every file against the measured fraction of zero weights (structured "
@@ -234,8 +236,92 @@ def render_compression(page: Page, c: sections.Compression, counts: sections.Tri
                     "Each distilled student (a bar per file: with replicates, one per seed) against its control: the same "
                     "student trained on hard labels alone, with the same budget and seed.")
         page.table(c.pairs)
+    render_fronts(page, c, claims or [])
+    render_forgets(page, c, links)
     page.h3("The frontier")
     page.table(c.frontier, links=links(c.frontier["run"]))
+
+
+def render_latencies(page: Page, c: sections.Compression, links: Links) -> None:
+    """Each timed setting's latency against its own base's, and where smaller is not faster."""
+    t = c.latencies
+    if t.empty:
+        page.p("No `method: none` file was timed, so no file's latency is compared with its base's: add `none` to the "
+               "sweep's compress.method to time the base as it is.")
+        return
+    slow = c.not_faster
+    if not slow.empty:
+        said = "; ".join(f"trial {r['trial']} ({r['file']}{', ' + r['kind'].split(', ')[-1] if 'bit' in r['kind'] else ''}): "
+                         f"{r['bytes ratio']:.2f}× the bytes, {r['latency ratio']:.2f}× the latency [{r['low']:.2f}, {r['high']:.2f}]"
+                         for _, r in slow.iterrows())
+        page.p(f"Smaller is not faster here: {len(slow)} setting(s) whose files are smaller than the base run no faster than "
+               f"it on LiteRT (latency of each file ÷ its own base's, geometric mean over the seeds with a 95% interval): {said}.")
+    else:
+        page.p("Every timed setting smaller than the base ran faster than it on average (the claims below test it).")
+    shown = t.rename(columns={"latency ratio": "latency ÷ base's", "low": "low", "high": "high", "bytes ratio": "bytes ÷ base's"})
+    page.table(shown, links=links(shown["run"]))
+
+
+def render_fronts(page: Page, c: sections.Compression, claims: list) -> None:
+    """Each method's front per base, the attainment bands and the dominance tests."""
+    if not c.method_fronts:
+        return
+    page.h3("Fronts over bases, and which method dominates", "fronts")
+    page.p("A front drawn from every file at once mixes the bases. Here each base (seed) has its own front per method: "
+           "the thin steps, one per base, give the best accuracy a method's files reached at no more than each size (or "
+           "latency). The shaded band runs from what every base attained (its lower edge) to what at least one base "
+           "attained (its upper edge), with the median over the bases as the thick line: the empirical attainment "
+           f"function's surfaces over {c.bases} bases.")
+    page.figure(figures.attainment(c.method_fronts), "fronts",
+                "Each method's fronts, one thin step line per base; band: from the worst to the best base's front; thick: "
+                "the median base's; dashed: the reference point of the hypervolumes.")
+    verdict_of = {claim.claim: claim.verdict for claim in claims}
+    rows = []
+    for f in c.method_fronts:
+        for t in f.tests:
+            low, high = t.difference.interval() if pd.notna(t.difference.se) else (float("nan"), float("nan"))
+            shared = t.shared
+            rows.append({"A": t.a, "B": t.b, "cost": f.name, "bases": len(shared),
+                         "HV of A": sum(t.hv_a[s] for s in shared) / len(shared) if shared else float("nan"),
+                         "HV of B": sum(t.hv_b[s] for s in shared) / len(shared) if shared else float("nan"),
+                         "A − B": t.difference.effect, "low": low, "high": high,
+                         "verdict": verdict_of.get(f"{t.a} dominates {t.b} on accuracy and {f.name}", "")})
+    reference = "; ".join(
+        f"{f.name}: accuracy {f.reference[0]:.3g} (chance) and "
+        + (f"{f.reference[1] * 1000:.3g} µs (the base's own latency, else the slowest file's)" if f.name == "latency"
+           else f"{f.reference[1]:,.0f} bytes (the base's float32 file)") for f in c.method_fronts)
+    page.p("Does method A dominate method B? The test: each base's front of A and of B gets its hypervolume, the area it "
+           "dominates between the front and a reference point, with the cost on a log scale, as a share of the box from the "
+           f"reference point to (accuracy 1, the least cost of any file). Reference points: {reference}. A file below chance "
+           "or beyond the reference adds nothing. The difference HV(A) − HV(B) of each base is one independent draw (the "
+           "base is the unit of replication), tested with Student's t over the bases; fewer than 3 bases give no test and "
+           "the claim stays inconclusive. A bootstrap over so few bases is not used: with 3 bases it has 10 distinct "
+           "resamples and calls any three differences of one sign significant. A is the method with the larger mean; each "
+           "test is a claim below, judged with the page's other claims (Holm), its smallest effect of interest a front "
+           "lying the smallest effect higher over the whole box.")
+    page.table(pd.DataFrame(rows))
+
+
+def render_forgets(page: Page, c: sections.Compression, links: Links) -> None:
+    """What compression forgets: per setting, the examples its files lost against their own base."""
+    page.h3("What compression forgets", "forgets")
+    e = c.examples
+    page.p("A file's accuracy can hold while it trades examples: it gets some wrong that its base got right, and some "
+           "right that its base got wrong (Hooker et al. 2019). Each file is compared example by example with its own "
+           "base, the same seed's `method: none` file (the base as it is), from the predictions every trial logs. "
+           f"Counts: test examples of {int(len(e.y_test)) if e.y_test is not None else '?'}; mean over the seeds with a "
+           "95% interval (Student's t over the seeds).")
+    if e.wanted > e.read:
+        page.note(f"Predictions of {e.read} of {e.wanted} finished trials were read (at most {e.limit}).")
+    if c.forgotten.empty:
+        page.note("No file could be compared with its base example by example: the sweep needs `none` among its "
+                  "compress.method values (its file is the base as it is), and the trials' predictions.")
+        return
+    page.table(c.forgotten, links=links(c.forgotten["run"]))
+    if not c.lost.empty:
+        page.p("The test examples lost most often: by how many compressed files (of all those compared) got them wrong "
+               "where their own base got them right, how many bases got them right, and which methods lost them.")
+        page.table(c.lost)
 
 
 # ------------------------------------------------------------------------------------ study
@@ -296,7 +382,7 @@ def render_report(report: sections.Report, folder: Path, ui: StoreUI | str | Non
     if report.body is None:
         page.note("This sweep has no trial runs yet. Run it with: study run <its sweep file>.")
     elif isinstance(report.body, sections.Compression):
-        render_compression(page, report.body, report.counts, links)
+        render_compression(page, report.body, report.counts, links, report.claims)
     else:
         render_bias_variance(page, report.body, report.counts, links)
     render_claims(page, report.claims, report.conclusions)

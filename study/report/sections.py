@@ -16,8 +16,8 @@ from study import measure, names
 from study.ledger import Counts, count_trials
 from study.listing import best_summary
 from study.names import Attr, Tag, TrialState
-from study.report import regimes, seeds, stats, tables, verdicts
-from study.report.load import OptunaTrials, SweepRuns
+from study.report import compressed, forgetting, regimes, seeds, stats, tables, verdicts
+from study.report.load import MAX_PAIRED, OptunaTrials, SweepRuns
 
 MAX_TABLE_ROWS = 60  # rows shown in the page's regimes table; runs.csv has them all
 PARAMS, SIZE_BYTES = names.column("model/params"), names.column("model/size_bytes")
@@ -305,21 +305,49 @@ class Compression:
     file_fronts: dict[str, pd.Series] = field(default_factory=dict)  # 'raw'/'gzip' -> Pareto mask over files
     controls: pd.DataFrame = field(default_factory=pd.DataFrame)  # tables.control_table
     bases: int = 1  # distinct bases the files were compressed from (one per seed)
+    method_fronts: list[compressed.Fronts] = field(default_factory=list)  # per cost: each method's fronts per base, bands, tests
+    latencies: pd.DataFrame = field(default_factory=pd.DataFrame)  # compressed.latency_table
+    forgotten: pd.DataFrame = field(default_factory=pd.DataFrame)  # forgetting.forgotten
+    lost: pd.DataFrame = field(default_factory=pd.DataFrame)  # forgetting.most_lost
+    examples: forgetting.Examples = field(default_factory=forgetting.Examples)
+
+    @property
+    def not_faster(self) -> pd.DataFrame:
+        """Settings smaller than the base whose latency is not below it (mean over seeds)."""
+        t = self.latencies
+        return t[(t["bytes ratio"] < 1) & (t["latency ratio"] >= 1)] if not t.empty else t
 
 
-def compression_claims(comp: pd.DataFrame, references: pd.DataFrame) -> list[verdicts.Claim]:
-    """The compression claims this sweep's trials can speak to (verdicts.py)."""
+def compression_claims(comp: pd.DataFrame, references: pd.DataFrame, ctx: compressed.Context | None = None,
+                       fronts: list[compressed.Fronts] | None = None) -> list[verdicts.Claim]:
+    """The compression claims this sweep's files can speak to (compressed.py, and the 8-bit claim
+    of verdicts.py), each seed by seed."""
     if comp.empty:
         return []
     base = tables.base_point(comp, references)
-    sizes = pd.to_numeric(comp.get(names.column("data/test_size"), pd.Series(dtype=float)), errors="coerce").dropna()
-    test_size = float(sizes.iloc[0]) if len(sizes) else float("nan")
-    found = [
-        verdicts.quantization_claim(comp, float(base["accuracy"]), test_size, tables.ACCURACY),
-        verdicts.distillation_claim(tables.distillation_pairs(comp)),
-        verdicts.sparse_dense_claim(comp, tables.ACCURACY, tables.SIZE["gzip"]),
-    ]
+    found: list[verdicts.Claim | None] = [verdicts.quantization_claim(comp, float(base["accuracy"]), _test_size(comp), tables.ACCURACY)]
+    if ctx is not None:
+        found += [*compressed.scratch_claims(ctx), *compressed.magnitude_random_claims(ctx), compressed.sparse_dense_claim(ctx),
+                  *compressed.int4_claims(ctx), *compressed.latency_claims(ctx), compressed.distillation_claim(ctx),
+                  *compressed.dominance_claims(fronts or [], ctx)]
     return [c for c in found if c is not None]
+
+
+def _test_size(comp: pd.DataFrame) -> float:
+    sizes = pd.to_numeric(comp.get(names.column("data/test_size"), pd.Series(dtype=float)), errors="coerce").dropna()
+    return float(sizes.iloc[0]) if len(sizes) else float("nan")
+
+
+def compression_fronts(ctx: compressed.Context, base: dict) -> list[compressed.Fronts]:
+    """Each method's fronts per base on gzip bytes (reference: the base's float32 file) and on
+    latency (reference: the base's own latency, else the slowest file's)."""
+    found = [compressed.method_fronts(ctx, tables.SIZE["gzip"], "gzip bytes", float(base.get("gzip", np.nan)))]
+    latency = pd.to_numeric(ctx.files.get(tables.LATENCY, pd.Series(dtype=float)), errors="coerce")
+    if latency.notna().any():
+        own = latency[ctx.files["method"] == "none"].dropna()
+        reference = float(np.exp(np.log(own).mean())) if len(own) else float(latency.max()) * 1.0001
+        found.append(compressed.method_fronts(ctx, tables.LATENCY, "latency", reference))
+    return [f for f in found if f is not None]
 
 
 def _pruned(comp: pd.DataFrame) -> tuple[pd.DataFrame | None, str | None]:
@@ -357,6 +385,13 @@ def compression(data: SweepRuns) -> Compression:
         return Compression(comp)
     fronts = {which: tables.frontier(comp, which) for which in tables.SIZE}
     files = tables.compression_runs(data.files) if not data.files.empty else comp.assign(trial_run_id=comp["run_id"])
+    if "seed" not in files:
+        files["seed"] = pd.to_numeric(files.get("params.seed", pd.Series(0, index=files.index)), errors="coerce")
+    finished = set(comp["run_id"])
+    examples = forgetting.from_predictions({r: p for r, p in data.predictions.items() if r in finished}, len(finished), MAX_PAIRED)
+    ctx = compressed.Context(files, examples, _test_size(comp), verdicts.smallest_effect(comp, "classification"))
+    base = tables.base_point(comp, data.references)
+    method_fronts = compression_fronts(ctx, base)
     pruned, hue = _pruned(files)  # every file its own point: replicates are not averaged on a chart
     front = comp[fronts["gzip"] | fronts["raw"]].sort_values(tables.SIZE["gzip"])
     columns = tables.varying_settings(comp)
@@ -370,10 +405,12 @@ def compression(data: SweepRuns) -> Compression:
     })
     base_column = names.tag_column(Tag.BASE_RUN_ID)
     bases = int(files[base_column].replace("", np.nan).nunique()) if base_column in files else 1
-    return Compression(comp, fronts, tables.base_point(comp, data.references), pruned, hue, _quantized(files),
-                       tables.distillation_pairs(files), frontier, compression_claims(comp, data.references),
+    setting = lambda row: tables.settings_of(row, [c for c in columns if c not in ("params.compress.criterion", "params.compress.structure")])  # noqa: E731
+    return Compression(comp, fronts, base, pruned, hue, _quantized(files),
+                       tables.distillation_pairs(files), frontier, compression_claims(comp, data.references, ctx, method_fronts),
                        tables.latency_runs(files), files, {which: tables.frontier(files, which) for which in tables.SIZE},
-                       tables.control_table(files), max(bases, 1))
+                       tables.control_table(files), max(bases, 1), method_fronts, compressed.latency_table(ctx),
+                       forgetting.forgotten(files, examples, setting), forgetting.most_lost(files, examples), examples)
 
 
 def is_compression(data: SweepRuns) -> bool:
@@ -479,6 +516,17 @@ def summarize(body: BiasVariance | Compression | None, claims: list[verdicts.Cla
     found: list[Finding] = []
     if isinstance(body, BiasVariance) and not body.errs.empty:
         found.append(_best(body.errs, body.task, searched))
+    fronts = [c for c in claims if c.knob.startswith("fronts")]  # a compression sweep's dominance tests: one line per cost
+    for c in claims:
+        if c not in fronts:
+            found.append(Finding(c.knob or "Claim", verdicts.sentence(c), "claims", verdict=c.verdict))
+    for knob in dict.fromkeys(c.knob for c in fronts):
+        tests = [c for c in fronts if c.knob == knob]
+        decided = [c for c in tests if c.verdict in ("confirmed", "contradicted")]
+        said = "; ".join(c.claim for c in decided) if decided else "none decided"
+        found.append(Finding(knob[0].upper() + knob[1:], f"{len(decided)} of {len(tests)} dominance tests decided: {said} "
+                             "(hypervolume per base, Student's t over the bases)", "fronts",
+                             verdict="confirmed" if decided else "inconclusive"))
     if isinstance(body, Compression) and not body.frontier.empty:
         for _, f in body.frontier.head(4).iterrows():
             ratio = f"{f['ratio']:.1f}× smaller, " if pd.notna(f.get("ratio")) else ""
@@ -486,8 +534,17 @@ def summarize(body: BiasVariance | Compression | None, claims: list[verdicts.Cla
             found.append(Finding("On the frontier", f"{f['method']} ({f['settings'] or f['file']}): {ratio}test accuracy "
                                  f"{f['test accuracy']:.3f}, {int(f['gzip bytes'])} gzip bytes{latency}", "compression",
                                  str(f["run"])))
-    for c in claims:
-        found.append(Finding(c.knob or "Claim", verdicts.sentence(c), "claims", verdict=c.verdict))
+    if isinstance(body, Compression) and not body.not_faster.empty:
+        slow = body.not_faster
+        found.append(Finding("Smaller, not faster", "; ".join(
+            f"trial {r['trial']} ({r['kind']}): {r['bytes ratio']:.2f}× the base's bytes, {r['latency ratio']:.2f}× its "
+            f"latency [{r['low']:.2f}, {r['high']:.2f}]" for _, r in slow.iterrows()), "accuracy-vs-latency"))
+    if isinstance(body, Compression) and not body.forgotten.empty:
+        worst = body.forgotten.sort_values("forgotten", ascending=False).iloc[0]
+        found.append(Finding("Forgotten examples", f"trial {worst['trial']} ({worst['file']}, {worst['settings']}) lost the "
+                             f"most: {worst['forgotten']:.0f} [{worst['forgotten low']:.0f}, {worst['forgotten high']:.0f}] of "
+                             f"{worst['of']} test examples its own base got right, and learned {worst['learned']:.0f}",
+                             "forgets", str(worst["run"])))
     if isinstance(body, BiasVariance) and not body.errs.empty:
         counts = body.errs["regime"].value_counts()
         found.append(Finding("Regimes", ", ".join(f"{n} {r}" for r, n in counts.items()) + " (of "

@@ -16,7 +16,7 @@ seeds.Seeds, tables.compression_runs).
   sweep file; else 1 point of error rate, or 10% of the noise variance σ² for squared error). Two
   one-sided tests show an effect negligible when its whole 90% interval lies within ± that.
 - Compression claims about one file (8-bit quantization) use the test set's sampling error;
-  claims about a training method (distillation, sparse against dense) need several pairs.
+  the claims about compression methods (compressed.py) contrast files seed by seed.
 """
 
 from __future__ import annotations
@@ -177,8 +177,11 @@ def rules_text() -> str:
         "significant the other way, negligible when two one-sided tests place it within ± the smallest effect of "
         "interest (its 90% interval lies inside that band), and inconclusive otherwise, with roughly how many seeds "
         "would decide it. Claims about one compressed file use the test set's sampling error (the 8-bit claim, whose "
-        "'close to float' is a line at 2 points, is two one-sided tests at 5% with a 90% interval); claims about a "
-        "training method compare several pairs (Student's t over pairs), and one pair is inconclusive."
+        "'close to float' is a line at 2 points, is two one-sided tests at 5% with a 90% interval). Claims about "
+        "compression methods contrast files seed by seed: each seed compressed its own base, so the mean over one side's "
+        "files at a seed minus the other side's is one independent draw, tested with Student's t over the seeds (plus "
+        "the test set's noise for accuracy: paired per example where both sides logged predictions, else the unpaired "
+        "binomial bound); one seed gives no test."
     )
 
 
@@ -409,48 +412,3 @@ def quantization_claim(comp: pd.DataFrame, base_accuracy: float, test_size: floa
                      ratio - ABOUT_4X, ratio - ABOUT_4X, "higher", 0.0, 0.0, "exact (file sizes)", evidence)
     return _claim("8-bit quantization: about 4× smaller with accuracy close to float",
                   "accuracy drop minus 2 points", diff, "lower", evidence, 1, noise="test set")
-
-
-def paired_claim(claim: str, quantity: str, gains: list[float], evidence: str) -> Claim:
-    """A training method against its control over several pairs: mean gain with Student's t over
-    pairs; one pair gives no estimate of the noise (seeds, settings) and stays inconclusive."""
-    diff = stats.paired_differences(gains)
-    return _claim(claim, quantity, diff, "higher", evidence, max(1, len(gains)), noise="pairs", margin=SMALLEST_RATE_EFFECT,
-                  units=_Units("classification"))
-
-
-def distillation_claim(pairs: pd.DataFrame) -> Claim | None:
-    if pairs.empty:
-        return None
-    gains = (pairs["distilled"] - pairs["hard labels only"]).tolist()
-    wins = int(sum(g > 0 for g in gains))
-    diff = stats.paired_differences(gains)
-    return paired_claim("a distilled student beats the same student trained on hard labels", "test accuracy gain", gains,
-                        f"{wins} of {len(gains)} students beat their control; mean gain {diff.text(1, 100, ' points')}")
-
-
-def sparse_dense_claim(comp: pd.DataFrame, accuracy: str, gzip: str) -> Claim | None:
-    """Each small dense model (a smaller architecture trained from scratch, or one that structured
-    pruning shrank) against the largest unstructured-pruned file of no more gzip bytes (chosen by
-    size, never by accuracy, and each pruned file used once, smallest budgets first)."""
-    structure = comp.get("params.compress.structure", pd.Series("", index=comp.index)).fillna("")
-    pruned = comp["method"].isin(["prune", "prune_quantize"])
-    shrunk = pruned & (structure == "channels")
-    sparse = comp[pruned & ~shrunk].sort_values(gzip, ascending=False)
-    dense = comp[(comp["method"] == "architecture") | shrunk].sort_values(gzip)
-    gains: list[float] = []
-    used: set = set()
-    for _, small in dense.iterrows():
-        rivals = sparse[(sparse[gzip] <= small[gzip]) & ~sparse.index.isin(used)]
-        if not rivals.empty:
-            rival = rivals.index[0]
-            used.add(rival)
-            gains.append(float(sparse.loc[rival, accuracy] - small[accuracy]))
-    if not gains:
-        return None
-    wins = int(sum(g > 0 for g in gains))
-    diff = stats.paired_differences(gains)
-    return paired_claim("a large sparse model beats a small dense one at equal memory (Zhu & Gupta 2017)",
-                        "test accuracy of the largest pruned file of no more gzip bytes, minus the dense one's", gains,
-                        f"for {wins} of {len(gains)} small dense models that pruned file was more accurate; mean "
-                        f"difference {diff.text(1, 100, ' points')}")
