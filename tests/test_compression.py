@@ -454,3 +454,61 @@ def test_a_base_per_replicate_controls_for_every_file_and_no_chart_averages_file
 
     page = html.unescape((tmp_path / "reports" / "fair" / "index.html").read_text())
     assert "Each method beside its controls" in page and "holds the base's variance" in page
+
+
+@pytest.mark.slow
+def test_a_compression_report_tests_its_claims_draws_bands_over_bases_and_counts_forgotten_examples(write_sweep, store, tmp_path):
+    """Three bases, each compressed at every setting: the page carries the compression claims with
+    verdicts, the attainment bands, the dominance tests with their reference points, and what each
+    file forgot against its own base (example by example, from the logged predictions)."""
+    import html
+
+    from conftest import assert_legible_at_phone_and_desktop_widths, chromium_driver
+
+    from study.report.build import build_report
+
+    text = COMPRESSION + textwrap.dedent("""
+        replicates: 3
+        compress: {finetune_epochs: 1, sparsity: 0.5}
+        search:
+          compress.method: [none, prune, quantize]
+          compress.structure: [unstructured, channels]
+          compress.criterion: [l1, random]
+          compress.bits: [4, 8]
+          compress.scheme: [ptq_dynamic]
+        objective: {artifact/val_accuracy: maximize, artifact/gzip_bytes: minimize}
+        sampler: grid
+    """)
+    summary = run_sweep(load_sweep(write_sweep("claims", text)), store)
+    assert summary.counts.finished == 7  # the base, 2 structures x 2 criteria, int4 and int8
+    built = build_report(store, "claims", tmp_path / "reports", log_to_mlflow=False)
+    page = html.unescape(built.path.read_text())
+    verdict = "(confirmed|contradicted|negligible|inconclusive)"
+    import re
+
+    for claim in ("Magnitude beats random: prune \\(unstructured\\) at sparsity 0.5", "Magnitude beats random: prune \\(channels\\) at "
+                  "sparsity 0.5", "Pruning beats training the small model from scratch, Scratch-E", "Pruning beats training the "
+                  "small model from scratch, Scratch-B", "Int4 halves int8's bytes within a point \\(ptq_dynamic\\)",
+                  "Compressed files are faster than the base: quantize, 4-bit", "Compressed files are faster than the base: "
+                  "prune \\(channels\\)", "dominates .* on accuracy and gzip bytes", "dominates .* on accuracy and latency"):
+        assert re.search(f"{claim}[^<]*: {verdict}\\.", page), claim
+    saved = json.loads((built.path.parent / "verdicts.json").read_text())
+    judged = [c for c in saved["claims"] if "dominates" in c["claim"]]
+    assert judged and all(c["replicates"] == 3 for c in judged), "a dominance test per pair of methods, over the 3 bases"
+    assert "Fronts over bases, and which method dominates" in page and "Reference points: gzip bytes: accuracy 0.1 (chance)" in page
+    assert "tested with Student's t over the bases" in page
+    fronts = (built.path.parent / "figures").glob("*fronts.svg")
+    svg = next(fronts).read_text()
+    assert "Fronts over bases" in svg and "(3 bases)" in svg, "each method's band is drawn over its three bases"
+    assert "What compression forgets" in page and "lost by files" in page
+    start = page.index("A file's accuracy can hold while it trades examples")
+    forgets = page[start:page.index("The frontier", start)]
+    assert forgets.count("prune") >= 4, "every compressed setting is counted against its base"
+    summary_lines = page[page.index("What this sweep found"):page.index("Contents")]
+    first = summary_lines.index("Magnitude beats random") if "Magnitude beats random" in summary_lines else -1
+    assert 0 <= first < summary_lines.index("On the frontier"), "the compression verdicts come first in the summary"
+    driver = chromium_driver(tmp_path)
+    try:
+        assert_legible_at_phone_and_desktop_widths(driver, built.path)
+    finally:
+        driver.quit()

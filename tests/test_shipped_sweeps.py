@@ -42,7 +42,7 @@ STUDIES = {
     "double_descent": ({"model.width"}, 7, 3),
     "double_descent_notebook": ({"model.width", "dataset.label_noise"}, 38, 3),
     "demo_compression": ({"compress.method", "compress.sparsity", "compress.criterion", "compress.bits"}, 14, 3),
-    "pruning": ({"compress.method", "compress.sparsity", "compress.criterion", "compress.structure"}, 22, 3),
+    "pruning": ({"compress.method", "compress.sparsity", "compress.criterion", "compress.structure"}, 23, 3),
     "quantization": ({"compress.bits", "compress.scheme"}, 12, 1),
     "structured_pruning": ({"compress.method", "compress.structure", "compress.criterion", "compress.sparsity"}, 21, 3),
     "distillation": ({"model.width", "compress.temperature", "compress.alpha"}, 12, 1),
