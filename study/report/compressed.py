@@ -295,7 +295,7 @@ def latency_table(ctx: Context) -> pd.DataFrame:
         low, high = diff.interval() if math.isfinite(diff.se) else (math.nan, math.nan)
         first = group.iloc[0]
         rows.append({"trial": int(trial), "file": first["label"], "kind": _kind(first), "seeds": int(log_ratio.notna().sum()),
-                     "latency ratio": math.exp(diff.effect), "low": math.exp(low), "high": math.exp(high),
+                     "latency ratio": math.exp(diff.effect), "latency low": math.exp(low), "latency high": math.exp(high),
                      "bytes ratio": float(_numbers(group, tables.SIZE["raw"]).mean()) / base_bytes,
                      "run": first.get("trial_run_id", first["run_id"])})
     return pd.DataFrame(rows)
@@ -325,7 +325,8 @@ def latency_claims(ctx: Context) -> list[verdicts.Claim]:
         smaller = float(_numbers(rows, tables.SIZE["raw"]).mean()) < float(_numbers(base, tables.SIZE["raw"]).mean())
         note = "; smaller than the base but not faster" if smaller and diff.effect > 0 else ""
         claims.append(_claim(
-            f"compressed files are faster than the base: {kind}", "log of the latency ÷ its base's (same seed)", diff,
+            f"compressed files are faster than the base: {kind}",
+            "log latency ratio to its own base (ln, same seed; +0.10 is 1.10×)", diff,
             "lower", f"{len(rows)} {kind} files: {math.exp(diff.effect):.2f}× the latency of their own base's float32 file "
             f"(geometric mean over seeds{interval}){note}; a change under {math.exp(LATENCY_MARGIN) - 1:.0%} counts as none",
             ctx, "latency", margin=LATENCY_MARGIN, units=units))

@@ -560,7 +560,7 @@ def attainment(fronts: list) -> plt.Figure:
         ax.set_xscale("log")
         ax.set_xlabel("median latency of one example, µs (log scale)" if f.name == "latency" else f"{f.name} (log scale)")
         ax.set_ylabel("test accuracy of the file")
-        ax.set_title(f"Fronts over bases: accuracy against {f.name}", fontsize=11, loc="left")
+        ax.set_title(f"Fronts over bases: {f.name}", fontsize=11, loc="left")
     handles, names_ = axes[0][0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, names_, loc="outside right upper", fontsize=LEGEND_SIZE, frameon=False, title="method")

@@ -252,13 +252,14 @@ def render_latencies(page: Page, c: sections.Compression, links: Links) -> None:
     slow = c.not_faster
     if not slow.empty:
         said = "; ".join(f"trial {r['trial']} ({r['file']}{', ' + r['kind'].split(', ')[-1] if 'bit' in r['kind'] else ''}): "
-                         f"{r['bytes ratio']:.2f}× the bytes, {r['latency ratio']:.2f}× the latency [{r['low']:.2f}, {r['high']:.2f}]"
+                         f"{r['bytes ratio']:.2f}× the bytes, {r['latency ratio']:.2f}× the latency [{r['latency low']:.2f}, {r['latency high']:.2f}]"
                          for _, r in slow.iterrows())
         page.p(f"Smaller is not faster here: {len(slow)} setting(s) whose files are smaller than the base run no faster than "
                f"it on LiteRT (latency of each file ÷ its own base's, geometric mean over the seeds with a 95% interval): {said}.")
     else:
         page.p("Every timed setting smaller than the base ran faster than it on average (the claims below test it).")
-    shown = t.rename(columns={"latency ratio": "latency ÷ base's", "low": "low", "high": "high", "bytes ratio": "bytes ÷ base's"})
+    shown = t.rename(columns={"latency ratio": "latency ÷ base's", "latency low": "low", "latency high": "high",
+                              "bytes ratio": "bytes ÷ base's"})
     page.table(shown, links=links(shown["run"]))
 
 

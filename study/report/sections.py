@@ -538,7 +538,7 @@ def summarize(body: BiasVariance | Compression | None, claims: list[verdicts.Cla
         slow = body.not_faster
         found.append(Finding("Smaller, not faster", "; ".join(
             f"trial {r['trial']} ({r['kind']}): {r['bytes ratio']:.2f}× the base's bytes, {r['latency ratio']:.2f}× its "
-            f"latency [{r['low']:.2f}, {r['high']:.2f}]" for _, r in slow.iterrows()), "accuracy-vs-latency"))
+            f"latency [{r['latency low']:.2f}, {r['latency high']:.2f}]" for _, r in slow.iterrows()), "accuracy-vs-latency"))
     if isinstance(body, Compression) and not body.forgotten.empty:
         worst = body.forgotten.sort_values("forgotten", ascending=False).iloc[0]
         found.append(Finding("Forgotten examples", f"trial {worst['trial']} ({worst['file']}, {worst['settings']}) lost the "
