@@ -229,3 +229,19 @@ def test_a_distilled_student_is_judged_seed_by_seed_against_its_hard_label_twin(
                           **{control: [0.75, 0.78, 0.74, 0.80, 0.77, 0.79]}))
     claim = verdicts.judge([compressed.distillation_claim(_ctx(many, test_size=1_000_000))])[0]
     assert claim.verdict == "confirmed" and claim.replicates == 6
+
+
+def test_each_methods_fronts_are_kept_per_base_with_the_base_file_and_chance_as_reference():
+    rows = []
+    for s in range(3):
+        rows += [(0, s, "none", "none", 0.90, {tables.SIZE["gzip"]: 40_000}),
+                 (1, s, "quantize", "quantize", 0.89 + 0.01 * s, {tables.SIZE["gzip"]: 10_000}),
+                 (2, s, "quantize", "quantize", 0.85, {tables.SIZE["gzip"]: 6_000}),
+                 (3, s, "prune", "prune", 0.80 - 0.01 * s, {tables.SIZE["gzip"]: 20_000})]
+    examples = forgetting.Examples(classes=10)
+    found = compressed.method_fronts(_ctx(_files(rows), examples), tables.SIZE["gzip"], "gzip bytes", 40_000)
+    assert found is not None and found.reference == (0.1, 40_000)
+    assert sorted(found.by_method) == ["prune", "quantize"], "the base is the reference, not a method"
+    assert found.bands["quantize"].attained.shape == (3, 2), "a front per base"
+    (test,) = found.tests
+    assert (test.a, test.b, test.bases) == ("quantize", "prune", 3), "the larger hypervolume is named first"

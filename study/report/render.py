@@ -288,7 +288,7 @@ def render_fronts(page: Page, c: sections.Compression, claims: list) -> None:
                          "A − B": t.difference.effect, "low": low, "high": high,
                          "verdict": verdict_of.get(f"{t.a} dominates {t.b} on accuracy and {f.name}", "")})
     reference = "; ".join(
-        f"{f.name}: accuracy {f.reference[0]:.3g} (chance) and "
+        f"{f.name}: accuracy {f.reference[0]:.3g} ({'chance' if f.reference[0] > 0 else 'no predictions read to know chance'}) and "
         + (f"{f.reference[1] * 1000:.3g} µs (the base's own latency, else the slowest file's)" if f.name == "latency"
            else f"{f.reference[1]:,.0f} bytes (the base's float32 file)") for f in c.method_fronts)
     page.p("Does method A dominate method B? The test: each base's front of A and of B gets its hypervolume, the area it "
