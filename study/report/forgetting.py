@@ -99,7 +99,8 @@ def forgotten(files: pd.DataFrame, examples: Examples, label_of=None) -> pd.Data
             "net": mean_learned - mean_lost, "of": int(len(bases[seeds[0]])),
             "run": first.get("trial_run_id", first["run_id"]),
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return table.sort_values(["file", "settings", "trial"], kind="stable").reset_index(drop=True) if rows else table
 
 
 def most_lost(files: pd.DataFrame, examples: Examples, top: int = MOST_LOST) -> pd.DataFrame:
