@@ -280,4 +280,5 @@ class Attr(StrEnum):
     LOOKS = "study_looks"  # the study's planned looks at its claims (--until-decided): each is tested at α / looks
     ROUNDS = "study_rounds"  # the study's rounds of added seeds: which settings, and the claims that asked for them
     SWEEP_FILE = "sweep_file"
+    PACK = "study_pack"  # how many trials trained together in the trial's pack (blame for a dead worker needs 1)
     DATA_DIGEST = "data_digest"  # the study's dataset (content digest) now; a trial's: the one it ran on

@@ -134,6 +134,7 @@ def run_pack(
             with ledger.Heartbeat(study, trials) as beat:
                 taken: dict[str, int] = {}
                 for trial in trials:
+                    trial.set_user_attr(Attr.PACK, len(trials))  # a death is blamed on a trial only if it trained alone
                     begun = _begin(trial, study, sweep, tracker, taken, Path(tmp))
                     if isinstance(begun, str):
                         states[trial.number] = begun

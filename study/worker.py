@@ -119,6 +119,10 @@ def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None, lock, settl
             ledger.skip(study, trial, "budget")
             break
         trials.append(trial)
+        alone = len(trials) == 1 and ledger.suspect(study, trial)  # its worker died under it: it trains alone
+        trial.set_user_attr(Attr.PACK, 1 if alone else trials_per_pack(sweep))  # run_pack sets the final size
+        if alone:
+            break
     return trials
 
 

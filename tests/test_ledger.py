@@ -253,3 +253,32 @@ def test_an_optuna_store_lost_beside_a_full_mlflow_store_is_refused_not_started_
     client = store.mlflow()
     runs = client.search_runs([client.get_experiment_by_name("lost").experiment_id], "tags.`study.role` = 'trial'")
     assert len(runs) == 2, "nothing was trained again"
+
+
+def test_a_death_is_blamed_on_a_trial_only_when_it_trained_alone_and_its_retry_trains_alone():
+    """Kills from outside hit whole packs: they must not use up the retry cap of the trials that
+    happened to be in flight; a trial that kills its worker (out of memory) is still caught,
+    because after a death its retries train alone."""
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    dist = {"x": optuna.distributions.IntDistribution(0, 9)}
+    study.enqueue_trial({"x": 1})
+    trial = study.ask(dist)
+    for _ in range(ledger.MAX_RETRIES + 3):  # its pack of four is killed again and again
+        trial.set_user_attr(Attr.PACK, 4)
+        ledger.queue_again(study, ledger.frozen(study, trial))
+        study.tell(trial, state=TrialState.FAIL)
+        assert ledger.deaths(study, ledger.frozen(study, trial)) == 0
+        trial = study.ask(dist)
+        assert trial.params == {"x": 1}
+        assert ledger.suspect(study, trial), "its worker died under it: it trains alone next"
+    died = 0
+    while True:  # now it trains alone and its worker dies each time: out of memory
+        trial.set_user_attr(Attr.PACK, 1)
+        died += 1
+        assert ledger.deaths(study, ledger.frozen(study, trial)) == died
+        queued = ledger.queue_again(study, ledger.frozen(study, trial))
+        study.tell(trial, state=TrialState.FAIL)
+        if not queued:
+            break
+        trial = study.ask(dist)
+    assert died == ledger.MAX_RETRIES + 1
