@@ -253,12 +253,12 @@ def test_a_compression_grid_keeps_each_distinct_setting_a_trial_reads_once(write
 
 
 @pytest.mark.parametrize("name, size", [("quantization", 7 + 3 + 2), ("demo_compression", 1 + 5 * 2 + 2 + 1),
-                                        ("pruning", 2 * (5 * 2 + 1)), ("structured_pruning", 1 + 2 * 2 * 5),
+                                        ("pruning", 1 + 2 * (5 * 2 + 1)), ("structured_pruning", 1 + 2 * 2 * 5),
                                         ("demo", 2 * 3 * 2)])
 def test_the_shipped_grids_have_the_sizes_their_comments_state(name, size):
     """quantization: bits 2, 3, 5, 6, 7, 16, 32 alone, 8 bits with 3 schemes, 4 with 2; demo_compression: none, prune
-    by magnitude or at random at 5 sparsities, quantize at 4 or 8 bits, distill; pruning: 2 methods x (5 sparsities x
-    magnitude or random, and 2:4); structured_pruning: none, and 2 structures x 2 criteria x 5 fractions; demo: 2
+    by magnitude or at random at 5 sparsities, quantize at 4 or 8 bits, distill; pruning: none, and 2 methods x
+    (5 sparsities x magnitude or random, and 2:4); structured_pruning: none, and 2 structures x 2 criteria x 5 fractions; demo: 2
     kinds x 3 widths x 2 dropouts."""
     assert search.grid_size(load_sweep(ROOT / "sweeps" / f"{name}.yaml")) == size
 
