@@ -6,6 +6,7 @@ or two epochs, so that a trial takes about a second.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -186,3 +187,31 @@ def settle_later(study, tracker, sweep) -> list[int]:
 
     time.sleep(2.5)  # past the grace period, at the one-second resolution of SQLite's clock
     return ledger.Settle(tracker.client, sweep.metrics)(study)
+
+
+PG = os.environ.get("STUDY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+@contextlib.contextmanager
+def postgres_databases(parts=("mlflow", "optuna")):
+    """Fresh databases on the PostgreSQL server (MLflow's and Optuna's schemas each need their own),
+    as URIs; dropped afterwards. Skips (fails in CI) without a server."""
+    import uuid
+
+    import psycopg  # a declared test dependency
+
+    try:
+        admin = psycopg.connect(f"{PG}/postgres", connect_timeout=3, autocommit=True)
+    except psycopg.OperationalError as exc:
+        unavailable(f"no PostgreSQL server at {PG} ({str(exc).strip()}); set STUDY_TEST_POSTGRES to test this path")
+    names = [f"study_test_{uuid.uuid4().hex[:10]}_{part}" for part in parts]
+    with admin.cursor() as cursor:
+        for name in names:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield [f"{PG}/{name}" for name in names]
+    finally:
+        with admin.cursor() as cursor:
+            for name in names:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

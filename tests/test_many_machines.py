@@ -3,42 +3,21 @@ and independent `study run` processes (standing in for machines) sharing one bud
 
 from __future__ import annotations
 
-import os
 import subprocess
-import uuid
 
 import optuna
 import pytest
-from conftest import STUDY, TINY, run_env, unavailable
+from conftest import STUDY, TINY, postgres_databases, run_env
 from optuna.trial import TrialState
 
 from study.store import Store
-
-PG = os.environ.get("STUDY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-
-
-def _admin():
-    import psycopg  # a declared test dependency
-
-    try:
-        return psycopg.connect(f"{PG}/postgres", connect_timeout=3, autocommit=True)
-    except psycopg.OperationalError as exc:
-        unavailable(f"no PostgreSQL server at {PG} ({str(exc).strip()}); set STUDY_TEST_POSTGRES to test this path")
 
 
 @pytest.fixture
 def databases():
     """Two fresh databases (MLflow's and Optuna's schemas both own an alembic_version table)."""
-    admin = _admin()
-    names = [f"study_test_{uuid.uuid4().hex[:10]}_{part}" for part in ("mlflow", "optuna")]
-    with admin.cursor() as cursor:
-        for name in names:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-    yield [f"{PG}/{name}" for name in names]
-    with admin.cursor() as cursor:
-        for name in names:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with postgres_databases() as uris:
+        yield uris
 
 
 @pytest.mark.slow

@@ -5,18 +5,15 @@ the password), so the secret goes through every real path."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import uuid
 
 import pytest
-from conftest import STUDY, TINY, run_env, unavailable
+from conftest import STUDY, TINY, postgres_databases, run_env
 
 from study.cli import _given_store_options, build_parser
 from study.store import Store, redact
 
-PG = os.environ.get("STUDY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 SECRET = "s3cret-Pw"
 
 
@@ -63,22 +60,8 @@ def test_a_server_that_is_down_says_so_without_its_password(tmp_path, option, ur
 @pytest.fixture
 def databases():
     """Two fresh databases on the PostgreSQL server, as URIs with a password in them."""
-    import psycopg  # a declared test dependency
-
-    try:
-        admin = psycopg.connect(f"{PG}/postgres", connect_timeout=3, autocommit=True)
-    except psycopg.OperationalError as exc:
-        unavailable(f"no PostgreSQL server at {PG} ({str(exc).strip()}); set STUDY_TEST_POSTGRES to test this path")
-    names = [f"study_test_{uuid.uuid4().hex[:10]}_{part}" for part in ("mlflow", "optuna")]
-    with admin.cursor() as cursor:
-        for name in names:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-    server = PG.replace("postgresql://postgres@", f"postgresql://postgres:{SECRET}@")
-    yield [f"{server}/{name}" for name in names]
-    with admin.cursor() as cursor:
-        for name in names:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with postgres_databases() as uris:
+        yield [uri.replace("postgresql://postgres@", f"postgresql://postgres:{SECRET}@") for uri in uris]
 
 
 @pytest.mark.slow
