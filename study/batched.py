@@ -187,6 +187,8 @@ class _Engine:
         self.real = [[int(w) for w in widths] for _ in range(n)]  # each member's own widths (set by load)
         self.epoch_fn = tf.function(self._epoch, autograph=False, jit_compile=jit)
         self.traces = 0
+        self.nbytes = sum(4 * int(np.prod(v.shape)) for v in
+                          [*self.params, *self.masks, *self.bias_masks, *(s for group in self.slots for s in group)])
 
     # -- forward ---------------------------------------------------------------------------
     def _dropout(self, h, layer: int, step):
@@ -270,6 +272,7 @@ class _Engine:
         a multiple of ROWS. Returns [N, 5]: data-loss sum, second-metric sum, first bad step (0:
         none), val loss sum, val second sum."""
         self.traces += 1  # counted when traced, not when run
+        _TRACED[0] += 1
         steps = int(orders.shape[1])
         live0 = tf.cast(active, tf.float32)
 
@@ -352,8 +355,9 @@ class _Engine:
             b[k, : real[i + 1]].assign(weights[2 * i + 1])
 
 
-_ENGINES: dict[tuple, _Engine] = {}  # one traced graph per shape, for the life of the process
-MAX_ENGINES = 16  # shapes kept at once (a sweep over widths and depths has a handful)
+_ENGINES: dict[tuple, _Engine] = {}  # one traced graph per shape, least recently used first
+MAX_ENGINES = 64  # shapes kept at once: a searched sweep over depths, width buckets and pack sizes has dozens
+MAX_ENGINE_BYTES = 1 << 30  # and the bytes of their variables (weights, masks, optimizer slots)
 
 
 def _engine(members: list[Member], layouts: list[Layout]) -> _Engine:
@@ -362,12 +366,14 @@ def _engine(members: list[Member], layouts: list[Layout]) -> _Engine:
     dropout = any(lo.dropout > 0 for lo in layouts)
     key = (len(members), widths, first.activation_name, members[0].task, members[0].spec.optimizer, dropout,
            members[0].spec.batch_size, len(members[0].train[0]), len(members[0].val[0]), members[0].spec.epochs >= JIT_EPOCHS)
-    engine = _ENGINES.get(key)
+    engine = _ENGINES.pop(key, None)
     if engine is None:
-        if len(_ENGINES) >= MAX_ENGINES:
-            _ENGINES.pop(next(iter(_ENGINES)))
-        engine = _ENGINES[key] = _Engine(len(members), widths, first.activation, members[0].task,
-                                         members[0].spec.optimizer, dropout, key[-1])
+        engine = _Engine(len(members), widths, first.activation, members[0].task, members[0].spec.optimizer,
+                         dropout, key[-1])
+        while _ENGINES and (len(_ENGINES) >= MAX_ENGINES or
+                            sum(e.nbytes for e in _ENGINES.values()) + engine.nbytes > MAX_ENGINE_BYTES):
+            _ENGINES.pop(next(iter(_ENGINES)))  # the least recently used shape
+    _ENGINES[key] = engine  # now the most recently used
     return engine
 
 
@@ -493,9 +499,12 @@ def _interruptible():
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+_TRACED = [0]  # graphs traced by this process, those of shapes since dropped included
+
+
 def traces() -> int:
     """Graphs traced by this process's engines so far (a benchmark's count)."""
-    return sum(e.traces for e in _ENGINES.values())
+    return _TRACED[0]
 
 
 BATCHED = True  # MLPs train as one batched model; False: every member as its own graph (the benchmark's baseline)
