@@ -4,9 +4,9 @@
 matrix products per layer and traces a new graph for every pack. Here the MLP members of a pack
 (same depth and width bucket, activation, optimizer kind, task, input and output) become one
 model whose leading axis is the member: each Dense layer's kernels stacked as [N, in, out], every
-hidden width padded to its bucket, the next power of two (padded units start at zero and their
-gradients are masked, so they stay exactly zero, Adam's moments included), one batched matrix
-product per layer for the whole pack.
+hidden width padded to its bucket (`width_bucket`: the next power of two, above 128 the next of
+192, 256, 384, 512, ...; padded units start at zero and their gradients are masked, so they stay
+exactly zero, Adam's moments included), one batched matrix product per layer for the whole pack.
 Everything a member has alone stays its own, as tensors indexed by member rather than Python
 branches: learning rate, momentum, L1/L2 penalties, dropout rate, training and validation sets,
 batch order, Adam/SGD/RMSprop state and step count, epoch budget, early stopping with restore,
@@ -105,8 +105,12 @@ def padded(layout: Layout) -> tuple[int, ...]:
 
 
 def width_bucket(width: int) -> int:
-    """Padded width: the next power of two, so that padding wastes at most half a layer."""
-    return 1 << max(0, math.ceil(math.log2(max(1, width))))
+    """Padded width: the next power of two, or above 128 the next of 192, 256, 384, 512, 768, ...
+    (powers of two and halfway between, in ratio): a wide layer's arithmetic grows as its width
+    squared, so padding 300 units to 512 would triple it (to 384: 1.6 times). Each bucket is a
+    shape of its own to trace, so narrow layers, whose arithmetic is small, keep the coarse steps."""
+    power = 1 << max(0, math.ceil(math.log2(max(1, width))))
+    return power * 3 // 4 if power > 128 and width <= power * 3 // 4 else power
 
 
 # ------------------------------------------------------------------------------ the graph
