@@ -85,6 +85,47 @@ def test_a_member_is_the_same_alone_and_in_a_pack_to_the_last_bit():
             np.testing.assert_array_equal(wa, wp)
 
 
+def test_width_buckets_pad_by_at_most_half_above_128_and_at_most_double_below():
+    buckets = {batched.width_bucket(w) for w in range(1, 2049)}
+    assert buckets == {1, 2, 4, 8, 16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048}
+    for width in range(1, 2049):
+        bucket = batched.width_bucket(width)
+        assert width <= bucket < 2 * width or bucket == width == 1
+        if width > 128:
+            assert bucket < 1.5 * width
+
+
+def test_wide_members_of_a_half_step_bucket_are_the_same_alone_and_packed():
+    keras.backend.clear_session()
+    alone = [member(width=w, seed=s, epochs=2) for s, w in enumerate((150, 190))]  # both in the bucket of 192
+    for m in alone:
+        batched.fit_together([m])
+    keras.backend.clear_session()
+    packed = [member(width=w, seed=s, epochs=2) for s, w in enumerate((150, 190))]
+    assert engine_of(packed).widths == (6, 192, 192, 2)
+    batched.fit_together(packed)
+    for a, p in zip(alone, packed):
+        assert a.result.history == p.result.history
+        for wa, wp in zip(a.model.get_weights(), p.model.get_weights()):
+            np.testing.assert_array_equal(wa, wp)
+
+
+def test_the_least_recently_used_shape_is_dropped_first(monkeypatch):
+    monkeypatch.setattr(batched, "_ENGINES", {})
+    monkeypatch.setattr(batched, "MAX_ENGINES", 2)
+    keras.backend.clear_session()
+    shapes = {w: [member(width=w, seed=0, epochs=1)] for w in (4, 8, 16)}
+    batched.fit_together(shapes[4])
+    batched.fit_together(shapes[8])
+    batched.fit_together([member(width=4, seed=1, epochs=1)])  # 4 used again: 8 is now the oldest
+    batched.fit_together(shapes[16])
+    kept = sorted(key[1][1] for key in batched._ENGINES)
+    assert kept == [4, 16]
+    before = batched.traces()
+    batched.fit_together([member(width=3, seed=2, epochs=1)])  # the bucket of 4, still kept: no new trace
+    assert batched.traces() == before
+
+
 def test_a_shape_is_traced_once_and_reused_by_later_packs():
     keras.backend.clear_session()
     batched.fit_together([member(seed=s, width=8) for s in range(3)])
