@@ -128,8 +128,8 @@ def noise_floor(setup: Setup, data: Data) -> float | None:
 def save_model(model: keras.Model, path: Path) -> None:
     """Save architecture and weights only: optimizer state is training baggage, not the model
     (it would triple the bytes of an Adam-trained model). An uncompiled model carries none, and is
-    saved as it is (packed training never compiles one); a compiled one is saved as an uncompiled
-    clone (a clone costs 3-4 times the save of a small MLP)."""
+    saved as it is (packed training never compiles one; cloning a small MLP costs more than saving
+    it); a compiled one is saved as an uncompiled clone."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if getattr(model, "optimizer", None) is None and not getattr(model, "compiled_loss", None):
         model.save(path)
