@@ -128,3 +128,50 @@ def test_settings_show_only_what_varies_with_whole_numbers_plain():
     columns = tables.varying_settings(comp)
     assert columns == ["params.compress.bits"]
     assert [tables.settings_of(row, columns) for _, row in comp.iterrows()] == ["bits=4", "bits=8", ""]
+
+
+def _grid_study(widths, noises):
+    """A finished grid study: val accuracy set by width (more is better), noise a small effect."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    width_dist = optuna.distributions.CategoricalDistribution(widths)
+    noise_dist = optuna.distributions.CategoricalDistribution(noises)
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), direction="maximize")
+    for width in widths:
+        for noise in noises:
+            study.add_trial(optuna.trial.create_trial(
+                params={"model.width": width, "dataset.label_noise": noise},
+                distributions={"model.width": width_dist, "dataset.label_noise": noise_dist},
+                value=float(np.log(width)) - 0.1 * noise))
+    return study
+
+
+def test_numeric_choices_are_ordered_ranges_for_importances():
+    import optuna
+
+    from study.report.sections import importances, ordered_study
+
+    widths = [2, 4, 8, 12, 16, 20, 24, 32, 40, 47, 56, 64, 80, 96, 128, 160, 200, 256, 300]
+    study = _grid_study(widths, [0.0, 0.15])
+    ordered = ordered_study(study)
+    width, noise = (ordered.trials[0].distributions[k] for k in ("model.width", "dataset.label_noise"))
+    assert isinstance(width, optuna.distributions.FloatDistribution) and width.log and (width.low, width.high) == (2, 300)
+    assert isinstance(noise, optuna.distributions.FloatDistribution) and not noise.log
+    assert [t.params["model.width"] for t in ordered.trials][:2] == [2.0, 2.0]
+    assert [t.values for t in ordered.trials] == [t.values for t in study.trials]
+    # one-hot, these 19 widths made fANOVA integrate over 2^19 corners; as a range it is immediate
+    found = importances(study, {"val/accuracy": "maximize"}, "val/accuracy")
+    assert found["model.width"] > 0.9 > found["dataset.label_noise"]
+
+
+def test_text_choices_stay_categorical_for_importances():
+    import optuna
+
+    from study.report.sections import ordered_study
+
+    dist = optuna.distributions.CategoricalDistribution(["mlp", "cnn"])
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    for kind, value in (("mlp", 1.0), ("cnn", 0.5)):
+        study.add_trial(optuna.trial.create_trial(params={"model.kind": kind}, distributions={"model.kind": dist}, value=value))
+    assert ordered_study(study).trials[0].distributions["model.kind"] == dist
