@@ -190,7 +190,6 @@ class _Engine:
         self.seeds = tf.Variable(tf.zeros([n], tf.int64), trainable=False)
         self.real = [[int(w) for w in widths] for _ in range(n)]  # each member's own widths (set by load)
         self.epoch_fn = tf.function(self._epoch, autograph=False, jit_compile=jit)
-        self.traces = 0
         self.nbytes = sum(4 * int(np.prod(v.shape)) for v in
                           [*self.params, *self.masks, *self.bias_masks, *(s for group in self.slots for s in group)])
 
@@ -275,8 +274,7 @@ class _Engine:
         rows] and `weights` [steps, rows] (1 for an example, 0 for a filler row) come in rows of
         a multiple of ROWS. Returns [N, 5]: data-loss sum, second-metric sum, first bad step (0:
         none), val loss sum, val second sum."""
-        self.traces += 1  # counted when traced, not when run
-        _TRACED[0] += 1
+        _TRACED[0] += 1  # counted when traced, not when run
         steps = int(orders.shape[1])
         live0 = tf.cast(active, tf.float32)
 

@@ -251,6 +251,14 @@ def queue_again(study: optuna.Study, trial) -> bool:
     return True
 
 
+def _lost(study: optuna.Study, trial, numbers: list[int]) -> list:
+    """The trials among `numbers` (a retry chain) whose settings were lost with their worker, not
+    to a Ctrl+C (the user's doing, never the trial's fault)."""
+    known = {t.number: t for t in study.get_trials(deepcopy=False)} if numbers != [trial.number] else {}
+    known[trial.number] = trial
+    return [known[n] for n in numbers if n in known and known[n].user_attrs.get(Attr.STATE) != TrialState.INTERRUPTED]
+
+
 def deaths(study: optuna.Study, trial) -> int:
     """How often a trial's settings were lost with their worker while they trained alone: the trials
     of its retry chain, itself included, that the user did not interrupt and that were the only
@@ -258,20 +266,15 @@ def deaths(study: optuna.Study, trial) -> int:
     (any of them, or a kill from outside, may have caused it): such a trial's retry trains alone
     (`suspect`), so a trial that keeps killing its worker (out of memory) is still caught, while
     kills from outside spread over many trials instead of using up the retries of a few."""
-    chain = [*history(trial), trial.number]
-    known = {t.number: t for t in study.get_trials(deepcopy=False)} if len(chain) > 1 else {}
-    known[trial.number] = trial
-    return sum(1 for n in chain if n in known and known[n].user_attrs.get(Attr.STATE) != TrialState.INTERRUPTED
-               and int(known[n].user_attrs.get(Attr.PACK, 1)) <= 1)
+    lost = _lost(study, trial, [*history(trial), trial.number])
+    return sum(1 for t in lost if int(t.user_attrs.get(Attr.PACK, 1)) <= 1)
 
 
 def suspect(study: optuna.Study, trial) -> bool:
     """Whether a trial repeats one whose worker died under it (not a Ctrl+C): it trains alone."""
-    chain = history(frozen(study, trial) if isinstance(trial, optuna.Trial) else trial)
-    if not chain:
-        return False
-    known = {t.number: t for t in study.get_trials(deepcopy=False)}
-    return any(n in known and known[n].user_attrs.get(Attr.STATE) != TrialState.INTERRUPTED for n in chain)
+    trial = frozen(study, trial) if isinstance(trial, optuna.Trial) else trial
+    chain = history(trial)
+    return bool(chain) and bool(_lost(study, trial, chain))
 
 
 # ---------------------------------------------------------------------------- heartbeats

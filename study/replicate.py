@@ -131,7 +131,7 @@ def save_model(model: keras.Model, path: Path) -> None:
     saved as it is (packed training never compiles one; cloning a small MLP costs more than saving
     it); a compiled one is saved as an uncompiled clone."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if getattr(model, "optimizer", None) is None and not getattr(model, "compiled_loss", None):
+    if model.optimizer is None:
         model.save(path)
         return
     clone = keras.models.clone_model(model)

@@ -161,7 +161,7 @@ def test_numeric_choices_are_ordered_ranges_for_importances():
     assert [t.params["model.width"] for t in ordered.trials][:2] == [2.0, 2.0]
     assert [t.values for t in ordered.trials] == [t.values for t in study.trials]
     # one-hot, these 19 widths made fANOVA integrate over 2^19 corners; as a range it is immediate
-    found = importances(study, {"val/accuracy": "maximize"}, "val/accuracy")
+    found = importances(ordered, {"val/accuracy": "maximize"}, "val/accuracy")
     assert found["model.width"] > 0.9 > found["dataset.label_noise"]
 
 

@@ -459,7 +459,7 @@ def ordered_study(study: optuna.Study) -> optuna.Study:
         for name, dist in trial.distributions.items():
             if isinstance(dist, optuna.distributions.CategoricalDistribution) and _numeric(dist.choices) \
                     and len(set(dist.choices)) > 1:
-                numbers = [float(c) for c in dist.choices if isinstance(c, int | float)]
+                numbers = [float(c) for c in dist.choices]  # type: ignore[arg-type]  # _numeric: all numbers
                 low, high = min(numbers), max(numbers)
                 distributions[name] = optuna.distributions.FloatDistribution(low, high, log=low > 0 and high >= 10 * low)
                 params[name] = float(params[name])
@@ -470,8 +470,8 @@ def ordered_study(study: optuna.Study) -> optuna.Study:
 
 
 def importances(study: optuna.Study, objective: dict[str, str], metric: str) -> dict[str, float]:
-    """fANOVA importances for one objective `metric` (numeric choices as ordered ranges,
-    `ordered_study`); {} where they cannot be computed."""
+    """fANOVA importances for one objective `metric` of an `ordered_study` (numeric choices as
+    ordered ranges); {} where they cannot be computed."""
     complete = study.get_trials(deepcopy=False)
     if len(complete) < 2 or not any(t.distributions for t in complete):
         return {}
@@ -479,7 +479,7 @@ def importances(study: optuna.Study, objective: dict[str, str], metric: str) -> 
     target = (lambda t: t.values[index]) if len(study.directions) > 1 else None
     try:
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # variance explained, either direction
-        return optuna.importance.get_param_importances(ordered_study(study), evaluator=evaluator, target=target)
+        return optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)
     except Exception as exc:  # too few distinct values for fANOVA: the page says importances are missing
         log.debug("no fANOVA importances for %s: %s", metric, exc)
         return {}
@@ -491,7 +491,8 @@ def study_info(data: SweepRuns, counts: TrialCounts, study: optuna.Study | None)
     histories = {metric: tables.optimization_history(data.runs, metric, direction) for metric, direction in objective.items()}
     found = {}
     if study is not None:
-        found = {metric: values for metric in objective if (values := importances(study, objective, metric))}
+        ordered = ordered_study(study)  # once for every objective
+        found = {metric: values for metric in objective if (values := importances(ordered, objective, metric))}
     runs = data.runs
     unfinished = pd.DataFrame()
     if not runs.empty:
