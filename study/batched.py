@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -45,57 +46,110 @@ from study.training import FitResult, best_epoch
 
 @dataclass(frozen=True)
 class Layout:
-    """An MLP member as the engine sees it: its Dense layers' widths, activation, dropout rate,
-    penalties and the regression output's fixed scale."""
+    """A member as the engine sees it: its layers' widths (an MLP's units; a CNN's channels), the
+    hidden activation, dropout rate, penalties and the regression output's fixed scale; for a CNN
+    also the grid its conv layers slide over and their kernel and stride."""
 
-    widths: tuple[int, ...]  # input, hidden..., output
-    activation: object  # the hidden layers' activation function (Keras')
+    widths: tuple[int, ...]  # MLP: input features, hidden units..., output; CNN: 1, channels..., output
+    activation: Callable  # the hidden layers' activation function (Keras')
     activation_name: str
     dropout: float
     l1: float
     l2: float
     scale: float  # Rescaling of a regression output: y = out · scale + offset (1, 0 for classifiers)
     offset: float
+    grid: tuple[int, int] | None = None  # a CNN's input as (height, width), one channel; None: an MLP
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+
+    @property
+    def convs(self) -> int:
+        """Conv layers before the output layer (0: an MLP)."""
+        return 0 if self.grid is None else len(self.widths) - 2
+
+
+def _same(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
+    """TensorFlow's `padding="same"` along one axis: (output size, zeros before, zeros after)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def grids(layout: Layout) -> list[tuple[int, int]]:
+    """A CNN's grid before each conv layer and after the last (an MLP: none)."""
+    if layout.grid is None:
+        return []
+    out = [layout.grid]
+    for _ in range(layout.convs):
+        (height, width), (kh, kw), (sh, sw) = out[-1], layout.kernel, layout.stride
+        out.append((_same(height, kh, sh)[0], _same(width, kw, sw)[0]))
+    return out
 
 
 def layout_of(model) -> Layout | None:
-    """The MLP layout of a model `models.build_model` made, or None if the engine cannot train it."""
-    dense, dropout, scale, offset = [], 0.0, 1.0, 0.0
+    """The layout of a model `models.build_model` made (an MLP, or a CNN of standard conv layers),
+    or None if the engine cannot train it."""
+    dense: list = []
+    convs: list = []
+    rates: set[float] = set()
+    scale, offset = 1.0, 0.0
+    grid: tuple[int, int] | None = None
+    flat = False
     for layer in model.layers:
         kind = type(layer).__name__
-        if kind in ("InputLayer", "Flatten"):
+        if kind == "InputLayer":
             continue
-        if kind == "Dense":
+        if kind == "Flatten":
+            flat = True
+        elif kind == "Reshape" and grid is None and not dense and len(layer.target_shape) == 3 \
+                and layer.target_shape[-1] == 1:
+            grid = (int(layer.target_shape[0]), int(layer.target_shape[1]))
+        elif kind == "Conv2D" and grid is not None and not flat and _plain_conv(layer):
+            convs.append(layer)
+        elif kind == "Dense" and (grid is None or flat):
             dense.append(layer)
-        elif kind == "Dropout" and dense:
-            dropout = float(layer.rate)
+        elif kind == "Dropout" and (dense or convs) and layer.noise_shape is None:
+            rates.add(float(layer.rate))
         elif kind == "Rescaling" and layer is model.layers[-1]:
             scale, offset = float(layer.scale), float(layer.offset)
         else:
             return None
-    if not dense or len(model.inputs[0].shape) < 2:
+    if not dense or len(model.inputs[0].shape) < 2 or len(rates) > 1 or (grid is not None and (not convs or len(dense) > 1)):
         return None
+    weighted = convs + dense
     penalties = {(float(getattr(d.kernel_regularizer, "l1", 0.0)), float(getattr(d.kernel_regularizer, "l2", 0.0)))
-                 for d in dense}
-    if len(penalties) != 1 or any(d.bias_regularizer is not None or not d.use_bias for d in dense):
+                 for d in weighted}
+    if len(penalties) != 1 or any(d.bias_regularizer is not None or not d.use_bias for d in weighted):
         return None
     if dense[-1].activation is not keras.activations.linear:
         return None
-    hidden = {keras.activations.serialize(d.activation) for d in dense[:-1]}
-    if len(hidden) > 1:
+    hidden_layers = weighted[:-1]
+    hidden = {keras.activations.serialize(d.activation) for d in hidden_layers}
+    if len(hidden) > 1 or len({(c.kernel_size, c.strides) for c in convs}) > 1:
         return None
     l1, l2 = penalties.pop()
-    inputs = int(np.prod(model.inputs[0].shape[1:]))
-    widths = (inputs, *(int(d.units) for d in dense))
     name = hidden.pop() if hidden else "linear"
-    return Layout(widths, dense[0].activation if len(dense) > 1 else keras.activations.linear, str(name), dropout,
-                  l1, l2, scale, offset)
+    activation = hidden_layers[0].activation if hidden_layers else keras.activations.linear
+    dropout = rates.pop() if rates else 0.0
+    if convs:
+        widths = (1, *(int(c.filters) for c in convs), int(dense[-1].units))
+        return Layout(widths, activation, str(name), dropout, l1, l2, scale, offset, grid,
+                      (int(convs[0].kernel_size[0]), int(convs[0].kernel_size[1])),
+                      (int(convs[0].strides[0]), int(convs[0].strides[1])))
+    inputs = int(np.prod(model.inputs[0].shape[1:]))
+    return Layout((inputs, *(int(d.units) for d in dense)), activation, str(name), dropout, l1, l2, scale, offset)
+
+
+def _plain_conv(layer) -> bool:
+    """A Conv2D the engine computes as a matrix product over input patches."""
+    return (layer.padding == "same" and layer.data_format == "channels_last" and tuple(layer.dilation_rate) == (1, 1)
+            and layer.groups == 1)
 
 
 def shape_key(m: Member, layout: Layout) -> tuple:
     """Members with equal keys can train in one batched pack (besides `multifit.pack_key`)."""
-    return (padded(layout), layout.activation_name, m.spec.optimizer, m.task, m.spec.batch_size, len(m.train[0]),
-            len(m.val[0]), m.spec.epochs >= JIT_EPOCHS)
+    return (padded(layout), layout.grid, layout.kernel, layout.stride, layout.activation_name, m.spec.optimizer, m.task,
+            m.spec.batch_size, len(m.train[0]), len(m.val[0]), m.spec.epochs >= JIT_EPOCHS)
 
 
 def padded(layout: Layout) -> tuple[int, ...]:
@@ -172,10 +226,17 @@ def _row_sums(t):
 class _Engine:
     """The variables and the traced epoch of one shape; `load` fills them with a pack's members."""
 
-    def __init__(self, n: int, widths: tuple[int, ...], activation, task: str, optimizer: str, dropout: bool, jit: bool):
-        self.n, self.widths, self.activation, self.task, self.optimizer = n, widths, activation, task, optimizer
+    def __init__(self, n: int, layout: Layout, task: str, optimizer: str, dropout: bool, jit: bool):
+        widths = padded(layout)
+        self.n, self.widths, self.activation, self.task, self.optimizer = n, widths, layout.activation, task, optimizer
         self.dropout = dropout
-        pairs = list(zip(widths[:-1], widths[1:]))
+        self.convs, self.grids, self.kernel, self.stride = layout.convs, grids(layout), layout.kernel, layout.stride
+        # a layer's kernel reads `groups` blocks of its input's (padded) width: a conv layer one per
+        # kernel position (kh · kw), the layer after the convs one per position of the last grid
+        self.groups = [self.kernel[0] * self.kernel[1]] * self.convs + [1] * (len(widths) - 1 - self.convs)
+        if self.convs:
+            self.groups[self.convs] = self.grids[-1][0] * self.grids[-1][1]
+        pairs = [(g * a, b) for g, a, b in zip(self.groups, widths[:-1], widths[1:])]
         z = tf.zeros_initializer()
         self.kernels = [tf.Variable(z([n, a, b]), name=f"kernel_{i}") for i, (a, b) in enumerate(pairs)]
         self.biases = [tf.Variable(z([n, b]), name=f"bias_{i}") for i, (_, b) in enumerate(pairs)]
@@ -188,7 +249,11 @@ class _Engine:
         self.rate, self.momentum, self.l1, self.l2 = vector(), vector(), vector(), vector()
         self.keep, self.scale, self.offset, self.steps = vector(), vector(), vector(), vector()
         self.seeds = tf.Variable(tf.zeros([n], tf.int64), trainable=False)
-        self.real = [[int(w) for w in widths] for _ in range(n)]  # each member's own widths (set by load)
+        self.shapes: list[list[tuple[int, ...]]] = [[] for _ in range(n)]  # each member's Keras kernel shapes (load)
+        # validation examples per graph op: a CNN's patches hold kh · kw values per channel and
+        # position, so its chunk is bounded by its own (padded) shape, never by the pack's size
+        widest = max((g[0] * g[1] * self.groups[0] * w for g, w in zip(self.grids[1:], widths[1:])), default=0)
+        self.val_batch = VAL_BATCH if not self.convs else max(ROWS, min(VAL_BATCH, (1 << 24) // widest // ROWS * ROWS))
         self.epoch_fn = tf.function(self._epoch, autograph=False, jit_compile=jit)
         self.nbytes = sum(4 * int(np.prod(v.shape)) for v in
                           [*self.params, *self.masks, *self.bias_masks, *(s for group in self.slots for s in group)])
@@ -202,10 +267,29 @@ class _Engine:
         u = _uniform(self.seeds, layer, step, tf.shape(h)[1], int(h.shape[-1]))
         return h * (tf.cast(u >= 1.0 - keep, h.dtype) / keep)
 
+    def _patches(self, h, i: int):
+        """A conv layer's input [N, rows, height, width, channels] as its patches [N, rows · positions,
+        kh · kw · channels] (the kernel's positions in Keras' order, then the channels): zeros padded
+        as `padding="same"` pads, one strided slice per kernel position."""
+        (height, width), (out_h, out_w) = self.grids[i], self.grids[i + 1]
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        _, top, bottom = _same(height, kh, sh)
+        _, left, right = _same(width, kw, sw)
+        h = tf.pad(h, [[0, 0], [0, 0], [top, bottom], [left, right], [0, 0]])
+        taps = [h[:, :, dh: dh + (out_h - 1) * sh + 1: sh, dw: dw + (out_w - 1) * sw + 1: sw, :]
+                for dh in range(kh) for dw in range(kw)]
+        return tf.reshape(tf.concat(taps, axis=-1), [self.n, -1, kh * kw * int(h.shape[-1])])
+
     def _forward(self, x, training: bool, step=None):
-        h = x
+        """Outputs [N, rows, outputs] of inputs [N, rows, features] (a CNN's grid, flattened)."""
+        rows = tf.shape(x)[1]
+        h = tf.reshape(x, [self.n, rows, *self.grids[0], 1]) if self.convs else x
         last = len(self.kernels) - 1
         for i, (w, b) in enumerate(zip(self.kernels, self.biases)):
+            if i < self.convs:
+                h = self._patches(h, i)
+            elif i == self.convs and self.convs:
+                h = tf.reshape(h, [self.n, rows, -1])  # Keras' Flatten: position, then channel
             # the bias as one more row of the kernel, against a column of ones: its gradient is then
             # a slice of the matrix product's, which is each member's own whatever the pack (a sum
             # over the batch axis of a stacked tensor rounds by the member's place in memory)
@@ -213,8 +297,12 @@ class _Engine:
             h = tf.linalg.matmul(tf.concat([h, ones], axis=2), tf.concat([w, b[:, None, :]], axis=1))
             if i < last:
                 h = self.activation(h)
+                if i < self.convs:
+                    h = tf.reshape(h, [self.n, rows, -1])  # dropout's positions: one example's maps
                 if training and self.dropout:
                     h = self._dropout(h, i, step)
+                if i < self.convs:
+                    h = tf.reshape(h, [self.n, rows, *self.grids[i + 1], int(w.shape[-1])])
         return h
 
     def _losses(self, out, y):
@@ -305,9 +393,9 @@ class _Engine:
         _, loss_sum, second_sum, bad, _ = tf.while_loop(
             more, body, (tf.constant(0), zero, zero, tf.zeros([self.n], tf.int32), live0))
         val_loss, val_second = zero, zero
-        for start in range(0, int(x_val.shape[1]), VAL_BATCH):
-            xv, yv = x_val[:, start: start + VAL_BATCH], y_val[:, start: start + VAL_BATCH]
-            w = val_weights[start: start + VAL_BATCH]
+        for start in range(0, int(x_val.shape[1]), self.val_batch):
+            xv, yv = x_val[:, start: start + self.val_batch], y_val[:, start: start + self.val_batch]
+            w = val_weights[start: start + self.val_batch]
             loss, second = self._losses(self._forward(xv, False), yv)
             val_loss += _row_sums(loss * w)
             val_second += _row_sums(second * w)
@@ -316,14 +404,15 @@ class _Engine:
     # -- members in and out ------------------------------------------------------------------
     def load(self, members: list[Member], layouts: list[Layout]) -> None:
         """Put the members' initial weights (padded with zeros), masks and settings in the variables."""
+        initial = [m.model.get_weights() for m in members]
+        self.shapes = [[w.shape for w in weights[0::2]] for weights in initial]
         for i in range(len(self.kernels)):
             kernels, biases = np.zeros(self.kernels[i].shape, np.float32), np.zeros(self.biases[i].shape, np.float32)
             mask, bias_mask = np.zeros_like(kernels), np.zeros_like(biases)
-            for k, m in enumerate(members):
-                w, b = m.model.get_weights()[2 * i: 2 * i + 2]
-                w = w.reshape(-1, w.shape[-1])
-                kernels[k, : w.shape[0], : w.shape[1]], biases[k, : b.shape[0]] = w, b
-                mask[k, : w.shape[0], : w.shape[1]], bias_mask[k, : b.shape[0]] = 1.0, 1.0
+            for k, weights in enumerate(initial):
+                w, b = weights[2 * i: 2 * i + 2]
+                kernels[k], biases[k] = self._padded(i, w), np.pad(b, (0, biases.shape[1] - len(b)))
+                mask[k], bias_mask[k, : len(b)] = self._padded(i, np.ones_like(w)), 1.0
             self.kernels[i].assign(kernels)
             self.biases[i].assign(biases)
             self.masks[i].assign(mask)
@@ -342,19 +431,32 @@ class _Engine:
         self.steps.assign(tf.zeros([self.n]))
         self.seeds.assign([m.seed for m in members])
 
+    def _padded(self, i: int, kernel: np.ndarray) -> np.ndarray:
+        """A Keras kernel of layer i as the engine holds it: each of its `groups` blocks of input
+        rows padded to the layer's padded input width, its columns to the padded output width."""
+        groups, width, out = self.groups[i], self.widths[i], self.widths[i + 1]
+        blocks = kernel.reshape(groups, -1, kernel.shape[-1])
+        placed = np.zeros((groups, width, out), np.float32)
+        placed[:, : blocks.shape[1], : blocks.shape[2]] = blocks
+        return placed.reshape(groups * width, out)
+
+    def _unpadded(self, i: int, kernel: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        groups = self.groups[i]
+        blocks = kernel.reshape(groups, self.widths[i], self.widths[i + 1])
+        return blocks[:, : int(np.prod(shape[:-1])) // groups, : shape[-1]].reshape(shape)
+
     def weights(self, k: int) -> list[np.ndarray]:
         """Member k's weights, unpadded, in its Keras model's order (kernel, bias per layer)."""
         out = []
-        real = self.real[k]
         for i, (w, b) in enumerate(zip(self.kernels, self.biases)):
-            out += [w[k, : real[i], : real[i + 1]].numpy(), b[k, : real[i + 1]].numpy()]
+            shape = self.shapes[k][i]
+            out += [self._unpadded(i, w[k].numpy(), shape), b[k, : shape[-1]].numpy()]
         return out
 
     def set_weights(self, k: int, weights: list[np.ndarray]) -> None:
-        real = self.real[k]
         for i, (w, b) in enumerate(zip(self.kernels, self.biases)):
-            w[k, : real[i], : real[i + 1]].assign(weights[2 * i])
-            b[k, : real[i + 1]].assign(weights[2 * i + 1])
+            w[k].assign(self._padded(i, weights[2 * i]))  # padded entries are zero, as they stay in training
+            b[k, : len(weights[2 * i + 1])].assign(weights[2 * i + 1])
 
 
 _ENGINES: dict[tuple, _Engine] = {}  # one traced graph per shape, least recently used first
@@ -364,14 +466,11 @@ MAX_ENGINE_BYTES = 1 << 30  # and the bytes of their variables (weights, masks, 
 
 def _engine(members: list[Member], layouts: list[Layout]) -> _Engine:
     first = layouts[0]
-    widths = padded(first)  # the same for every member (shape_key)
     dropout = any(lo.dropout > 0 for lo in layouts)
-    key = (len(members), widths, first.activation_name, members[0].task, members[0].spec.optimizer, dropout,
-           members[0].spec.batch_size, len(members[0].train[0]), len(members[0].val[0]), members[0].spec.epochs >= JIT_EPOCHS)
+    key = (len(members), dropout, *shape_key(members[0], first))  # the shape key is every member's
     engine = _ENGINES.pop(key, None)
     if engine is None:
-        engine = _Engine(len(members), widths, first.activation, members[0].task, members[0].spec.optimizer,
-                         dropout, key[-1])
+        engine = _Engine(len(members), first, members[0].task, members[0].spec.optimizer, dropout, key[-1])
         while _ENGINES and (len(_ENGINES) >= MAX_ENGINES or
                             sum(e.nbytes for e in _ENGINES.values()) + engine.nbytes > MAX_ENGINE_BYTES):
             _ENGINES.pop(next(iter(_ENGINES)))  # the least recently used shape

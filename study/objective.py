@@ -125,12 +125,16 @@ class _Trial:
 
 def pack_key_of(job: TrialJob) -> tuple:
     """Trials whose replicates can train in one pack share this key (see `multifit.pack_key`); MLPs
-    also by depth, width bucket and optimizer, so that each pack is one batched model (`batched.py`)."""
+    and CNNs of standard conv layers also by depth, width bucket and optimizer (and a CNN's kernel
+    and stride), so that each pack is one batched model (`batched.py`)."""
     key = pack_key(job.setup.train, job.data.task, train_rows(job.data, job.setup.dataset))
     model = job.setup.model
+    shape = (model.depth, width_bucket(model.units), model.activation, job.setup.train.optimizer,
+             job.setup.train.epochs >= JIT_EPOCHS)
     if model.kind == "mlp" or model.depth == 0:
-        return (*key, "mlp", model.depth, width_bucket(model.units), model.activation, job.setup.train.optimizer,
-                job.setup.train.epochs >= JIT_EPOCHS)
+        return (*key, "mlp", *shape)
+    if model.conv == "standard":
+        return (*key, "cnn", *shape, model.kernel_size, model.stride)
     return key
 
 

@@ -119,7 +119,7 @@ def test_the_least_recently_used_shape_is_dropped_first(monkeypatch):
     batched.fit_together(shapes[8])
     batched.fit_together([member(width=4, seed=1, epochs=1)])  # 4 used again: 8 is now the oldest
     batched.fit_together(shapes[16])
-    kept = sorted(key[1][1] for key in batched._ENGINES)
+    kept = sorted(key[2][1] for key in batched._ENGINES)
     assert kept == [4, 16]
     before = batched.traces()
     batched.fit_together([member(width=3, seed=2, epochs=1)])  # the bucket of 4, still kept: no new trace
@@ -144,16 +144,78 @@ def test_dropout_masks_keep_the_share_keras_keeps_and_differ_by_seed_layer_and_s
     assert not np.array_equal(u[0], later[0]) and np.array_equal(u[1], later[1]) and not np.array_equal(u[0], other_layer[0])
 
 
-def test_a_cnn_or_a_mixed_pack_trains_as_before():
+def cnn_member(layout="sequence", width=5, depth=2, seed=0, dropout=0.0, l2=0.0, batch_size=32, kernel_size=5, stride=2,
+               conv="standard", **train) -> Member:
+    x, y = data(features=12)
+    shape = (12,) if layout == "sequence" else (4, 3)
+    x = x.reshape(-1, *shape)
+    keras.utils.set_random_seed(seed)
+    model = build_model(ModelSpec(kind="cnn", width=width, depth=depth, dropout=dropout, l2=l2, kernel_size=kernel_size,
+                                  stride=stride, conv=conv), shape, layout, 2)
+    spec = TrainSpec.model_validate({"epochs": 4, "batch_size": batch_size, **train})
+    return Member(model, spec, "classification", (x, y), (x[:32], y[:32]), seed)
+
+
+@pytest.mark.parametrize("layout, kernel_size, stride", [("sequence", 5, 2), ("sequence", 4, 1), ("image", 3, 2)])
+def test_a_cnn_computes_keras_conv_layers_as_patches(layout, kernel_size, stride):
+    """A CNN's forward pass (patches of "same"-padded inputs times stacked kernels, even kernels and
+    images included) is Keras' Conv2D to float32 rounding, and its weights come back as Keras'."""
     keras.backend.clear_session()
-    x = np.random.default_rng(0).normal(size=(64, 12)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.int64)
-    keras.utils.set_random_seed(0)
-    cnn = build_model(ModelSpec(kind="cnn", width=4, depth=1), (12,), "sequence", 2)
-    assert batched.layout_of(cnn) is None
-    m = Member(cnn, TrainSpec.model_validate({"epochs": 2, "batch_size": 32}), "classification", (x, y), (x, y), 0)
+    m = cnn_member(layout, kernel_size=kernel_size, stride=stride)
+    engine = engine_of([m])
+    engine.load([m], [batched.layout_of(m.model)])
+    x = m.train[0]
+    ours = engine._forward(batched.tf.constant(x.reshape(1, len(x), -1)), False).numpy()[0]
+    np.testing.assert_allclose(ours, m.model(x).numpy(), rtol=1e-5, atol=1e-6)
+    for a, b in zip(engine.weights(0), m.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("layout", ["sequence", "image"])
+def test_each_cnn_step_follows_keras_own_fit(layout):
+    """Full-batch Adam steps with an L2 penalty on conv and output kernels, against Keras' fit."""
+    from study.training import build_optimizer
+
+    keras.backend.clear_session()
+    ours = cnn_member(layout, l2=1e-2, batch_size=96, learning_rate=0.02, epochs=5, kernel_size=3)
+    theirs = keras.models.clone_model(ours.model)
+    theirs.set_weights(ours.model.get_weights())
+    theirs.compile(optimizer=build_optimizer(ours.spec), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    theirs.fit(*ours.train, batch_size=96, epochs=5, shuffle=False, verbose=0)
+    batched.fit_together([ours])
+    for a, b in zip(ours.model.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+
+
+def test_a_cnn_is_the_same_alone_and_in_a_pack_to_the_last_bit_and_its_padded_channels_stay_zero():
+    settings = [dict(width=5, seed=0, dropout=0.3), dict(width=8, seed=1, l2=1e-3, epochs=2),
+                dict(width=7, seed=2, early_stopping={"enabled": True, "patience": 1}, epochs=8),
+                dict(width=6, seed=3, dropout=0.5, learning_rate=1e-2, epochs=25)]  # 25: compiled (XLA) alone too
+    keras.backend.clear_session()
+    alone = [cnn_member(**s) for s in settings]
+    for m in alone:
+        batched.fit_together([m])
+    keras.backend.clear_session()
+    packed = [cnn_member(**s) for s in settings]
+    batched.fit_together(packed)
+    for a, p in zip(alone, packed):
+        assert a.result.history == p.result.history and a.result.epochs == p.result.epochs
+        for wa, wp in zip(a.model.get_weights(), p.model.get_weights()):
+            np.testing.assert_array_equal(wa, wp)
+    engine = engine_of(packed[:3])  # the three of fewer than 20 epochs share a shape: channels padded to 8
+    assert engine.widths == (1, 8, 8, 2) and engine.groups == [5, 5, 3]
+    for i, variable in enumerate([*engine.kernels, *[s[j] for s in engine.slots for j in range(3)]]):
+        blocks = variable.numpy()[0].reshape(engine.groups[i % 3], engine.widths[i % 3], engine.widths[i % 3 + 1])
+        assert not blocks[:, 5:, :].any() and (i % 3 == 2 or not blocks[:, :, 5:].any()), variable.name
+
+
+def test_a_separable_cnn_trains_as_graphs_side_by_side():
+    keras.backend.clear_session()
+    m = cnn_member(conv="separable", epochs=2)
+    assert batched.layout_of(m.model) is None
+    before = batched.traces()
     batched.fit_together([m])
-    assert m.result.epochs == 2 and len(m.result.history) == 2
+    assert m.result.epochs == 2 and len(m.result.history) == 2 and batched.traces() == before
 
 
 @pytest.mark.parametrize("monitor, values, patience, min_delta", [
