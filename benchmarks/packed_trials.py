@@ -1,15 +1,17 @@
 """Trials per hour, one at a time and packed, on the same fixed list of trial settings.
 
-Two workloads, each trained in one process by three engines, interleaved `--repeats` times:
+Three workloads, each trained in one process by four engines, interleaved `--repeats` times:
 
 - `search`: 20 settings drawn once (fixed seed) from a naive Optuna + Keras sweep's space: an MLP on
   MNIST-1D, depth 1-3, width 32-512 (log), dropout 0-0.5, L2 1e-6-1e-2 (log), learning rate
   1e-4-1e-2 (log), 10-50 epochs, batch 128, Adam.
 - `replicates`: 10 replicates (seeds 0-9) of one setting (2 x 64, dropout 0.1, 30 epochs, batch 128).
+- `cnn`: 8 replicates (seeds 0-7) of `demo_compression`'s base, a CNN of 3 conv layers of 32
+  channels (kernel 5, stride 2), learning rate 1e-2, 25 epochs, batch 64, on MNIST-1D.
 
 Engines: `keras` trains each model with Keras' `fit` (the engine before packing; compression still
 uses it); `graphs` packs `--pack` models as graphs side by side (multifit.Pack, the engine before
-batching, which CNNs still use); `alone` trains one model at a time with the batched engine
+batching, which separable CNNs still use); `alone` trains one model at a time with the batched engine
 (`pack: 1`); `batched` packs `--pack` models as one batched model (batched.py). Every engine measures and saves each model as a trial does (final metrics in
 inference mode, the .keras file); MLflow and Optuna bookkeeping is left out, being the same for
 all (see benchmarks/trial_overhead.py). The time includes building models and tracing graphs.
@@ -71,11 +73,20 @@ def replicate_setting() -> Setup:
     })
 
 
+def cnn_setting() -> Setup:
+    return Setup.model_validate({
+        "dataset": {"name": "mnist1d"},
+        "model": {"kind": "cnn", "depth": 3, "width": 32},
+        "train": {"learning_rate": 1e-2, "batch_size": 64, "epochs": 25},
+    })
+
+
 def workloads() -> dict[str, list[tuple[Setup, int]]]:
     """(setting, seed) pairs: the trials of each workload."""
     return {
         "search": [(setup, 0) for setup in search_settings()],
         "replicates": [(replicate_setting(), seed) for seed in range(10)],
+        "cnn": [(cnn_setting(), seed) for seed in range(8)],
     }
 
 
@@ -158,7 +169,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pack", type=int, default=8, help="models per pack for the packed engine")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds; medians are printed")
-    parser.add_argument("--workload", nargs="+", default=["search", "replicates"], choices=["search", "replicates"])
+    parser.add_argument("--workload", nargs="+", default=["search", "replicates", "cnn"],
+                        choices=["search", "replicates", "cnn"])
     parser.add_argument("--packed-only", action="store_true", help="time the packed engine alone (to compare pack sizes)")
     args = parser.parse_args()
     data = load_dataset(Setup.model_validate({"dataset": {"name": "mnist1d"}}).dataset, 0, ".")
@@ -224,6 +236,8 @@ def main() -> None:
             trace, first, later = setup_cost(data, args.pack)
             print(f"  graphs, one pack of {args.pack}: tracing {trace:.2f} s, first epoch {first:.2f} s (graph "
                   f"optimization), a later epoch {later:.2f} s; every pack traces again")
+        if name == "cnn":  # a conv layer's weights serve every position: not 6 operations per parameter
+            continue
         rate = ARITHMETIC[name] / statistics.median(seconds[packed][1:] or seconds[packed])
         print(f"  arithmetic: {ARITHMETIC[name] / 1e9:.0f} GFLOP of training; packed runs it at {rate / 1e9:.1f} GFLOP/s, "
               f"{100 * rate / peak:.0f}% of a 128x512x512 matmul's {peak / 1e9:.1f} GFLOP/s here (later rounds)")

@@ -1,31 +1,36 @@
-"""Members of a pack as one batched model: the MLPs of a pack trained as stacked weights.
+"""Members of a pack as one batched model: the MLPs and CNNs of a pack trained as stacked weights.
 
 `multifit.Pack` writes every member's Keras model into one graph, so a pack still runs N small
-matrix products per layer and traces a new graph for every pack. Here the MLP members of a pack
-(same depth and width bucket, activation, optimizer kind, task, input and output) become one
-model whose leading axis is the member: each Dense layer's kernels stacked as [N, in, out], every
-hidden width padded to its bucket (`width_bucket`: the next power of two, above 128 the next of
-192, 256, 384, 512, ...; padded units start at zero and their gradients are masked, so they stay
-exactly zero, Adam's moments included), one batched matrix product per layer for the whole pack.
-Everything a member has alone stays its own, as tensors indexed by member rather than Python
-branches: learning rate, momentum, L1/L2 penalties, dropout rate, training and validation sets,
-batch order, Adam/SGD/RMSprop state and step count, epoch budget, early stopping with restore,
-per-epoch logging and pruning, and the divergence check (a member whose loss is not finite stops
-updating at that batch, alone).
+matrix products per layer and traces a new graph for every pack. Here the members of a pack of
+one shape (MLPs, or CNNs of standard conv layers, of the same depth and width bucket, activation,
+optimizer kind, task, input and output) become one model whose leading axis is the member: each
+layer's kernels stacked as [N, in, out], every hidden width padded to its bucket (`width_bucket`:
+the next power of two, above 128 the next of 192, 256, 384, 512, ...; padded units start at zero
+and their gradients are masked, so they stay exactly zero, Adam's moments included), one batched
+matrix product per layer for the whole pack. A conv layer is a matrix product too, over its input's
+patches: the input padded as Keras' `padding="same"` pads, one strided slice per kernel position,
+the slices side by side (Keras' kernel order), times the kernels as [N, kh · kw · channels,
+channels]; under XLA this ran a 3 × 256-channel MNIST-1D CNN's epoch in about a third of Keras'
+Conv2D time here (a one-off check while building it). Everything a member has alone stays its own,
+as tensors indexed by member rather than Python branches: learning rate, momentum, L1/L2
+penalties, dropout rate, training and validation sets, batch order, Adam/SGD/RMSprop state and
+step count, epoch budget, early stopping with restore, per-epoch logging and pruning, and the
+divergence check (a member whose loss is not finite stops updating at that batch, alone).
 
 Trace once per shape: the graph and its variables are kept per shape (member count, layer widths
-as padded, data sizes, batch, optimizer kind, activation, task); a later pack of the same shape
-loads its members' weights and settings into the same variables and runs the same traced graph.
+as padded, a CNN's grid, kernel and stride, data sizes, batch, optimizer kind, activation, task);
+a later pack of the same shape loads its members' weights and settings into the same variables and
+runs the same traced graph.
 
 Dropout masks come from a counter-based generator: a hash of the member's seed, the layer, the
 member's own step and the element's position, one vectorized op for the whole pack (TensorFlow's
 random ops would take one op per member, and are slow under XLA), so a member's masks are the same
-alone and in any pack. A pack of one is how an MLP trains alone, padded to the
-same bucket, so alone and packed are the same computation, to the last bit (a batched matrix
-product computes each member's slice as it would alone).
+alone and in any pack. A pack of one is how an MLP or a CNN trains alone, padded to the same
+bucket, so alone and packed are the same computation, to the last bit (a batched matrix product
+computes each member's slice as it would alone).
 
-Members the engine cannot express (CNNs, compression wrappers, layers other than Dense, Dropout,
-Flatten and a final Rescaling) train with `multifit.Pack`.
+Members the engine cannot express (depthwise-separable convs, compression wrappers, layers other
+than Dense, Conv2D, Dropout, Reshape, Flatten and a final Rescaling) train with `multifit.Pack`.
 """
 
 from __future__ import annotations
@@ -219,6 +224,19 @@ def _uniform(seeds, layer: int, steps, rows, width: int):
     return tf.cast(tf.bitwise.right_shift(x, tf.constant(8, tf.uint32)), tf.float32) * (1.0 / (1 << 24))
 
 
+@tf.custom_gradient
+def _add_bias(h, b):
+    """h [N, rows, out] + b [N, out], whose gradient for b sums each member's rows as a matrix
+    product: a sum over the rows of a stacked tensor rounds by the member's place in memory, a
+    batched matrix product computes each member's slice as it would alone."""
+
+    def grad(dy):
+        ones = tf.ones(tf.concat([tf.shape(dy)[:1], [1], tf.shape(dy)[1:2]], axis=0), dy.dtype)
+        return dy, tf.linalg.matmul(ones, dy)[:, 0, :]
+
+    return h + b[:, None, :], grad
+
+
 def _row_sums(t):
     """Each member's sum over its examples ([N, B] -> [N]) as a matrix product, which sums each
     member's row alone; a reduction over a stacked tensor rounds by the row's place in memory."""
@@ -226,10 +244,10 @@ def _row_sums(t):
 class _Engine:
     """The variables and the traced epoch of one shape; `load` fills them with a pack's members."""
 
-    def __init__(self, n: int, layout: Layout, task: str, optimizer: str, dropout: bool, jit: bool):
+    def __init__(self, n: int, layout: Layout, task: str, optimizer: str, dropout: bool, penalized: bool, jit: bool):
         widths = padded(layout)
         self.n, self.widths, self.activation, self.task, self.optimizer = n, widths, layout.activation, task, optimizer
-        self.dropout = dropout
+        self.dropout, self.penalized = dropout, penalized  # any member with dropout, with a penalty
         self.convs, self.grids, self.kernel, self.stride = layout.convs, grids(layout), layout.kernel, layout.stride
         # a layer's kernel reads `groups` blocks of its input's (padded) width: a conv layer one per
         # kernel position (kh · kw), the layer after the convs one per position of the last grid
@@ -290,11 +308,7 @@ class _Engine:
                 h = self._patches(h, i)
             elif i == self.convs and self.convs:
                 h = tf.reshape(h, [self.n, rows, -1])  # Keras' Flatten: position, then channel
-            # the bias as one more row of the kernel, against a column of ones: its gradient is then
-            # a slice of the matrix product's, which is each member's own whatever the pack (a sum
-            # over the batch axis of a stacked tensor rounds by the member's place in memory)
-            ones = tf.ones(tf.concat([tf.shape(h)[:2], [1]], axis=0), h.dtype)
-            h = tf.linalg.matmul(tf.concat([h, ones], axis=2), tf.concat([w, b[:, None, :]], axis=1))
+            h = _add_bias(tf.linalg.matmul(h, w), b)
             if i < last:
                 h = self.activation(h)
                 if i < self.convs:
@@ -316,10 +330,18 @@ class _Engine:
         return tf.math.squared_difference(pred, y), tf.abs(pred - y)
 
     def _penalty(self):
+        """Each member's L1 + L2 penalty on its kernels. Only the divergence check reads it (its
+        gradient comes by rule, `_penalty_grads`), so how its sum rounds changes no weight."""
         total = tf.zeros([self.n])
         for w in self.kernels:
-            total += self.l1 * tf.reduce_sum(tf.abs(w), axis=[1, 2]) + self.l2 * tf.reduce_sum(tf.square(w), axis=[1, 2])
+            flat = tf.reshape(w, [self.n, -1])
+            total += self.l1 * tf.reduce_sum(tf.abs(flat), axis=1) + self.l2 * tf.reduce_sum(tf.square(flat), axis=1)
         return total
+
+    def _penalty_grads(self) -> list:
+        """The penalty's gradient for each kernel as Keras' rules give it (l1 · sign(w) + 2 · l2 · w)."""
+        l1, l2 = self.l1[:, None, None], self.l2[:, None, None]
+        return [l1 * tf.sign(w) + 2.0 * l2 * w for w in self.kernels]
 
     # -- the optimizers, Keras' rules per member ---------------------------------------------
     def _apply(self, grads, live) -> None:
@@ -369,18 +391,21 @@ class _Engine:
         def body(i, loss_sum, second_sum, bad, live):
             idx, w = orders[:, i], weights[i]
             xb, yb = tf.gather(x, idx, batch_dims=1), tf.gather(y, idx, batch_dims=1)
+            penalty = self._penalty() if self.penalized else 0.0  # its gradient is added below, by rule
             with tf.GradientTape() as tape:
                 out = self._forward(xb, True, self.steps)
                 per_example, second = self._losses(out, yb)
                 per_example, second = per_example * w, second * w
                 data = _row_sums(per_example) / tf.reduce_sum(w)
-                total = data + self._penalty()
+                total = data + penalty
                 objective = tf.reduce_sum(tf.where(tf.math.is_finite(total), total, tf.zeros_like(total)) * live)
             finite = tf.cast(tf.math.is_finite(total), tf.float32)
             newly_bad = live * (1 - finite)
             bad = tf.where(newly_bad > 0, i + 1, bad)
             live = live * finite
             grads = tape.gradient(objective, self.params)
+            if self.penalized:
+                grads = [g + p for g, p in zip(grads, self._penalty_grads())] + grads[len(self.kernels):]
             grads = [g * m for g, m in zip(grads, self.masks + self.bias_masks)]
             self._apply(grads, live)
             counted = live + newly_bad  # the bad batch's loss is summed, as alone (then the member stops)
@@ -467,10 +492,11 @@ MAX_ENGINE_BYTES = 1 << 30  # and the bytes of their variables (weights, masks, 
 def _engine(members: list[Member], layouts: list[Layout]) -> _Engine:
     first = layouts[0]
     dropout = any(lo.dropout > 0 for lo in layouts)
-    key = (len(members), dropout, *shape_key(members[0], first))  # the shape key is every member's
+    penalized = any(lo.l1 > 0 or lo.l2 > 0 for lo in layouts)
+    key = (len(members), dropout, penalized, *shape_key(members[0], first))  # the shape key is every member's
     engine = _ENGINES.pop(key, None)
     if engine is None:
-        engine = _Engine(len(members), first, members[0].task, members[0].spec.optimizer, dropout, key[-1])
+        engine = _Engine(len(members), first, members[0].task, members[0].spec.optimizer, dropout, penalized, key[-1])
         while _ENGINES and (len(_ENGINES) >= MAX_ENGINES or
                             sum(e.nbytes for e in _ENGINES.values()) + engine.nbytes > MAX_ENGINE_BYTES):
             _ENGINES.pop(next(iter(_ENGINES)))  # the least recently used shape

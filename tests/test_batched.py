@@ -119,7 +119,7 @@ def test_the_least_recently_used_shape_is_dropped_first(monkeypatch):
     batched.fit_together(shapes[8])
     batched.fit_together([member(width=4, seed=1, epochs=1)])  # 4 used again: 8 is now the oldest
     batched.fit_together(shapes[16])
-    kept = sorted(key[2][1] for key in batched._ENGINES)
+    kept = sorted(key[3][1] for key in batched._ENGINES)
     assert kept == [4, 16]
     before = batched.traces()
     batched.fit_together([member(width=3, seed=2, epochs=1)])  # the bucket of 4, still kept: no new trace
