@@ -308,7 +308,14 @@ class _Engine:
                 h = self._patches(h, i)
             elif i == self.convs and self.convs:
                 h = tf.reshape(h, [self.n, rows, -1])  # Keras' Flatten: position, then channel
-            h = _add_bias(tf.linalg.matmul(h, w), b)
+            if i < self.convs:
+                # the bias as one more row of the kernel, against a column of ones: its gradient is
+                # then a slice of the matrix product's (each member's own, whatever the pack); a
+                # conv layer's many rows made `_add_bias`'s product of ones twice as slow
+                ones = tf.ones(tf.concat([tf.shape(h)[:2], [1]], axis=0), h.dtype)
+                h = tf.linalg.matmul(tf.concat([h, ones], axis=2), tf.concat([w, b[:, None, :]], axis=1))
+            else:
+                h = _add_bias(tf.linalg.matmul(h, w), b)
             if i < last:
                 h = self.activation(h)
                 if i < self.convs:
