@@ -2,8 +2,14 @@
 print each sweep's wall time (the README's sweep table comes from this).
 
     .venv/bin/python benchmarks/shipped_sweeps.py [--store /tmp/shipped] [--out reports] [SWEEP ...]
+        [--baseline DIR]
 
 Sweeps run in the order below, so compression sweeps find the base that an earlier one trained.
+
+`--baseline DIR` compares with another version checked out in DIR (`git worktree add DIR REV`):
+each sweep runs on this version, then right after on that one (its own code and sweep file, in a
+store of its own), so drift of a shared machine falls on both alike; it prints both times, their
+ratio and the totals, and builds reports for this version only.
 """
 
 from __future__ import annotations
@@ -26,21 +32,48 @@ def main() -> int:
     parser.add_argument("sweeps", nargs="*", default=ORDER)
     parser.add_argument("--store", default="/tmp/study-shipped")
     parser.add_argument("--out", default=str(ROOT / "reports"))
+    parser.add_argument("--baseline", type=Path, help="a checkout of another version to time right after each sweep")
     args = parser.parse_args()
-    study = [sys.executable, "-m", "study"]
+    if args.baseline is not None and not (args.baseline / "study" / "__init__.py").is_file():
+        print(f"error: --baseline {args.baseline} is not a checkout of this project (no study/__init__.py); "
+              "make one with `git worktree add DIR REV`", file=sys.stderr)
+        return 2
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; store {args.store}")
-    times = {}
+    versions = {"this version": (ROOT, args.store)}
+    if args.baseline is not None:
+        versions["baseline"] = (args.baseline.resolve(), f"{args.store}-baseline")
+    totals = dict.fromkeys(versions, 0.0)
     for name in args.sweeps:
-        start = time.perf_counter()
-        done = subprocess.run([*study, "run", str(ROOT / "sweeps" / f"{name}.yaml"), "--store", args.store],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        times[name] = time.perf_counter() - start
-        status = "ok" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"
-        print(f"{name:18s} {int(times[name] // 60):3d}m{times[name] % 60:02.0f}s  {status}", flush=True)
+        line, seconds = [], {}
+        for version, (root, store) in versions.items():
+            seconds[version], status = run_sweep(root, name, store)
+            totals[version] += seconds[version]
+            line.append(f"{version}: {minutes(seconds[version])}  {status}")
+        if args.baseline is not None:
+            line.append(f"ratio {seconds['this version'] / seconds['baseline']:.2f}")
+        print(f"{name:18s} " + "   ".join(line), flush=True)
+    if args.baseline is not None:
+        print(f"total: this version {minutes(totals['this version'])}, baseline {minutes(totals['baseline'])}, "
+              f"ratio {totals['this version'] / totals['baseline']:.2f}")
     start = time.perf_counter()
-    subprocess.run([*study, "report", *args.sweeps, "--store", args.store, "--out", args.out], check=False)
+    subprocess.run([sys.executable, "-m", "study", "report", *args.sweeps, "--store", args.store, "--out", args.out],
+                   cwd=ROOT, check=False)
     print(f"reports: {time.perf_counter() - start:.0f}s for {len(args.sweeps)} sweeps, in {args.out}")
     return 0
+
+
+def run_sweep(root: Path, name: str, store: str) -> tuple[float, str]:
+    """Seconds to run one sweep with the code and sweep file in `root`, and how it ended."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "study", "run", str(root / "sweeps" / f"{name}.yaml"), "--store", store],
+                          cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    status = "ok" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"
+    return seconds, status
+
+
+def minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{seconds % 60:02.0f}s"
 
 
 if __name__ == "__main__":

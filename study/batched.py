@@ -152,9 +152,13 @@ def _plain_conv(layer) -> bool:
 
 
 def shape_key(m: Member, layout: Layout) -> tuple:
-    """Members with equal keys can train in one batched pack (besides `multifit.pack_key`)."""
+    """Members with equal keys can train in one batched pack (besides `multifit.pack_key`). Whether
+    a member has dropout and penalties is part of it: the graph computes them for a pack only if a
+    member has them, and XLA compiles another graph to other bits (it fuses a product and a sum
+    into one rounding where it can), so a member packs only where it computes as it does alone."""
     return (padded(layout), layout.grid, layout.kernel, layout.stride, layout.activation_name, m.spec.optimizer, m.task,
-            m.spec.batch_size, len(m.train[0]), len(m.val[0]), m.spec.epochs >= JIT_EPOCHS)
+            m.spec.batch_size, len(m.train[0]), len(m.val[0]), layout.dropout > 0, layout.l1 > 0 or layout.l2 > 0,
+            m.spec.epochs >= JIT_EPOCHS)
 
 
 def padded(layout: Layout) -> tuple[int, ...]:
@@ -222,19 +226,6 @@ def _uniform(seeds, layer: int, steps, rows, width: int):
     x = _mix(tf.bitwise.bitwise_xor(tf.cast(position, tf.uint32)[None] * tf.constant(0x27D4EB2F, tf.uint32),
                                     key[:, None, None]))
     return tf.cast(tf.bitwise.right_shift(x, tf.constant(8, tf.uint32)), tf.float32) * (1.0 / (1 << 24))
-
-
-@tf.custom_gradient
-def _add_bias(h, b):
-    """h [N, rows, out] + b [N, out], whose gradient for b sums each member's rows as a matrix
-    product: a sum over the rows of a stacked tensor rounds by the member's place in memory, a
-    batched matrix product computes each member's slice as it would alone."""
-
-    def grad(dy):
-        ones = tf.ones(tf.concat([tf.shape(dy)[:1], [1], tf.shape(dy)[1:2]], axis=0), dy.dtype)
-        return dy, tf.linalg.matmul(ones, dy)[:, 0, :]
-
-    return h + b[:, None, :], grad
 
 
 def _row_sums(t):
@@ -308,14 +299,12 @@ class _Engine:
                 h = self._patches(h, i)
             elif i == self.convs and self.convs:
                 h = tf.reshape(h, [self.n, rows, -1])  # Keras' Flatten: position, then channel
-            if i < self.convs:
-                # the bias as one more row of the kernel, against a column of ones: its gradient is
-                # then a slice of the matrix product's (each member's own, whatever the pack); a
-                # conv layer's many rows made `_add_bias`'s product of ones twice as slow
-                ones = tf.ones(tf.concat([tf.shape(h)[:2], [1]], axis=0), h.dtype)
-                h = tf.linalg.matmul(tf.concat([h, ones], axis=2), tf.concat([w, b[:, None, :]], axis=1))
-            else:
-                h = _add_bias(tf.linalg.matmul(h, w), b)
+            # the bias as one more row of the kernel, against a column of ones: its gradient is then
+            # a slice of the matrix product's, which is each member's own whatever the pack (a sum
+            # over the batch axis of a stacked tensor rounds by the member's place in memory, and
+            # under XLA so did a bias added apart with its gradient a product of ones)
+            ones = tf.ones(tf.concat([tf.shape(h)[:2], [1]], axis=0), h.dtype)
+            h = tf.linalg.matmul(tf.concat([h, ones], axis=2), tf.concat([w, b[:, None, :]], axis=1))
             if i < last:
                 h = self.activation(h)
                 if i < self.convs:
@@ -337,18 +326,10 @@ class _Engine:
         return tf.math.squared_difference(pred, y), tf.abs(pred - y)
 
     def _penalty(self):
-        """Each member's L1 + L2 penalty on its kernels. Only the divergence check reads it (its
-        gradient comes by rule, `_penalty_grads`), so how its sum rounds changes no weight."""
         total = tf.zeros([self.n])
         for w in self.kernels:
-            flat = tf.reshape(w, [self.n, -1])
-            total += self.l1 * tf.reduce_sum(tf.abs(flat), axis=1) + self.l2 * tf.reduce_sum(tf.square(flat), axis=1)
+            total += self.l1 * tf.reduce_sum(tf.abs(w), axis=[1, 2]) + self.l2 * tf.reduce_sum(tf.square(w), axis=[1, 2])
         return total
-
-    def _penalty_grads(self) -> list:
-        """The penalty's gradient for each kernel as Keras' rules give it (l1 · sign(w) + 2 · l2 · w)."""
-        l1, l2 = self.l1[:, None, None], self.l2[:, None, None]
-        return [l1 * tf.sign(w) + 2.0 * l2 * w for w in self.kernels]
 
     # -- the optimizers, Keras' rules per member ---------------------------------------------
     def _apply(self, grads, live) -> None:
@@ -398,21 +379,20 @@ class _Engine:
         def body(i, loss_sum, second_sum, bad, live):
             idx, w = orders[:, i], weights[i]
             xb, yb = tf.gather(x, idx, batch_dims=1), tf.gather(y, idx, batch_dims=1)
-            penalty = self._penalty() if self.penalized else 0.0  # its gradient is added below, by rule
             with tf.GradientTape() as tape:
                 out = self._forward(xb, True, self.steps)
                 per_example, second = self._losses(out, yb)
                 per_example, second = per_example * w, second * w
                 data = _row_sums(per_example) / tf.reduce_sum(w)
-                total = data + penalty
+                # a pack without penalties skips them: their sums over every kernel were a fifth of
+                # a step (6 members of 2 × 256 under XLA); adding zeros changes no bit
+                total = data + self._penalty() if self.penalized else data
                 objective = tf.reduce_sum(tf.where(tf.math.is_finite(total), total, tf.zeros_like(total)) * live)
             finite = tf.cast(tf.math.is_finite(total), tf.float32)
             newly_bad = live * (1 - finite)
             bad = tf.where(newly_bad > 0, i + 1, bad)
             live = live * finite
             grads = tape.gradient(objective, self.params)
-            if self.penalized:
-                grads = [g + p for g, p in zip(grads, self._penalty_grads())] + grads[len(self.kernels):]
             grads = [g * m for g, m in zip(grads, self.masks + self.bias_masks)]
             self._apply(grads, live)
             counted = live + newly_bad  # the bad batch's loss is summed, as alone (then the member stops)
@@ -498,12 +478,11 @@ MAX_ENGINE_BYTES = 1 << 30  # and the bytes of their variables (weights, masks, 
 
 def _engine(members: list[Member], layouts: list[Layout]) -> _Engine:
     first = layouts[0]
-    dropout = any(lo.dropout > 0 for lo in layouts)
-    penalized = any(lo.l1 > 0 or lo.l2 > 0 for lo in layouts)
-    key = (len(members), dropout, penalized, *shape_key(members[0], first))  # the shape key is every member's
+    key = (len(members), *shape_key(members[0], first))  # the shape key is every member's
+    dropout, penalized, jit = key[-3:]
     engine = _ENGINES.pop(key, None)
     if engine is None:
-        engine = _Engine(len(members), first, members[0].task, members[0].spec.optimizer, dropout, penalized, key[-1])
+        engine = _Engine(len(members), first, members[0].task, members[0].spec.optimizer, dropout, penalized, jit)
         while _ENGINES and (len(_ENGINES) >= MAX_ENGINES or
                             sum(e.nbytes for e in _ENGINES.values()) + engine.nbytes > MAX_ENGINE_BYTES):
             _ENGINES.pop(next(iter(_ENGINES)))  # the least recently used shape

@@ -125,12 +125,13 @@ class _Trial:
 
 def pack_key_of(job: TrialJob) -> tuple:
     """Trials whose replicates can train in one pack share this key (see `multifit.pack_key`); MLPs
-    and CNNs of standard conv layers also by depth, width bucket and optimizer (and a CNN's kernel
-    and stride), so that each pack is one batched model (`batched.py`)."""
+    and CNNs of standard conv layers also by depth, width bucket, optimizer, whether they have
+    dropout and penalties (and a CNN's kernel and stride), so that each pack is one batched model
+    (`batched.shape_key`)."""
     key = pack_key(job.setup.train, job.data.task, train_rows(job.data, job.setup.dataset))
     model = job.setup.model
-    shape = (model.depth, width_bucket(model.units), model.activation, job.setup.train.optimizer,
-             job.setup.train.epochs >= JIT_EPOCHS)
+    shape = (model.depth, width_bucket(model.units), model.activation, job.setup.train.optimizer, model.dropout > 0,
+             model.l1 > 0 or model.l2 > 0, job.setup.train.epochs >= JIT_EPOCHS)
     if model.kind == "mlp" or model.depth == 0:
         return (*key, "mlp", *shape)
     if model.conv == "standard":

@@ -28,6 +28,18 @@ def member(width=8, depth=2, seed=0, dropout=0.0, l1=0.0, l2=0.0, batch_size=32,
     return Member(model, spec, "classification", (x, y), (x[:32], y[:32]), seed)
 
 
+def cnn_member(layout="sequence", width=5, depth=2, seed=0, dropout=0.0, l2=0.0, batch_size=32, kernel_size=5, stride=2,
+               conv="standard", **train) -> Member:
+    x, y = data(features=12)
+    shape = (12,) if layout == "sequence" else (4, 3)
+    x = x.reshape(-1, *shape)
+    keras.utils.set_random_seed(seed)
+    model = build_model(ModelSpec(kind="cnn", width=width, depth=depth, dropout=dropout, l2=l2, kernel_size=kernel_size,
+                                  stride=stride, conv=conv), shape, layout, 2)
+    spec = TrainSpec.model_validate({"epochs": 4, "batch_size": batch_size, **train})
+    return Member(model, spec, "classification", (x, y), (x[:32], y[:32]), seed)
+
+
 @pytest.mark.parametrize("optimizer, extra", [("adam", {}), ("sgd", {"momentum": 0.9}), ("sgd", {}),
                                               ("rmsprop", {}), ("rmsprop", {"momentum": 0.5})])
 def test_each_step_follows_keras_own_optimizer_and_penalties(optimizer, extra):
@@ -85,6 +97,32 @@ def test_a_member_is_the_same_alone_and_in_a_pack_to_the_last_bit():
             np.testing.assert_array_equal(wa, wp)
 
 
+@pytest.mark.parametrize("make", [member, cnn_member], ids=["mlp", "cnn"])
+def test_members_compiled_by_xla_are_the_same_alone_and_packed_to_the_last_bit(make):
+    """Members of JIT_EPOCHS epochs or more train compiled (XLA). Their weights are the same alone
+    and packed to the last bit; the losses and accuracies they log, sums over examples, may differ
+    in float32's last bit (XLA compiles a pack of one's validation sums apart from a larger pack's)."""
+    epochs = batched.JIT_EPOCHS
+    settings = [dict(width=5, seed=0, dropout=0.3, l2=1e-3, epochs=epochs),
+                dict(width=8, seed=1, dropout=0.1, l2=1e-2, learning_rate=3e-3, epochs=epochs),
+                dict(width=7, seed=2, dropout=0.5, l2=1e-4, epochs=epochs + 3)]  # one shape: all with dropout and L2
+    keras.backend.clear_session()
+    alone = [make(**s) for s in settings]
+    for m in alone:
+        batched.fit_together([m])
+    keras.backend.clear_session()
+    packed = [make(**s) for s in settings]
+    batched.fit_together(packed)
+    engine = engine_of(packed)
+    assert engine.n == 3 and engine.epoch_fn._jit_compile
+    for a, p in zip(alone, packed):
+        assert a.result.epochs == p.result.epochs and len(a.result.history) == len(p.result.history)
+        for ha, hp in zip(a.result.history, p.result.history):
+            assert hp == pytest.approx(ha, rel=1e-6, abs=1e-7)
+        for wa, wp in zip(a.model.get_weights(), p.model.get_weights()):
+            np.testing.assert_array_equal(wa, wp)
+
+
 def test_width_buckets_pad_by_at_most_half_above_128_and_at_most_double_below():
     buckets = {batched.width_bucket(w) for w in range(1, 2049)}
     assert buckets == {1, 2, 4, 8, 16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048}
@@ -119,7 +157,7 @@ def test_the_least_recently_used_shape_is_dropped_first(monkeypatch):
     batched.fit_together(shapes[8])
     batched.fit_together([member(width=4, seed=1, epochs=1)])  # 4 used again: 8 is now the oldest
     batched.fit_together(shapes[16])
-    kept = sorted(key[3][1] for key in batched._ENGINES)
+    kept = sorted(key[1][1] for key in batched._ENGINES)
     assert kept == [4, 16]
     before = batched.traces()
     batched.fit_together([member(width=3, seed=2, epochs=1)])  # the bucket of 4, still kept: no new trace
@@ -142,18 +180,6 @@ def test_dropout_masks_keep_the_share_keras_keeps_and_differ_by_seed_layer_and_s
     later = batched._uniform(np.array([0, 1]), 0, np.array([1.0, 0.0]), 64, 32).numpy()
     other_layer = batched._uniform(np.array([0, 1]), 1, np.array([0.0, 0.0]), 64, 32).numpy()
     assert not np.array_equal(u[0], later[0]) and np.array_equal(u[1], later[1]) and not np.array_equal(u[0], other_layer[0])
-
-
-def cnn_member(layout="sequence", width=5, depth=2, seed=0, dropout=0.0, l2=0.0, batch_size=32, kernel_size=5, stride=2,
-               conv="standard", **train) -> Member:
-    x, y = data(features=12)
-    shape = (12,) if layout == "sequence" else (4, 3)
-    x = x.reshape(-1, *shape)
-    keras.utils.set_random_seed(seed)
-    model = build_model(ModelSpec(kind="cnn", width=width, depth=depth, dropout=dropout, l2=l2, kernel_size=kernel_size,
-                                  stride=stride, conv=conv), shape, layout, 2)
-    spec = TrainSpec.model_validate({"epochs": 4, "batch_size": batch_size, **train})
-    return Member(model, spec, "classification", (x, y), (x[:32], y[:32]), seed)
 
 
 @pytest.mark.parametrize("layout, kernel_size, stride", [("sequence", 5, 2), ("sequence", 4, 1), ("image", 3, 2)])
