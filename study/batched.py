@@ -10,8 +10,7 @@ and their gradients are masked, so they stay exactly zero, Adam's moments includ
 matrix product per layer for the whole pack. A conv layer is a matrix product too, over its input's
 patches: the input padded as Keras' `padding="same"` pads, one strided slice per kernel position,
 the slices side by side (Keras' kernel order), times the kernels as [N, kh · kw · channels,
-channels]; under XLA this ran a 3 × 256-channel MNIST-1D CNN's epoch in about a third of Keras'
-Conv2D time here (a one-off check while building it). Everything a member has alone stays its own,
+channels] (`benchmarks/packed_trials.py`'s `cnn` workload compares it with Keras). Everything a member has alone stays its own,
 as tensors indexed by member rather than Python branches: learning rate, momentum, L1/L2
 penalties, dropout rate, training and validation sets, batch order, Adam/SGD/RMSprop state and
 step count, epoch budget, early stopping with restore, per-epoch logging and pruning, and the
@@ -384,8 +383,8 @@ class _Engine:
                 per_example, second = self._losses(out, yb)
                 per_example, second = per_example * w, second * w
                 data = _row_sums(per_example) / tf.reduce_sum(w)
-                # a pack without penalties skips them: their sums over every kernel were a fifth of
-                # a step (6 members of 2 × 256 under XLA); adding zeros changes no bit
+                # a pack without penalties skips them: their sums over every kernel are a large
+                # share of a wide MLP's step under XLA
                 total = data + self._penalty() if self.penalized else data
                 objective = tf.reduce_sum(tf.where(tf.math.is_finite(total), total, tf.zeros_like(total)) * live)
             finite = tf.cast(tf.math.is_finite(total), tf.float32)
