@@ -26,7 +26,9 @@ member's own step and the element's position, one vectorized op for the whole pa
 random ops would take one op per member, and are slow under XLA), so a member's masks are the same
 alone and in any pack. A pack of one is how an MLP or a CNN trains alone, padded to the same
 bucket, so alone and packed are the same computation, to the last bit (a batched matrix product
-computes each member's slice as it would alone).
+computes each member's slice as it would alone), with one exception: compiled (XLA, members of
+JIT_EPOCHS or more), the weights are the same to the bit, but the losses a member logs, sums over
+examples, may differ in float32's last bits (XLA compiles a pack of one's sums apart).
 
 Members the engine cannot express (depthwise-separable convs, compression wrappers, layers other
 than Dense, Conv2D, Dropout, Reshape, Flatten and a final Rescaling) train with `multifit.Pack`.
@@ -153,8 +155,8 @@ def _plain_conv(layer) -> bool:
 def shape_key(m: Member, layout: Layout) -> tuple:
     """Members with equal keys can train in one batched pack (besides `multifit.pack_key`). Whether
     a member has dropout and penalties is part of it: the graph computes them for a pack only if a
-    member has them, and XLA compiles another graph to other bits (it fuses a product and a sum
-    into one rounding where it can), so a member packs only where it computes as it does alone."""
+    member has them, and XLA compiled a graph with them to other weights for a member without, so
+    a member packs only with members whose graph is the one it has alone."""
     return (padded(layout), layout.grid, layout.kernel, layout.stride, layout.activation_name, m.spec.optimizer, m.task,
             m.spec.batch_size, len(m.train[0]), len(m.val[0]), layout.dropout > 0, layout.l1 > 0 or layout.l2 > 0,
             m.spec.epochs >= JIT_EPOCHS)
