@@ -155,8 +155,9 @@ def _plain_conv(layer) -> bool:
 def shape_key(m: Member, layout: Layout) -> tuple:
     """Members with equal keys can train in one batched pack (besides `multifit.pack_key`). Whether
     a member has dropout and penalties is part of it: the graph computes them for a pack only if a
-    member has them, and a graph compiled with them need not compute a member without them to the
-    same bits, so a member packs only with members whose graph is the one it has alone."""
+    member has them, and this keeps every member in the graph it has alone (a member without them
+    forced into a graph with them trained to the same weights, in a check while building this, but
+    the graph is another one and XLA compiles it apart)."""
     return (padded(layout), layout.grid, layout.kernel, layout.stride, layout.activation_name, m.spec.optimizer, m.task,
             m.spec.batch_size, len(m.train[0]), len(m.val[0]), layout.dropout > 0, layout.l1 > 0 or layout.l2 > 0,
             m.spec.epochs >= JIT_EPOCHS)
