@@ -40,6 +40,26 @@ def cnn_member(layout="sequence", width=5, depth=2, seed=0, dropout=0.0, l2=0.0,
     return Member(model, spec, "classification", (x, y), (x[:32], y[:32]), seed)
 
 
+def alone_and_packed(make, settings: list[dict]) -> tuple[list[Member], list[Member]]:
+    """The same members trained one at a time, then again (built afresh) as one pack."""
+    keras.backend.clear_session()
+    alone = [make(**s) for s in settings]
+    for m in alone:
+        batched.fit_together([m])
+    keras.backend.clear_session()
+    packed = [make(**s) for s in settings]
+    batched.fit_together(packed)
+    return alone, packed
+
+
+def assert_identical(alone: list[Member], packed: list[Member]) -> None:
+    """Histories, epochs and final weights the same to the last bit."""
+    for a, p in zip(alone, packed):
+        assert a.result.history == p.result.history and a.result.epochs == p.result.epochs
+        for wa, wp in zip(a.model.get_weights(), p.model.get_weights()):
+            np.testing.assert_array_equal(wa, wp)
+
+
 @pytest.mark.parametrize("optimizer, extra", [("adam", {}), ("sgd", {"momentum": 0.9}), ("sgd", {}),
                                               ("rmsprop", {}), ("rmsprop", {"momentum": 0.5})])
 def test_each_step_follows_keras_own_optimizer_and_penalties(optimizer, extra):
@@ -84,17 +104,7 @@ def test_a_member_is_the_same_alone_and_in_a_pack_to_the_last_bit():
     settings = [dict(width=5, seed=0, dropout=0.3, learning_rate=3e-3), dict(width=8, seed=1, l2=1e-3, epochs=2),
                 dict(width=7, seed=2, early_stopping={"enabled": True, "patience": 1}, epochs=8),
                 dict(width=6, seed=3, dropout=0.5, batch_size=32, learning_rate=1e-2)]
-    keras.backend.clear_session()
-    alone = [member(**s) for s in settings]
-    for m in alone:
-        batched.fit_together([m])
-    keras.backend.clear_session()
-    packed = [member(**s) for s in settings]
-    batched.fit_together(packed)
-    for a, p in zip(alone, packed):
-        assert a.result.history == p.result.history and a.result.epochs == p.result.epochs
-        for wa, wp in zip(a.model.get_weights(), p.model.get_weights()):
-            np.testing.assert_array_equal(wa, wp)
+    assert_identical(*alone_and_packed(member, settings))
 
 
 @pytest.mark.parametrize("make", [member, cnn_member], ids=["mlp", "cnn"])
@@ -106,13 +116,7 @@ def test_members_compiled_by_xla_are_the_same_alone_and_packed_to_the_last_bit(m
     settings = [dict(width=5, seed=0, dropout=0.3, l2=1e-3, epochs=epochs),
                 dict(width=8, seed=1, dropout=0.1, l2=1e-2, learning_rate=3e-3, epochs=epochs),
                 dict(width=7, seed=2, dropout=0.5, l2=1e-4, epochs=epochs + 3)]  # one shape: all with dropout and L2
-    keras.backend.clear_session()
-    alone = [make(**s) for s in settings]
-    for m in alone:
-        batched.fit_together([m])
-    keras.backend.clear_session()
-    packed = [make(**s) for s in settings]
-    batched.fit_together(packed)
+    alone, packed = alone_and_packed(make, settings)
     engine = engine_of(packed)
     assert engine.n == 3 and engine.epoch_fn._jit_compile
     for a, p in zip(alone, packed):
@@ -134,18 +138,10 @@ def test_width_buckets_pad_by_at_most_half_above_128_and_at_most_double_below():
 
 
 def test_wide_members_of_a_half_step_bucket_are_the_same_alone_and_packed():
-    keras.backend.clear_session()
-    alone = [member(width=w, seed=s, epochs=2) for s, w in enumerate((150, 190))]  # both in the bucket of 192
-    for m in alone:
-        batched.fit_together([m])
-    keras.backend.clear_session()
-    packed = [member(width=w, seed=s, epochs=2) for s, w in enumerate((150, 190))]
+    settings = [dict(width=w, seed=s, epochs=2) for s, w in enumerate((150, 190))]  # both in the bucket of 192
+    alone, packed = alone_and_packed(member, settings)
     assert engine_of(packed).widths == (6, 192, 192, 2)
-    batched.fit_together(packed)
-    for a, p in zip(alone, packed):
-        assert a.result.history == p.result.history
-        for wa, wp in zip(a.model.get_weights(), p.model.get_weights()):
-            np.testing.assert_array_equal(wa, wp)
+    assert_identical(alone, packed)
 
 
 def test_the_least_recently_used_shape_is_dropped_first(monkeypatch):
@@ -217,17 +213,8 @@ def test_a_cnn_is_the_same_alone_and_in_a_pack_to_the_last_bit_and_its_padded_ch
     settings = [dict(width=5, seed=0, dropout=0.3), dict(width=8, seed=1, l2=1e-3, epochs=2),
                 dict(width=7, seed=2, early_stopping={"enabled": True, "patience": 1}, epochs=8),
                 dict(width=6, seed=3, dropout=0.5, learning_rate=1e-2, epochs=25)]  # 25: compiled (XLA) alone too
-    keras.backend.clear_session()
-    alone = [cnn_member(**s) for s in settings]
-    for m in alone:
-        batched.fit_together([m])
-    keras.backend.clear_session()
-    packed = [cnn_member(**s) for s in settings]
-    batched.fit_together(packed)
-    for a, p in zip(alone, packed):
-        assert a.result.history == p.result.history and a.result.epochs == p.result.epochs
-        for wa, wp in zip(a.model.get_weights(), p.model.get_weights()):
-            np.testing.assert_array_equal(wa, wp)
+    alone, packed = alone_and_packed(cnn_member, settings)
+    assert_identical(alone, packed)
     engine = engine_of(packed[:3])  # the three of fewer than 20 epochs share a shape: channels padded to 8
     assert engine.widths == (1, 8, 8, 2) and engine.groups == [5, 5, 3]
     for i, variable in enumerate([*engine.kernels, *[s[j] for s in engine.slots for j in range(3)]]):
