@@ -73,7 +73,8 @@ def run_sweep(root: Path, name: str, store: str) -> tuple[float, str]:
 
 
 def minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)}m{seconds % 60:02.0f}s"
+    whole = round(seconds)  # 59.6 s is 1m00s, not 0m60s
+    return f"{whole // 60}m{whole % 60:02d}s"
 
 
 if __name__ == "__main__":
