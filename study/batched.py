@@ -159,8 +159,8 @@ def shape_key(m: Member, layout: Layout) -> tuple:
     forced into a graph with them trained to the same weights, in a check while building this, but
     the graph is another one and XLA compiles it apart)."""
     return (padded(layout), layout.grid, layout.kernel, layout.stride, layout.activation_name, m.spec.optimizer, m.task,
-            m.spec.batch_size, len(m.train[0]), len(m.val[0]), layout.dropout > 0, layout.l1 > 0 or layout.l2 > 0,
-            m.spec.epochs >= JIT_EPOCHS)
+            m.spec.batch_size, len(m.train[0]), len(m.val[0]),
+            layout.dropout > 0, layout.l1 > 0 or layout.l2 > 0, m.spec.epochs >= JIT_EPOCHS)  # last: `_engine` reads them
 
 
 def padded(layout: Layout) -> tuple[int, ...]:
@@ -481,7 +481,7 @@ MAX_ENGINE_BYTES = 1 << 30  # and the bytes of their variables (weights, masks, 
 def _engine(members: list[Member], layouts: list[Layout]) -> _Engine:
     first = layouts[0]
     key = (len(members), *shape_key(members[0], first))  # the shape key is every member's
-    dropout, penalized, jit = key[-3:]
+    dropout, penalized, jit = key[-3:]  # shape_key ends with these three flags: keep them last
     engine = _ENGINES.pop(key, None)
     if engine is None:
         engine = _Engine(len(members), first, members[0].task, members[0].spec.optimizer, dropout, penalized, jit)
