@@ -247,13 +247,16 @@ class _Engine:
         self.groups = [self.kernel[0] * self.kernel[1]] * self.convs + [1] * (len(widths) - 1 - self.convs)
         if self.convs:
             self.groups[self.convs] = self.grids[-1][0] * self.grids[-1][1]
-        pairs = [(g * a, b) for g, a, b in zip(self.groups, widths[:-1], widths[1:])]
+        # a layer's kernel and bias are one variable, the bias its last row, multiplied by a column
+        # of ones appended to the layer's input: the bias's gradient is then a row of one matrix
+        # product's, which is each member's own whatever the pack (a sum over the batch axis of a
+        # stacked tensor rounds by the member's place in memory, and under XLA so did a bias added
+        # apart with its gradient a product of ones), and no step copies the weights to join them
+        pairs = [(g * a + 1, b) for g, a, b in zip(self.groups, widths[:-1], widths[1:])]
         z = tf.zeros_initializer()
         self.kernels = [tf.Variable(z([n, a, b]), name=f"kernel_{i}") for i, (a, b) in enumerate(pairs)]
-        self.biases = [tf.Variable(z([n, b]), name=f"bias_{i}") for i, (_, b) in enumerate(pairs)]
         self.masks = [tf.Variable(z([n, a, b]), trainable=False) for a, b in pairs]
-        self.bias_masks = [tf.Variable(z([n, b]), trainable=False) for _, b in pairs]
-        self.params = self.kernels + self.biases
+        self.params = self.kernels
         slots = {"adam": 2, "sgd": 1, "rmsprop": 2}[optimizer]
         self.slots = [[tf.Variable(tf.zeros_like(v), trainable=False) for v in self.params] for _ in range(slots)]
         vector = lambda: tf.Variable(tf.zeros([n]), trainable=False)  # noqa: E731
@@ -267,7 +270,7 @@ class _Engine:
         self.val_batch = VAL_BATCH if not self.convs else max(ROWS, min(VAL_BATCH, (1 << 24) // widest // ROWS * ROWS))
         self.epoch_fn = tf.function(self._epoch, autograph=False, jit_compile=jit)
         self.nbytes = sum(4 * int(np.prod(v.shape)) for v in
-                          [*self.params, *self.masks, *self.bias_masks, *(s for group in self.slots for s in group)])
+                          [*self.params, *self.masks, *(s for group in self.slots for s in group)])
 
     # -- forward ---------------------------------------------------------------------------
     def _dropout(self, h, layer: int, step):
@@ -296,17 +299,13 @@ class _Engine:
         rows = tf.shape(x)[1]
         h = tf.reshape(x, [self.n, rows, *self.grids[0], 1]) if self.convs else x
         last = len(self.kernels) - 1
-        for i, (w, b) in enumerate(zip(self.kernels, self.biases)):
+        for i, w in enumerate(self.kernels):
             if i < self.convs:
                 h = self._patches(h, i)
             elif i == self.convs and self.convs:
                 h = tf.reshape(h, [self.n, rows, -1])  # Keras' Flatten: position, then channel
-            # the bias as one more row of the kernel, against a column of ones: its gradient is then
-            # a slice of the matrix product's, which is each member's own whatever the pack (a sum
-            # over the batch axis of a stacked tensor rounds by the member's place in memory, and
-            # under XLA so did a bias added apart with its gradient a product of ones)
-            ones = tf.ones(tf.concat([tf.shape(h)[:2], [1]], axis=0), h.dtype)
-            h = tf.linalg.matmul(tf.concat([h, ones], axis=2), tf.concat([w, b[:, None, :]], axis=1))
+            ones = tf.ones(tf.concat([tf.shape(h)[:2], [1]], axis=0), h.dtype)  # against the bias row
+            h = tf.linalg.matmul(tf.concat([h, ones], axis=2), w)
             if i < last:
                 h = self.activation(h)
                 if i < self.convs:
@@ -330,6 +329,7 @@ class _Engine:
     def _penalty(self):
         total = tf.zeros([self.n])
         for w in self.kernels:
+            w = w[:, :-1]  # the bias row has no penalty
             total += self.l1 * tf.reduce_sum(tf.abs(w), axis=[1, 2]) + self.l2 * tf.reduce_sum(tf.square(w), axis=[1, 2])
         return total
 
@@ -395,7 +395,7 @@ class _Engine:
             bad = tf.where(newly_bad > 0, i + 1, bad)
             live = live * finite
             grads = tape.gradient(objective, self.params)
-            grads = [g * m for g, m in zip(grads, self.masks + self.bias_masks)]
+            grads = [g * m for g, m in zip(grads, self.masks)]
             self._apply(grads, live)
             counted = live + newly_bad  # the bad batch's loss is summed, as alone (then the member stops)
             return (i + 1, loss_sum + counted * _row_sums(per_example), second_sum + counted * _row_sums(second), bad, live)
@@ -421,16 +421,14 @@ class _Engine:
         initial = [m.model.get_weights() for m in members]
         self.shapes = [[w.shape for w in weights[0::2]] for weights in initial]
         for i in range(len(self.kernels)):
-            kernels, biases = np.zeros(self.kernels[i].shape, np.float32), np.zeros(self.biases[i].shape, np.float32)
-            mask, bias_mask = np.zeros_like(kernels), np.zeros_like(biases)
+            kernels = np.zeros(self.kernels[i].shape, np.float32)
+            mask = np.zeros_like(kernels)
             for k, weights in enumerate(initial):
                 w, b = weights[2 * i: 2 * i + 2]
-                kernels[k], biases[k] = self._padded(i, w), np.pad(b, (0, biases.shape[1] - len(b)))
-                mask[k], bias_mask[k, : len(b)] = self._padded(i, np.ones_like(w)), 1.0
+                kernels[k] = self._padded(i, w, b)
+                mask[k] = self._padded(i, np.ones_like(w), np.ones_like(b))
             self.kernels[i].assign(kernels)
-            self.biases[i].assign(biases)
             self.masks[i].assign(mask)
-            self.bias_masks[i].assign(bias_mask)
         for slots in self.slots:
             for s in slots:
                 s.assign(tf.zeros_like(s))
@@ -445,32 +443,33 @@ class _Engine:
         self.steps.assign(tf.zeros([self.n]))
         self.seeds.assign([m.seed for m in members])
 
-    def _padded(self, i: int, kernel: np.ndarray) -> np.ndarray:
-        """A Keras kernel of layer i as the engine holds it: each of its `groups` blocks of input
-        rows padded to the layer's padded input width, its columns to the padded output width."""
+    def _padded(self, i: int, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """A Keras kernel and bias of layer i as the engine holds them: each of the kernel's `groups`
+        blocks of input rows padded to the layer's padded input width, then the bias as the last
+        row, the columns padded to the padded output width."""
         groups, width, out = self.groups[i], self.widths[i], self.widths[i + 1]
         blocks = kernel.reshape(groups, -1, kernel.shape[-1])
-        placed = np.zeros((groups, width, out), np.float32)
-        placed[:, : blocks.shape[1], : blocks.shape[2]] = blocks
-        return placed.reshape(groups * width, out)
+        placed = np.zeros((groups * width + 1, out), np.float32)
+        placed[:-1].reshape(groups, width, out)[:, : blocks.shape[1], : blocks.shape[2]] = blocks
+        placed[-1, : len(bias)] = bias
+        return placed
 
-    def _unpadded(self, i: int, kernel: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    def _unpadded(self, i: int, placed: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """`_padded` undone: the Keras kernel (of `shape`) and bias."""
         groups = self.groups[i]
-        blocks = kernel.reshape(groups, self.widths[i], self.widths[i + 1])
-        return blocks[:, : int(np.prod(shape[:-1])) // groups, : shape[-1]].reshape(shape)
+        blocks = placed[:-1].reshape(groups, self.widths[i], self.widths[i + 1])
+        return blocks[:, : int(np.prod(shape[:-1])) // groups, : shape[-1]].reshape(shape), placed[-1, : shape[-1]]
 
     def weights(self, k: int) -> list[np.ndarray]:
         """Member k's weights, unpadded, in its Keras model's order (kernel, bias per layer)."""
-        out = []
-        for i, (w, b) in enumerate(zip(self.kernels, self.biases)):
-            shape = self.shapes[k][i]
-            out += [self._unpadded(i, w[k].numpy(), shape), b[k, : shape[-1]].numpy()]
+        out: list[np.ndarray] = []
+        for i, w in enumerate(self.kernels):
+            out += self._unpadded(i, w[k].numpy(), self.shapes[k][i])
         return out
 
     def set_weights(self, k: int, weights: list[np.ndarray]) -> None:
-        for i, (w, b) in enumerate(zip(self.kernels, self.biases)):
-            w[k].assign(self._padded(i, weights[2 * i]))  # padded entries are zero, as they stay in training
-            b[k, : len(weights[2 * i + 1])].assign(weights[2 * i + 1])
+        for i, w in enumerate(self.kernels):  # padded entries are zero, as they stay in training
+            w[k].assign(self._padded(i, weights[2 * i], weights[2 * i + 1]))
 
 
 _ENGINES: dict[tuple, _Engine] = {}  # one traced graph per shape, least recently used first

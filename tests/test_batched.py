@@ -90,13 +90,12 @@ def test_padded_units_and_their_optimizer_state_stay_exactly_zero():
     batched.fit_together(members)
     engine = engine_of(members)
     assert engine.widths == (6, 8, 8, 2)
-    for variable in [*engine.kernels, *engine.biases, *[s for slots in engine.slots for s in slots]]:
-        values = variable.numpy()[0]
-        if values.ndim == 2:
-            assert not values[5:, :].any() or variable.shape[1] == 6, variable.name
-            assert not values[:, 5:].any() or values.shape[-1] == 2, variable.name
-        else:
-            assert not values[5:].any() or values.shape[-1] == 2, variable.name
+    for variable in [*engine.kernels, *[s for slots in engine.slots for s in slots]]:
+        values = variable.numpy()[0]  # member 0's kernel rows, then its bias row
+        kernel, bias = values[:-1], values[-1]
+        assert not kernel[5:, :].any() or kernel.shape[0] == 6, variable.name
+        assert not kernel[:, 5:].any() or kernel.shape[-1] == 2, variable.name
+        assert not bias[5:].any() or bias.shape[-1] == 2, variable.name
     assert [w.shape for w in members[0].model.get_weights()] == [(6, 5), (5,), (5, 5), (5,), (5, 2), (2,)]
 
 
@@ -217,9 +216,11 @@ def test_a_cnn_is_the_same_alone_and_in_a_pack_to_the_last_bit_and_its_padded_ch
     assert_identical(alone, packed)
     engine = engine_of(packed[:3])  # the three of fewer than 20 epochs share a shape: channels padded to 8
     assert engine.widths == (1, 8, 8, 2) and engine.groups == [5, 5, 3]
-    for i, variable in enumerate([*engine.kernels, *[s[j] for s in engine.slots for j in range(3)]]):
-        blocks = variable.numpy()[0].reshape(engine.groups[i % 3], engine.widths[i % 3], engine.widths[i % 3 + 1])
+    for i, variable in enumerate([*engine.kernels, *[v for s in engine.slots for v in s]]):
+        values = variable.numpy()[0]  # member 0's kernel rows, then its bias row
+        blocks = values[:-1].reshape(engine.groups[i % 3], engine.widths[i % 3], engine.widths[i % 3 + 1])
         assert not blocks[:, 5:, :].any() and (i % 3 == 2 or not blocks[:, :, 5:].any()), variable.name
+        assert i % 3 == 2 or not values[-1, 5:].any(), variable.name
 
 
 def test_a_separable_cnn_trains_as_graphs_side_by_side():
