@@ -126,6 +126,23 @@ def test_members_compiled_by_xla_are_the_same_alone_and_packed_to_the_last_bit(m
             np.testing.assert_array_equal(wa, wp)
 
 
+def test_the_penalty_a_step_checks_is_each_members_l1_and_l2_of_its_kernels_not_its_biases():
+    """The engine sums penalties as matrix products and keeps each bias as its kernel's last row;
+    the sum must still be l1 · Σ|w| + l2 · Σw² over the kernels alone, member by member."""
+    keras.backend.clear_session()
+    members = [member(width=5, seed=0, l1=1e-2, l2=1e-3), member(width=8, seed=1, l1=0.0, l2=1e-1)]
+    layouts = [batched.layout_of(m.model) for m in members]
+    engine = batched._engine(members, layouts)
+    engine.load(members, layouts)
+    for k, m in enumerate(members):  # nonzero biases, so a bias counted would show
+        weights = m.model.get_weights()
+        engine.set_weights(k, [w if i % 2 == 0 else w + 0.5 for i, w in enumerate(weights)])
+    kernels = [m.model.get_weights()[0::2] for m in members]
+    expected = [lay.l1 * sum(np.abs(w).sum() for w in ws) + lay.l2 * sum(np.square(w).sum() for w in ws)
+                for lay, ws in zip(layouts, kernels)]
+    np.testing.assert_allclose(engine._penalty().numpy(), expected, rtol=1e-5)
+
+
 def test_width_buckets_pad_by_at_most_half_above_128_and_at_most_double_below():
     buckets = {batched.width_bucket(w) for w in range(1, 2049)}
     assert buckets == {1, 2, 4, 8, 16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048}
