@@ -54,14 +54,15 @@ def _duration(seconds: float) -> str:
 # ------------------------------------------------------------------------------------ run
 def cmd_run(args) -> int:
     from study.processes import catch_interrupts, interrupted, terminate_as_interrupt
+
+    catch_interrupts()  # a Ctrl+C a finalizer swallows is raised again at the next safe point
+    terminate_as_interrupt()  # SIGTERM stops a sweep as Ctrl+C does: the running trial is queued again
     from study.progress import Progress
     from study.sweep import Interrupted, run_sweep
 
     overrides = dict(parse_override(item) for item in args.set or [])
     sweep = load_sweep(args.sweep, overrides)
     store = _store(args)
-    catch_interrupts()  # a Ctrl+C a finalizer swallows is raised again at the next safe point
-    terminate_as_interrupt()  # SIGTERM stops a sweep as Ctrl+C does: the running trial is queued again
     progress = None if args.quiet else Progress()
     run = lambda trials: run_sweep(  # noqa: E731
         sweep, store, trials=args.trials if trials is None else trials, timeout=args.timeout, workers=args.workers,

@@ -142,7 +142,9 @@ def test_two_local_workers_killed_at_random_moments_then_a_clean_run_is_exact(tm
 @pytest.mark.timeout(900)
 def test_ctrl_c_at_any_early_moment_exits_130(write_sweep, tmp_path):
     """From the first moments (imports, store creation, `import tensorflow`) to training: every
-    Ctrl+C stops the sweep with 130, even one Python would drop inside a finalizer."""
+    Ctrl+C stops the sweep with 130, even one Python would drop inside a finalizer (`study.__main__`
+    records Ctrl+C from its first line: before, under a loaded machine, one at 0.3 s or 1 s landed
+    in the imports and was lost, leaving the sweep running)."""
     path = write_sweep("early130", TINY.replace("epochs: 2", "epochs: 100000"))  # never finishes by itself
     outcomes = []
     for i, delay in enumerate((0.3, 1.0, 2.0, 3.0, 4.0, 5.0, 6.5, 8.0, 10.0)):
