@@ -5,7 +5,7 @@ matrix products per layer and traces a new graph for every pack. Here the member
 one shape (MLPs, or CNNs of standard conv layers, of the same depth and width bucket, activation,
 optimizer kind, task, input and output) become one model whose leading axis is the member: each
 layer's kernels stacked as [N, in, out], every hidden width padded to its bucket (`width_bucket`:
-the next power of two, above 128 the next of 192, 256, 384, 512, ...; padded units start at zero
+the next power of two, above 128 the next multiple of an eighth of the next power of two; padded units start at zero
 and their gradients are masked, so they stay exactly zero, Adam's moments included), one batched
 matrix product per layer for the whole pack. A conv layer is a matrix product too, over its input's
 patches: the input padded as Keras' `padding="same"` pads, one strided slice per kernel position,
@@ -170,12 +170,17 @@ def padded(layout: Layout) -> tuple[int, ...]:
 
 
 def width_bucket(width: int) -> int:
-    """Padded width: the next power of two, or above 128 the next of 192, 256, 384, 512, 768, ...
-    (powers of two and halfway between, in ratio): a wide layer's arithmetic grows as its width
-    squared, so padding 300 units to 512 would triple it (to 384: 1.6 times). Each bucket is a
-    shape of its own to trace, so narrow layers, whose arithmetic is small, keep the coarse steps."""
+    """Padded width: the next power of two up to 128; above, the next multiple of an eighth of the
+    next power of two (160, 192, 224, 256, then 320, 384, 448, 512, ...: four buckets an octave,
+    padding by under a quarter). A wide layer's arithmetic grows as its width squared, so padding
+    300 units to 384 would cost 1.6 times the arithmetic of 300 × 300 (to 320: 1.14 times); each
+    bucket is a shape of its own to compile (about a second), so narrow layers, whose arithmetic
+    is small, keep the coarse steps."""
     power = 1 << max(0, math.ceil(math.log2(max(1, width))))
-    return power * 3 // 4 if power > 128 and width <= power * 3 // 4 else power
+    if power <= 128:
+        return power
+    step = power // 8
+    return -(-width // step) * step
 
 
 # ------------------------------------------------------------------------------ the graph
@@ -447,15 +452,16 @@ class _Engine:
             for s in slots:
                 s.assign(tf.zeros_like(s))
         self.real = [list(layout.widths) for layout in layouts]
-        self.rate.assign([m.spec.learning_rate for m in members])
-        self.momentum.assign([m.spec.momentum for m in members])
-        self.l1.assign([layout.l1 for layout in layouts])
-        self.l2.assign([layout.l2 for layout in layouts])
-        self.keep.assign([1.0 - layout.dropout for layout in layouts])
-        self.scale.assign([layout.scale for layout in layouts])
-        self.offset.assign([layout.offset for layout in layouts])
+        idle = [0.0] * (self.n - len(members))  # slots no member fills (`slots`): zero weights, never active
+        self.rate.assign([m.spec.learning_rate for m in members] + idle)
+        self.momentum.assign([m.spec.momentum for m in members] + idle)
+        self.l1.assign([layout.l1 for layout in layouts] + idle)
+        self.l2.assign([layout.l2 for layout in layouts] + idle)
+        self.keep.assign([1.0 - layout.dropout for layout in layouts] + [1.0 for _ in idle])
+        self.scale.assign([layout.scale for layout in layouts] + [1.0 for _ in idle])
+        self.offset.assign([layout.offset for layout in layouts] + idle)
         self.steps.assign(tf.zeros([self.n]))
-        self.seeds.assign([m.seed for m in members])
+        self.seeds.assign([m.seed for m in members] + [0 for _ in idle])
 
     def _padded(self, i: int, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """A Keras kernel and bias of layer i as the engine holds them: each of the kernel's `groups`
@@ -491,13 +497,22 @@ MAX_ENGINES = 64  # shapes kept at once: a searched sweep over depths, width buc
 MAX_ENGINE_BYTES = 1 << 30  # and the bytes of their variables (weights, masks, optimizer slots)
 
 
+def slots(members: list[Member]) -> int:
+    """The member axis's length for these members: their count, but at least 2 for members trained
+    without XLA. TensorFlow's own batched matrix product computes a batch of one with another
+    kernel than a larger batch's (one product split over threads, against products side by side),
+    and the two round apart on some processors (in float32's last bits); an idle slot beside a
+    lone member keeps it on the kernel it has in any pack. XLA computes every batch alike."""
+    return len(members) if members[0].spec.epochs >= JIT_EPOCHS else max(2, len(members))
+
+
 def _engine(members: list[Member], layouts: list[Layout]) -> _Engine:
     first = layouts[0]
-    key = (len(members), *shape_key(members[0], first))  # the shape key is every member's
+    key = (slots(members), *shape_key(members[0], first))  # the shape key is every member's
     dropout, penalized, jit = key[-3:]  # shape_key ends with these three flags: keep them last
     engine = _ENGINES.pop(key, None)
     if engine is None:
-        engine = _Engine(len(members), first, members[0].task, members[0].spec.optimizer, dropout, penalized, jit)
+        engine = _Engine(key[0], first, members[0].task, members[0].spec.optimizer, dropout, penalized, jit)
         while _ENGINES and (len(_ENGINES) >= MAX_ENGINES or
                             sum(e.nbytes for e in _ENGINES.values()) + engine.nbytes > MAX_ENGINE_BYTES):
             _ENGINES.pop(next(iter(_ENGINES)))  # the least recently used shape
@@ -544,11 +559,15 @@ def train(members: list[Member], layouts: list[Layout]) -> list[FitResult]:
     engine = _engine(members, layouts)
     engine.load(members, layouts)
     n, n_val = len(members[0].train[0]), len(members[0].val[0])
-    x = tf.constant(np.stack([m.train[0].reshape(n, -1) for m in members]).astype(np.float32))
-    y = tf.constant(np.stack([m.train[1] for m in members]))
+
+    def stacked(arrays: list[np.ndarray]) -> np.ndarray:  # idle slots get zeros
+        return np.stack(arrays + [np.zeros_like(arrays[0])] * (engine.n - len(arrays)))
+
+    x = tf.constant(stacked([m.train[0].reshape(n, -1) for m in members]).astype(np.float32))
+    y = tf.constant(stacked([m.train[1] for m in members]))
     val_rows = _rows(n_val)
-    x_val = tf.constant(np.stack([_fill(m.val[0].reshape(n_val, -1), val_rows) for m in members]).astype(np.float32))
-    y_val = tf.constant(np.stack([_fill(m.val[1], val_rows) for m in members]))
+    x_val = tf.constant(stacked([_fill(m.val[0].reshape(n_val, -1), val_rows) for m in members]).astype(np.float32))
+    y_val = tf.constant(stacked([_fill(m.val[1], val_rows) for m in members]))
     val_weights = tf.constant(_fill(np.ones(n_val, np.float32), val_rows))
     batch = members[0].spec.batch_size
     steps, rows = max(1, math.ceil(n / batch)), _rows(batch)
@@ -556,11 +575,11 @@ def train(members: list[Member], layouts: list[Layout]) -> list[FitResult]:
     for i in range(steps):
         weights[i, : min(batch, n - i * batch)] = 1.0
     weights = tf.constant(weights)
-    rngs = [np.random.default_rng(m.seed) for m in members]
+    rngs = [np.random.default_rng(m.seed) for m in members] + [None] * (engine.n - len(members))
     stoppers = [_Stopper(m.spec.early_stopping) if m.spec.early_stopping.enabled else None for m in members]
     views = [_View(engine, k) for k in range(len(members))]
-    active = np.ones(len(members), dtype=bool)
-    seconds = np.zeros(len(members))
+    active = np.arange(engine.n) < len(members)
+    seconds = np.zeros(engine.n)
     epoch = 0
     with _interruptible() as check:
         while active.any():

@@ -396,11 +396,13 @@ class TrialRun:
         if not self.several:
             return
         run_id = self._run_for(replicate.index)
-        self.flush()
+        # its epochs still buffered go in the same request as its final metrics: one write fewer
+        now = _now_ms()
+        metrics = self.pending.pop(run_id, []) + [Metric(k, float(v), now, 0) for k, v in replicate.metrics.items()]
         artifacts = {"model": replicate.model_path} if replicate.model_path is not None else {}
         artifacts.update(replicate.files)
         tags = {Tag.STATE: replicate.status, Tag.REASON: replicate.reason, **replicate.tags}
-        self.tracker.end_run(run_id, replicate.status, replicate.metrics, tags, artifacts)
+        self.tracker.end_run(run_id, replicate.status, metrics, tags, artifacts)
 
     def finish(self, result, outputs: Path) -> None:
         """Log the trial's final metrics and artifacts, then end the run with the trial's state."""

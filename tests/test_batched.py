@@ -143,18 +143,18 @@ def test_the_penalty_a_step_checks_is_each_members_l1_and_l2_of_its_kernels_not_
     np.testing.assert_allclose(engine._penalty().numpy(), expected, rtol=1e-5)
 
 
-def test_width_buckets_pad_by_at_most_half_above_128_and_at_most_double_below():
-    buckets = {batched.width_bucket(w) for w in range(1, 2049)}
-    assert buckets == {1, 2, 4, 8, 16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048}
-    for width in range(1, 2049):
+def test_width_buckets_pad_by_under_a_quarter_above_128_and_at_most_double_below():
+    buckets = {batched.width_bucket(w) for w in range(1, 1025)}
+    assert buckets == {1, 2, 4, 8, 16, 32, 64, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024}
+    for width in range(1, 1025):
         bucket = batched.width_bucket(width)
         assert width <= bucket < 2 * width or bucket == width == 1
         if width > 128:
-            assert bucket < 1.5 * width
+            assert bucket < 1.25 * width
 
 
-def test_wide_members_of_a_half_step_bucket_are_the_same_alone_and_packed():
-    settings = [dict(width=w, seed=s, epochs=2) for s, w in enumerate((150, 190))]  # both in the bucket of 192
+def test_wide_members_of_a_bucket_between_powers_of_two_are_the_same_alone_and_packed():
+    settings = [dict(width=w, seed=s, epochs=2) for s, w in enumerate((165, 190))]  # both in the bucket of 192
     alone, packed = alone_and_packed(member, settings)
     assert engine_of(packed).widths == (6, 192, 192, 2)
     assert_identical(alone, packed)
@@ -203,7 +203,8 @@ def test_a_cnn_computes_keras_conv_layers_as_patches(layout, kernel_size, stride
     engine = engine_of([m])
     engine.load([m], [batched.layout_of(m.model)])
     x = m.train[0]
-    ours = engine._forward(batched.tf.constant(x.reshape(1, len(x), -1)), False).numpy()[0]
+    stacked = np.stack([x.reshape(len(x), -1)] * engine.n)  # a lone member trained without XLA has an idle slot beside it
+    ours = engine._forward(batched.tf.constant(stacked), False).numpy()[0]
     np.testing.assert_allclose(ours, m.model(x).numpy(), rtol=1e-5, atol=1e-6)
     for a, b in zip(engine.weights(0), m.model.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -285,3 +286,16 @@ def test_early_stopping_follows_keras_own_callback_epoch_by_epoch(monitor, value
     stopper.finish(ours_model)
     assert ours_stop == keras_stop
     assert ours_model.get_weights()[0][0, 0] == keras_model.get_weights()[0][0, 0], "the same epoch's weights restored"
+
+
+def test_a_lone_member_trained_without_xla_has_an_idle_slot_beside_it():
+    """TensorFlow multiplies a batch of one with another kernel than a larger batch, and the two
+    round apart on some processors: a lone member trained without XLA gets a second, idle slot, so
+    it runs the kernel it runs in any pack. Under XLA every batch is computed alike."""
+    keras.backend.clear_session()
+    lone = member(epochs=2)
+    assert batched.slots([lone]) == 2 and batched.slots([lone, member(seed=1, epochs=2)]) == 2
+    assert batched.slots([member(epochs=batched.JIT_EPOCHS)]) == 1
+    batched.fit_together([lone])
+    engine = engine_of([lone])
+    assert engine.n == 2 and all(not w[1].numpy().any() for w in engine.kernels)  # the idle slot stays zero
