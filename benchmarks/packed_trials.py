@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import stats
+from shipped_sweeps import cpu_model  # this folder is the script's first import path
 
 from study.datasets import load_dataset
 from study.keras_compat import keras, tf
@@ -165,6 +166,8 @@ def setup_cost(data, pack: int) -> tuple[float, float, float]:
     return traced - start, first - traced, time.perf_counter() - first
 
 
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pack", type=int, default=8, help="models per pack for the packed engine")
@@ -182,7 +185,7 @@ def main() -> None:
     if args.packed_only:
         engines = {name: run for name, run in engines.items() if name.startswith("batched")}
     peak = matmul_rate()
-    print(f"packed_trials: pack {args.pack}, {args.repeats} round(s), engines interleaved; {os.cpu_count()} cores")
+    print(f"packed_trials: pack {args.pack}, {args.repeats} round(s), engines interleaved; {cpu_model()}, {os.cpu_count()} cores")
     from study import batched
 
     for name in args.workload:

@@ -27,6 +27,13 @@ ORDER = ["demo", "capacity", "regularization", "epochs", "data_size", "features"
          "demo_compression", "pruning", "structured_pruning", "quantization", "distillation", "architecture", "compression"]
 
 
+
+def cpu_model() -> str:
+    """The processor's name (speed ratios differ between processors, not only between machines)."""
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweeps", nargs="*", default=ORDER)
@@ -38,7 +45,7 @@ def main() -> int:
         print(f"error: --baseline {args.baseline} is not a checkout of this project (no study/__init__.py); "
               "make one with `git worktree add DIR REV`", file=sys.stderr)
         return 2
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; store {args.store}")
+    print(f"machine: {platform.machine()}, {cpu_model()}, {os.cpu_count()} cores; store {args.store}")
     versions = {"this version": (ROOT, args.store)}
     if args.baseline is not None:
         versions["baseline"] = (args.baseline.resolve(), f"{args.store}-baseline")
