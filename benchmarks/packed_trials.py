@@ -166,8 +166,6 @@ def setup_cost(data, pack: int) -> tuple[float, float, float]:
     return traced - start, first - traced, time.perf_counter() - first
 
 
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pack", type=int, default=8, help="models per pack for the packed engine")

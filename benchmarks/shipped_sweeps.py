@@ -27,12 +27,12 @@ ORDER = ["demo", "capacity", "regularization", "epochs", "data_size", "features"
          "demo_compression", "pruning", "structured_pruning", "quantization", "distillation", "architecture", "compression"]
 
 
-
 def cpu_model() -> str:
     """The processor's name (speed ratios differ between processors, not only between machines)."""
     info = Path("/proc/cpuinfo")
     lines = info.read_text().splitlines() if info.exists() else []
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

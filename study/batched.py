@@ -160,7 +160,7 @@ def shape_key(m: Member, layout: Layout) -> tuple:
     the graph is another one and XLA compiles it apart)."""
     return (padded(layout), layout.grid, layout.kernel, layout.stride, layout.activation_name, m.spec.optimizer, m.task,
             m.spec.batch_size, len(m.train[0]), len(m.val[0]),
-            layout.dropout > 0, layout.l1 > 0 or layout.l2 > 0, m.spec.epochs >= JIT_EPOCHS)  # last: `_engine` reads them
+            layout.dropout > 0, layout.l1 > 0 or layout.l2 > 0, compiled(m.spec))  # last: `_engine` reads them
 
 
 def padded(layout: Layout) -> tuple[int, ...]:
@@ -174,8 +174,8 @@ def width_bucket(width: int) -> int:
     next power of two (160, 192, 224, 256, then 320, 384, 448, 512, ...: four buckets an octave,
     padding by under a quarter). A wide layer's arithmetic grows as its width squared, so padding
     300 units to 384 would cost 1.6 times the arithmetic of 300 × 300 (to 320: 1.14 times); each
-    bucket is a shape of its own to compile (about a second), so narrow layers, whose arithmetic
-    is small, keep the coarse steps."""
+    bucket is a shape of its own to compile, so narrow layers, whose arithmetic is small, keep the
+    coarse steps."""
     power = 1 << max(0, math.ceil(math.log2(max(1, width))))
     if power <= 128:
         return power
@@ -188,6 +188,12 @@ def width_bucket(width: int) -> int:
 # time for members that train this many epochs or more (benchmarks/packed_trials.py compares).
 # A member's own budget decides, so it computes the same alone and in any pack.
 JIT_EPOCHS = 20
+
+
+def compiled(train) -> bool:
+    """Whether members of this `TrainSpec` train compiled by XLA (their own budget decides)."""
+    return train.epochs >= JIT_EPOCHS
+
 ROWS = 8  # batches and validation sets are filled up to a multiple of this many rows (see _rows)
 
 
@@ -452,16 +458,18 @@ class _Engine:
             for s in slots:
                 s.assign(tf.zeros_like(s))
         self.real = [list(layout.widths) for layout in layouts]
-        idle = [0.0] * (self.n - len(members))  # slots no member fills (`slots`): zero weights, never active
-        self.rate.assign([m.spec.learning_rate for m in members] + idle)
-        self.momentum.assign([m.spec.momentum for m in members] + idle)
-        self.l1.assign([layout.l1 for layout in layouts] + idle)
-        self.l2.assign([layout.l2 for layout in layouts] + idle)
-        self.keep.assign([1.0 - layout.dropout for layout in layouts] + [1.0 for _ in idle])
-        self.scale.assign([layout.scale for layout in layouts] + [1.0 for _ in idle])
-        self.offset.assign([layout.offset for layout in layouts] + idle)
+        def filled(values: list, idle=0.0) -> list:  # slots no member fills (`slots`): zero weights, never active
+            return values + [idle] * (self.n - len(values))
+
+        self.rate.assign(filled([m.spec.learning_rate for m in members]))
+        self.momentum.assign(filled([m.spec.momentum for m in members]))
+        self.l1.assign(filled([layout.l1 for layout in layouts]))
+        self.l2.assign(filled([layout.l2 for layout in layouts]))
+        self.keep.assign(filled([1.0 - layout.dropout for layout in layouts], 1.0))
+        self.scale.assign(filled([layout.scale for layout in layouts], 1.0))
+        self.offset.assign(filled([layout.offset for layout in layouts]))
         self.steps.assign(tf.zeros([self.n]))
-        self.seeds.assign([m.seed for m in members] + [0 for _ in idle])
+        self.seeds.assign(filled([m.seed for m in members], 0))
 
     def _padded(self, i: int, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """A Keras kernel and bias of layer i as the engine holds them: each of the kernel's `groups`
@@ -503,7 +511,7 @@ def slots(members: list[Member]) -> int:
     kernel than a larger batch's (one product split over threads, against products side by side),
     and the two round apart on some processors (in float32's last bits); an idle slot beside a
     lone member keeps it on the kernel it has in any pack. XLA computes every batch alike."""
-    return len(members) if members[0].spec.epochs >= JIT_EPOCHS else max(2, len(members))
+    return len(members) if compiled(members[0].spec) else max(2, len(members))
 
 
 def _engine(members: list[Member], layouts: list[Layout]) -> _Engine:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from study import measure
-from study.batched import JIT_EPOCHS, fit_together, width_bucket
+from study.batched import compiled, fit_together, width_bucket
 from study.datasets import Data, train_rows
 from study.keras_compat import keras
 from study.multifit import Member, pack_key
@@ -131,7 +131,7 @@ def pack_key_of(job: TrialJob) -> tuple:
     key = pack_key(job.setup.train, job.data.task, train_rows(job.data, job.setup.dataset))
     model = job.setup.model
     shape = (model.depth, width_bucket(model.units), model.activation, job.setup.train.optimizer, model.dropout > 0,
-             model.l1 > 0 or model.l2 > 0, job.setup.train.epochs >= JIT_EPOCHS)
+             model.l1 > 0 or model.l2 > 0, compiled(job.setup.train))
     if model.kind == "mlp" or model.depth == 0:
         return (*key, "mlp", *shape)
     if model.conv == "standard":

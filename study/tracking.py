@@ -56,6 +56,12 @@ STATUS = {  # a trial's state -> its MLflow run's status
 PACKAGES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "mlflow", "optuna", "study")
 
 
+def _as_metrics(values: dict, step: int = 0) -> list[Metric]:
+    """Named values as MLflow metrics at `step`, stamped now."""
+    now = _now_ms()
+    return [Metric(k, float(v), now, step) for k, v in values.items()]
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -321,8 +327,7 @@ class Tracker:
             step: int = 0) -> None:
         """Metrics (at `step`), params and tags of a run, in as few requests as MLflow allows
         (its client splits a batch at its limits and truncates over-long values)."""
-        now = _now_ms()
-        metric_list = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
+        metric_list = _as_metrics(metrics or {}, step)
         param_list = [Param(k, str(v)) for k, v in (params or {}).items()]
         tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         self.log_entities(run_id, metric_list, param_list, tag_list)
@@ -397,8 +402,7 @@ class TrialRun:
             return
         run_id = self._run_for(replicate.index)
         # its epochs still buffered go in the same request as its final metrics: one write fewer
-        now = _now_ms()
-        metrics = self.pending.pop(run_id, []) + [Metric(k, float(v), now, 0) for k, v in replicate.metrics.items()]
+        metrics = self.pending.pop(run_id, []) + _as_metrics(replicate.metrics)
         artifacts = {"model": replicate.model_path} if replicate.model_path is not None else {}
         artifacts.update(replicate.files)
         tags = {Tag.STATE: replicate.status, Tag.REASON: replicate.reason, **replicate.tags}
@@ -407,7 +411,7 @@ class TrialRun:
     def finish(self, result, outputs: Path) -> None:
         """Log the trial's final metrics and artifacts, then end the run with the trial's state."""
         self.flush()
-        metrics = [Metric(k, float(v), _now_ms(), 0) for k, v in result.metrics.items()]
+        metrics = _as_metrics(result.metrics)
         if self.several:  # the trial's own curves: averages over its replicates
             now = _now_ms()
             for epoch, row in enumerate(result.mean_history(), start=1):
