@@ -3,21 +3,34 @@
 A worker asks a pack of trials, trains them (their replicates grouped by shape, `batched.py`),
 then tells Optuna and MLflow how each ended; this prints each pack a single worker ran: when it
 started, how long it took from its first trial's start to its last trial's end (building,
-compiling, training, measuring and logging), its settings, and the arithmetic of its training:
+compiling, training, measuring and logging), the seconds its models spent in their epochs
+(`fit/seconds` summed over every model: compiling and training; the rest is building, measuring,
+saving and logging), its settings, and the arithmetic of its training:
 about 6 operations per parameter per training example per epoch, both for the parameters the
 models have and for those the batched engine computes (hidden widths padded to their bucket,
 `batched.width_bucket`), with the rate each reaches over the pack's time. Packs of MLPs on
 MNIST-1D only (`-` otherwise: a conv layer's weights serve every position).
 
-    .venv/bin/python benchmarks/sweep_packs.py SWEEP [--store mlruns]
+With `--products`, it also times, for each batched model a pack's MLPs on MNIST-1D formed (same
+depth and width bucket), plain steps at the same shapes: that many members' padded layers, forward
+and back, with a plain gradient step, XLA-compiled with the loop over an epoch's batches inside, as
+the engine runs, and nothing else (no loss, masks, optimizer state, validation, dropout or
+bookkeeping), for the most epochs a member trained: what the matrix products alone take on this
+machine, against the seconds the models spent in their epochs.
+
+    .venv/bin/python benchmarks/sweep_packs.py SWEEP [--store mlruns] [--products]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
 
-from study.batched import width_bucket
+import numpy as np
+
+from study.batched import ROWS, width_bucket
 from study.names import Attr
 from study.store import Store, quiet_libraries
 
@@ -31,10 +44,78 @@ def padded_params(params: dict, inputs: int, outputs: int) -> int | None:
     return sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
 
 
+def fit_seconds(client, run, replicates: int) -> float:
+    """Seconds a trial's models spent in their epochs: its replicates' own runs' `fit/seconds`
+    summed (a trial of one replicate has no runs of its own: the trial's)."""
+    if replicates == 1:
+        return run.data.metrics.get("fit/seconds", 0.0)
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    return sum(child.data.metrics.get("fit/seconds", 0.0) for child in children)
+
+
+def products_seconds(widths: list[int], members: int, batch: int, steps: int, epochs: int, repeats: int = 3) -> float:
+    """Seconds `epochs` epochs of `steps` plain steps take for `members` MLPs of these (padded)
+    widths as one XLA-compiled batched model: the products forward and back and a gradient step,
+    nothing else. Compiled first; the median of `repeats` timed epochs, times `epochs`."""
+    from study.keras_compat import tf
+
+    rng = np.random.default_rng(0)
+    rows = -(-batch // ROWS) * ROWS  # the engine fills a batch up to a multiple of ROWS
+    kernels = [tf.Variable(rng.normal(0, 0.05, (members, a + 1, b)).astype(np.float32))
+               for a, b in zip(widths[:-1], widths[1:])]
+    x = tf.constant(rng.normal(size=(members, rows, widths[0])).astype(np.float32))
+    ones = tf.ones([members, rows, 1])
+
+    @tf.function(jit_compile=True)
+    def epoch():
+        def body(i):
+            with tf.GradientTape() as tape:
+                h = x
+                for j, w in enumerate(kernels):  # the bias as the kernel's last row, as the engine holds it
+                    h = tf.linalg.matmul(tf.concat([h, ones], axis=2), w)
+                    h = tf.nn.relu(h) if j < len(kernels) - 1 else h
+                total = tf.reduce_sum(h)
+            for w, g in zip(kernels, tape.gradient(total, kernels)):
+                w.assign_sub(1e-6 * g)
+            return (i + 1,)
+
+        tf.while_loop(lambda i: i < steps, body, (tf.constant(0),))
+
+    epoch()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        epoch()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * epochs
+
+
+def batched_models(client, pack) -> list[tuple[list[int], int, int, int, int, float]] | None:
+    """The batched models a pack's MLP trials on MNIST-1D formed, as (padded widths, members,
+    batch, steps an epoch, most epochs, seconds its members spent in their epochs), or None if the
+    pack holds another model."""
+    groups: dict[tuple, list] = {}
+    for trial in pack:
+        run = client.get_run(trial.user_attrs[Attr.RUN_ID])
+        m, p = run.data.metrics, run.data.params
+        if p.get("model.kind", "mlp") != "mlp" or p.get("dataset.name") != "mnist1d":
+            return None
+        depth, width = int(p["model.depth"]), width_bucket(int(p["model.width"]))
+        widths = [int(p["dataset.length"]), *[width] * depth, 10]
+        batch, replicates = int(p["train.batch_size"]), int(p.get("replicates", 1))
+        steps = max(1, math.ceil(m.get("data/train_size", 0.0) / batch))
+        groups.setdefault((tuple(widths), batch, steps), []).append(
+            (replicates, int(m.get("fit/epochs", 0.0)), fit_seconds(client, run, replicates)))
+    return [(list(widths), sum(r for r, _, _ in trials), batch, steps, max(e for _, e, _ in trials),
+             sum(f for _, _, f in trials)) for (widths, batch, steps), trials in groups.items()]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep")
     parser.add_argument("--store", default="mlruns")
+    parser.add_argument("--products", action="store_true",
+                        help="also time the matrix products alone at each batched model's shapes")
     args = parser.parse_args()
     quiet_libraries()
     import optuna
@@ -59,8 +140,10 @@ def main() -> int:
         return 1
     total = (packs[-1][-1].datetime_complete - packs[0][0].datetime_start).total_seconds()
     print(f"{args.sweep}: {len(trials)} trials in {len(packs)} packs, {total:.0f} s from the first start to the last end")
-    print(f"  {'start':>8} {'seconds':>8} {'trials':>6} {'TFLOP':>7} {'GFLOP/s':>8} {'padded':>7} {'GFLOP/s':>8}  settings")
+    print(f"  {'start':>8} {'seconds':>8} {'epochs s':>8} {'trials':>6} {'TFLOP':>7} {'GFLOP/s':>8} {'padded':>7} {'GFLOP/s':>8}  settings")
+    in_epochs, products = 0.0, 0.0
     for pack in packs:
+        fitting = 0.0
         seconds = (max(t.datetime_complete for t in pack) - min(t.datetime_start for t in pack)).total_seconds()
         useful, padded = 0.0, 0.0
         known = True
@@ -69,6 +152,7 @@ def main() -> int:
             run = client.get_run(trial.user_attrs[Attr.RUN_ID])
             m, p = run.data.metrics, run.data.params
             replicates = int(p.get("replicates", 1))
+            fitting += fit_seconds(client, run, replicates)
             examples, epochs = m.get("data/train_size", 0.0), m.get("fit/epochs", 0.0)
             if p.get("model.kind", "mlp") != "mlp":  # a conv layer's weights serve every position: not 6 per parameter
                 known = False
@@ -83,8 +167,22 @@ def main() -> int:
         dash = f"{'-':>7} {'-':>8}"
         rate = f"{useful / 1e12:7.2f} {useful / seconds / 1e9:8.0f}" if known and seconds else dash
         extra = f"{padded / 1e12:7.2f} {padded / seconds / 1e9:8.0f}" if known and seconds else dash
-        print(f"  {pack[0].datetime_start:%H:%M:%S} {seconds:8.0f} {len(pack):6d} {rate} {extra}  "
+        in_epochs += fitting
+        lines = []
+        if args.products:
+            for widths, members, batch, steps, epochs, spent in sorted(batched_models(client, pack) or []):
+                alone = products_seconds(widths, members, batch, steps, epochs)
+                products += alone
+                lines.append(f"    batched model {'x'.join(map(str, widths))}, {members} members, {epochs} epochs: "
+                             f"{spent:.0f} s in its epochs, the products alone {alone:.0f} s")
+        print(f"  {pack[0].datetime_start:%H:%M:%S} {seconds:8.0f} {fitting:8.0f} {len(pack):6d} {rate} {extra}  "
               f"{' '.join(sorted(settings))}")
+        for line in lines:
+            print(line)
+    print(f"  in the models' epochs (compiling and training): {in_epochs:.0f} s of {total:.0f} s; "
+          f"the rest ({total - in_epochs:.0f} s) built, measured, saved and logged them")
+    if args.products:
+        print(f"  the matrix products alone, at the same shapes (MLPs on MNIST-1D): {products:.0f} s")
     return 0
 
 
