@@ -28,10 +28,21 @@ ORDER = ["demo", "capacity", "regularization", "epochs", "data_size", "features"
 
 
 def cpu_model() -> str:
-    """The processor's name (speed ratios differ between processors, not only between machines)."""
+    """The processor: its name, family and model, and its widest vector instructions (speed ratios,
+    and float32's last bits, differ between processors; a virtual machine's name can hide which)."""
     info = Path("/proc/cpuinfo")
     lines = info.read_text().splitlines() if info.exists() else []
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
+    fields: dict[str, str] = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor()
+    flags = set(fields.get("flags", "").split())
+    vectors = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "AVX" if "avx" in flags else ""
+    detail = ", ".join(part for part in (
+        f"family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields and "model" in fields else "",
+        vectors) if part)
+    return f"{name} ({detail})" if detail else name
 
 
 def main() -> int:
