@@ -1,8 +1,12 @@
 """Run every shipped sweep one after another in one fresh store, then build their reports, and
 print each sweep's wall time (the README's sweep table comes from this).
 
-    .venv/bin/python benchmarks/shipped_sweeps.py [--store /tmp/shipped] [--out reports] [SWEEP ...]
+    .venv/bin/python benchmarks/shipped_sweeps.py [--store NEW_FOLDER] [--out reports] [SWEEP ...]
         [--baseline DIR]
+
+Each run needs stores of its own: by default a new temporary folder (and, with `--baseline`, the
+same path with `-baseline` appended); a `--store` that is not empty is refused, since its sweeps
+would resume rather than run.
 
 Sweeps run in the order below, so compression sweeps find the base that an earlier one trained.
 
@@ -19,6 +23,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,7 +53,7 @@ def cpu_model() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweeps", nargs="*", default=ORDER)
-    parser.add_argument("--store", default="/tmp/study-shipped")
+    parser.add_argument("--store", type=Path, help="a folder for the store, new or empty (default: a new temporary folder, kept)")
     parser.add_argument("--out", default=str(ROOT / "reports"))
     parser.add_argument("--baseline", type=Path, help="a checkout of another version to time right after each sweep")
     args = parser.parse_args()
@@ -56,10 +61,17 @@ def main() -> int:
         print(f"error: --baseline {args.baseline} is not a checkout of this project (no study/__init__.py); "
               "make one with `git worktree add DIR REV`", file=sys.stderr)
         return 2
-    print(f"machine: {platform.machine()}, {cpu_model()}, {os.cpu_count()} cores; store {args.store}")
-    versions = {"this version": (ROOT, args.store)}
+    if args.store is None:
+        args.store = Path(tempfile.mkdtemp(prefix="study-shipped-"))
+    versions = {"this version": (ROOT, str(args.store))}
     if args.baseline is not None:
         versions["baseline"] = (args.baseline.resolve(), f"{args.store}-baseline")
+    for _, store in versions.values():  # a store that holds the sweeps already would time their resumption
+        if Path(store).exists() and (not Path(store).is_dir() or any(Path(store).iterdir())):
+            print(f"error: {store} is not empty: the sweeps would resume, not run; give --store a new folder",
+                  file=sys.stderr)
+            return 2
+    print(f"machine: {platform.machine()}, {cpu_model()}, {os.cpu_count()} cores; store {args.store}")
     totals = dict.fromkeys(versions, 0.0)
     for name in args.sweeps:
         line, seconds = [], {}
