@@ -4,8 +4,8 @@ A worker asks a pack of trials, trains them (their replicates grouped by shape, 
 then tells Optuna and MLflow how each ended; this prints each pack a single worker ran: when it
 started, how long it took from its first trial's start to its last trial's end (building,
 compiling, training, measuring and logging), the seconds its models spent in their epochs
-(`fit/seconds` summed over every model: compiling and training; the rest is building, measuring,
-saving and logging), its settings, and the arithmetic of its training:
+(`fit/seconds` summed over every model, from the replicates' own runs: compiling and training;
+the rest is building, measuring, saving and logging), its settings, and the arithmetic of its training:
 about 6 operations per parameter per training example per epoch, both for the parameters the
 models have and for those the batched engine computes (hidden widths padded to their bucket,
 `batched.width_bucket`), with the rate each reaches over the pack's time. Packs of MLPs on
@@ -44,13 +44,13 @@ def padded_params(params: dict, inputs: int, outputs: int) -> int | None:
     return sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
 
 
-def fit_seconds(client, run, replicates: int) -> float:
-    """Seconds a trial's models spent in their epochs: its replicates' own runs' `fit/seconds`
-    summed (a trial of one replicate has no runs of its own: the trial's)."""
+def model_metrics(client, run, replicates: int) -> list[dict[str, float]]:
+    """The metrics of each model a trial trained: its replicates' own runs' (a trial of one
+    replicate has no runs of its own: the trial's)."""
     if replicates == 1:
-        return run.data.metrics.get("fit/seconds", 0.0)
+        return [run.data.metrics]
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
-    return sum(child.data.metrics.get("fit/seconds", 0.0) for child in children)
+    return [child.data.metrics for child in children]
 
 
 def products_seconds(widths: list[int], members: int, batch: int, steps: int, epochs: int, repeats: int = 3) -> float:
@@ -91,23 +91,27 @@ def products_seconds(widths: list[int], members: int, batch: int, steps: int, ep
 
 
 def batched_models(client, pack) -> list[tuple[list[int], int, int, int, int, float]] | None:
-    """The batched models a pack's MLP trials on MNIST-1D formed, as (padded widths, members,
-    batch, steps an epoch, most epochs, seconds its members spent in their epochs), or None if the
-    pack holds another model."""
-    groups: dict[tuple, list] = {}
+    """The batched models a pack's MLP trials on MNIST-1D formed (`batched.shape_key`'s parts that
+    these differ in: widths as padded, activation, optimizer, batch, steps, whether they have
+    dropout and penalties), as (padded widths, members, batch, steps an epoch, most epochs a
+    member trained, seconds its members spent in their epochs), or None if the pack holds another
+    model."""
+    groups: dict[tuple, list[dict[str, float]]] = {}
     for trial in pack:
         run = client.get_run(trial.user_attrs[Attr.RUN_ID])
         m, p = run.data.metrics, run.data.params
         if p.get("model.kind", "mlp") != "mlp" or p.get("dataset.name") != "mnist1d":
             return None
         depth, width = int(p["model.depth"]), width_bucket(int(p["model.width"]))
-        widths = [int(p["dataset.length"]), *[width] * depth, 10]
-        batch, replicates = int(p["train.batch_size"]), int(p.get("replicates", 1))
+        widths = (int(p["dataset.length"]), *[width] * depth, 10)
+        batch = int(p["train.batch_size"])
         steps = max(1, math.ceil(m.get("data/train_size", 0.0) / batch))
-        groups.setdefault((tuple(widths), batch, steps), []).append(
-            (replicates, int(m.get("fit/epochs", 0.0)), fit_seconds(client, run, replicates)))
-    return [(list(widths), sum(r for r, _, _ in trials), batch, steps, max(e for _, e, _ in trials),
-             sum(f for _, _, f in trials)) for (widths, batch, steps), trials in groups.items()]
+        flags = (p.get("model.activation"), p.get("train.optimizer"), float(p.get("model.dropout", 0)) > 0,
+                 float(p.get("model.l1", 0)) > 0 or float(p.get("model.l2", 0)) > 0)
+        groups.setdefault((widths, batch, steps, *flags), []).extend(
+            model_metrics(client, run, int(p.get("replicates", 1))))
+    return [(list(key[0]), len(models), key[1], key[2], int(max(x.get("fit/epochs", 0.0) for x in models)),
+             sum(x.get("fit/seconds", 0.0) for x in models)) for key, models in groups.items()]
 
 
 def main() -> int:
@@ -152,7 +156,7 @@ def main() -> int:
             run = client.get_run(trial.user_attrs[Attr.RUN_ID])
             m, p = run.data.metrics, run.data.params
             replicates = int(p.get("replicates", 1))
-            fitting += fit_seconds(client, run, replicates)
+            fitting += sum(x.get("fit/seconds", 0.0) for x in model_metrics(client, run, replicates))
             examples, epochs = m.get("data/train_size", 0.0), m.get("fit/epochs", 0.0)
             if p.get("model.kind", "mlp") != "mlp":  # a conv layer's weights serve every position: not 6 per parameter
                 known = False
