@@ -41,13 +41,15 @@ def cpu_model() -> str:
     for line in lines:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
-    name = fields.get("model name") or platform.processor()
+    detail = []
+    if "cpu family" in fields and "model" in fields:
+        detail.append(f"family {fields['cpu family']} model {fields['model']}")
     flags = set(fields.get("flags", "").split())
-    vectors = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "AVX" if "avx" in flags else ""
-    detail = ", ".join(part for part in (
-        f"family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields and "model" in fields else "",
-        vectors) if part)
-    return f"{name} ({detail})" if detail else name
+    widest = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in flags), None)
+    if widest:
+        detail.append(widest)
+    name = fields.get("model name") or platform.processor()
+    return f"{name} ({', '.join(detail)})" if detail else name
 
 
 def main() -> int:

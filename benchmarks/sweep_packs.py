@@ -30,18 +30,19 @@ import time
 
 import numpy as np
 
-from study.batched import ROWS, width_bucket
+from study.batched import _rows, width_bucket
 from study.names import Attr
 from study.store import Store, quiet_libraries
 
 
-def padded_params(params: dict, inputs: int, outputs: int) -> int | None:
-    """Parameters the batched engine computes for an MLP trial (None for other models)."""
-    if params.get("model.kind", "mlp") != "mlp":
+def padded_widths(params: dict) -> tuple[int, ...] | None:
+    """The layer widths the batched engine computes for an MLP trial on MNIST-1D (its shape is in
+    the params: `dataset.length` inputs, 10 classes), hidden ones padded to their bucket; None for
+    other models and data."""
+    if params.get("model.kind", "mlp") != "mlp" or params.get("dataset.name") != "mnist1d":
         return None
-    depth, width = int(params["model.depth"]), width_bucket(int(params["model.width"]))
-    widths = [inputs, *[width] * depth, outputs]
-    return sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    width = width_bucket(int(params["model.width"]))
+    return (int(params["dataset.length"]), *[width] * int(params["model.depth"]), 10)
 
 
 def model_metrics(client, run, replicates: int) -> list[dict[str, float]]:
@@ -60,7 +61,7 @@ def products_seconds(widths: list[int], members: int, batch: int, steps: int, ep
     from study.keras_compat import tf
 
     rng = np.random.default_rng(0)
-    rows = -(-batch // ROWS) * ROWS  # the engine fills a batch up to a multiple of ROWS
+    rows = _rows(batch)  # the engine fills a batch up to a multiple of ROWS
     kernels = [tf.Variable(rng.normal(0, 0.05, (members, a + 1, b)).astype(np.float32))
                for a, b in zip(widths[:-1], widths[1:])]
     x = tf.constant(rng.normal(size=(members, rows, widths[0])).astype(np.float32))
@@ -90,26 +91,22 @@ def products_seconds(widths: list[int], members: int, batch: int, steps: int, ep
     return float(np.median(times)) * epochs
 
 
-def batched_models(client, pack) -> list[tuple[list[int], int, int, int, int, float]] | None:
+def batched_models(pack: list[tuple[dict, dict, list[dict]]]) -> list[tuple[list[int], int, int, int, int, float]]:
     """The batched models a pack's MLP trials on MNIST-1D formed (`batched.shape_key`'s parts that
     these differ in: widths as padded, activation, optimizer, batch, steps, whether they have
-    dropout and penalties), as (padded widths, members, batch, steps an epoch, most epochs a
-    member trained, seconds its members spent in their epochs), or None if the pack holds another
-    model."""
-    groups: dict[tuple, list[dict[str, float]]] = {}
-    for trial in pack:
-        run = client.get_run(trial.user_attrs[Attr.RUN_ID])
-        m, p = run.data.metrics, run.data.params
-        if p.get("model.kind", "mlp") != "mlp" or p.get("dataset.name") != "mnist1d":
-            return None
-        depth, width = int(p["model.depth"]), width_bucket(int(p["model.width"]))
-        widths = (int(p["dataset.length"]), *[width] * depth, 10)
+    dropout and penalties), from each trial's (params, metrics, its models' metrics), as (padded
+    widths, members, batch, steps an epoch, most epochs a member trained, seconds its members
+    spent in their epochs)."""
+    groups: dict[tuple, list[dict]] = {}
+    for p, m, models in pack:
+        widths = padded_widths(p)
+        if widths is None:
+            continue
         batch = int(p["train.batch_size"])
         steps = max(1, math.ceil(m.get("data/train_size", 0.0) / batch))
         flags = (p.get("model.activation"), p.get("train.optimizer"), float(p.get("model.dropout", 0)) > 0,
                  float(p.get("model.l1", 0)) > 0 or float(p.get("model.l2", 0)) > 0)
-        groups.setdefault((widths, batch, steps, *flags), []).extend(
-            model_metrics(client, run, int(p.get("replicates", 1))))
+        groups.setdefault((widths, batch, steps, *flags), []).extend(models)
     return [(list(key[0]), len(models), key[1], key[2], int(max(x.get("fit/epochs", 0.0) for x in models)),
              sum(x.get("fit/seconds", 0.0) for x in models)) for key, models in groups.items()]
 
@@ -152,20 +149,23 @@ def main() -> int:
         useful, padded = 0.0, 0.0
         known = True
         settings = []
+        entries = []  # (params, metrics, its models' metrics) of each trial, read once
         for trial in pack:
             run = client.get_run(trial.user_attrs[Attr.RUN_ID])
             m, p = run.data.metrics, run.data.params
             replicates = int(p.get("replicates", 1))
-            fitting += sum(x.get("fit/seconds", 0.0) for x in model_metrics(client, run, replicates))
+            models = model_metrics(client, run, replicates)
+            entries.append((p, m, models))
+            fitting += sum(x.get("fit/seconds", 0.0) for x in models)
             examples, epochs = m.get("data/train_size", 0.0), m.get("fit/epochs", 0.0)
             if p.get("model.kind", "mlp") != "mlp":  # a conv layer's weights serve every position: not 6 per parameter
                 known = False
             useful += 6 * m.get("model/params", 0.0) * examples * epochs * replicates
-            mnist1d = p.get("dataset.name") == "mnist1d"  # its shape is in the params: length inputs, 10 classes
-            computed = padded_params(p, int(p["dataset.length"]), 10) if mnist1d else None
-            if computed is None:
+            widths = padded_widths(p)
+            if widths is None:
                 known = False
             else:
+                computed = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
                 padded += 6 * computed * examples * epochs * replicates
             settings.append(",".join(f"{v}" for v in trial.params.values()))
         dash = f"{'-':>7} {'-':>8}"
@@ -174,7 +174,7 @@ def main() -> int:
         in_epochs += fitting
         lines = []
         if args.products:
-            for widths, members, batch, steps, epochs, spent in sorted(batched_models(client, pack) or []):
+            for widths, members, batch, steps, epochs, spent in sorted(batched_models(entries)):
                 alone = products_seconds(widths, members, batch, steps, epochs)
                 products += alone
                 lines.append(f"    batched model {'x'.join(map(str, widths))}, {members} members, {epochs} epochs: "
