@@ -12,6 +12,7 @@ from pathlib import Path
 from study import names
 from study.config import load_sweep, parse_override
 from study.errors import BadInput, StudyError
+from study.processes import interrupted
 from study.serve import LOCAL_UI, store_ui
 from study.store import Store, redact
 
@@ -53,7 +54,7 @@ def _duration(seconds: float) -> str:
 
 # ------------------------------------------------------------------------------------ run
 def cmd_run(args) -> int:
-    from study.processes import catch_interrupts, interrupted, terminate_as_interrupt
+    from study.processes import catch_interrupts, terminate_as_interrupt
 
     catch_interrupts()  # a Ctrl+C a finalizer swallows is raised again at the next safe point
     terminate_as_interrupt()  # SIGTERM stops a sweep as Ctrl+C does: the running trial is queued again
@@ -353,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code. After a Ctrl+C (or SIGTERM) any error exits 130 as the
+    interruption does: the signal can land where a library swallows it and fails later instead
+    (inside a query, SQLAlchemy invalidates the connection; in a finalizer, Python drops the
+    KeyboardInterrupt; the next query then raises "Can't reconnect until invalid transaction is
+    rolled back")."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
@@ -363,23 +369,31 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         return args.func(args) or 0
-    except BadInput as exc:  # a sweep file, --set value or data file to fix
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
-        return 2
-    except StudyError as exc:
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        from study.store import DISK_FULL, disk_full
+        if interrupted():  # an error after a Ctrl+C is its consequence: stop as asked
+            print("interrupted", file=sys.stderr)
+            return 130
+        return _failure(exc, args)
 
-        message = _store(args, check=False).explain(exc) if hasattr(args, "store") else DISK_FULL if disk_full(exc) else None
-        if message is None:
-            raise  # a bug: keep its traceback
-        print(f"error: {message}", file=sys.stderr)  # a full disk, a damaged database
+
+def _failure(exc: Exception, args) -> int:
+    """Print the error the command stopped on; its exit code (2: input to fix, 1: anything else)."""
+    if isinstance(exc, BadInput):  # a sweep file, --set value or data file to fix
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    if isinstance(exc, StudyError):
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 1
+    from study.store import DISK_FULL, disk_full
+
+    message = _store(args, check=False).explain(exc) if hasattr(args, "store") else DISK_FULL if disk_full(exc) else None
+    if message is None:
+        raise exc  # a bug: keep its traceback
+    print(f"error: {message}", file=sys.stderr)  # a full disk, a damaged database
+    return 1
 
 
 if __name__ == "__main__":

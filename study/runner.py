@@ -28,7 +28,7 @@ from study.datasets import Data, load_dataset
 from study.errors import StudyError
 from study.ledger import count_trials
 from study.names import Attr, TrialState
-from study.processes import check_interrupt
+from study.processes import check_interrupt, interrupted
 from study.schema import Setup
 from study.search import build_sampler, relevant, suggest
 from study.tracking import Tracker, TrialRun
@@ -255,7 +255,11 @@ def _conclude(begun: Started, outcome, study, sweep: Sweep, tracker: Tracker) ->
 
 def interruption(exc: BaseException) -> bool:
     """True for Ctrl+C, also where a library turned it into an error of its own (SQLite answers
-    a signal during a query with "interrupted"): the trial is queued again, not failed."""
+    a signal during a query with "interrupted"), and for any error once a Ctrl+C or SIGTERM came
+    (one SQLAlchemy met inside a query leaves the connection failing the next query): the trial is
+    queued again, not failed."""
+    if interrupted():
+        return True
     seen = set()
     link: BaseException | None = exc
     while link is not None and id(link) not in seen:

@@ -19,7 +19,7 @@ from study.datasets import load_for_objective
 from study.errors import StudyError
 from study.ledger import count_trials
 from study.names import Attr, TrialState
-from study.processes import catch_interrupts, check_interrupt, die_with_parent, terminate_as_interrupt
+from study.processes import catch_interrupts, check_interrupt, die_with_parent, interrupted, terminate_as_interrupt
 from study.search import build_pruner, build_sampler
 from study.store import DISK_FULL, Store, quiet_libraries, redact
 from study.tracking import Tracker
@@ -177,7 +177,13 @@ def _worker_main(job: Job, parent: int) -> None:
     terminate_as_interrupt()
     try:
         outcome = work(job)
-    except StudyError as exc:
+    except KeyboardInterrupt:  # before its loop began (setting up, importing TensorFlow)
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if interrupted():  # an error after a Ctrl+C or SIGTERM is its consequence (cli.main)
+            raise SystemExit(130) from None
+        if not isinstance(exc, StudyError):
+            raise  # a bug: keep its traceback
         print(f"error: worker {job.worker}: {redact(str(exc))}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     raise SystemExit(130 if outcome == Stop.INTERRUPTED else 0)

@@ -38,3 +38,34 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_is_raised_at_the_next_check():
     finally:
         signal.signal(signal.SIGINT, before)
         processes._received.clear()
+
+
+def test_an_error_after_a_ctrl_c_exits_130_as_the_ctrl_c_does(tmp_path, capsys):
+    """A Ctrl+C can land where a library swallows it and fails later instead (in a query,
+    SQLAlchemy invalidates the connection; in a finalizer, Python drops the KeyboardInterrupt; the
+    next query raises PendingRollbackError): once one came, the command's error exits 130."""
+    from study import cli
+
+    command = ["ui", "--store", str(tmp_path / "none")]  # fails at once: no store there
+    processes._received.clear()
+    try:
+        assert cli.main(command) == 1
+        assert "no MLflow store" in capsys.readouterr().err
+        processes._received.append(signal.SIGINT)  # as the handler records a Ctrl+C
+        assert cli.main(command) == 130
+        assert capsys.readouterr().err.strip() == "interrupted"
+    finally:
+        processes._received.clear()
+
+
+def test_after_a_ctrl_c_a_trial_s_error_queues_it_again_rather_than_failing_it():
+    from study.runner import interruption
+
+    error = RuntimeError("(sqlalchemy.exc.PendingRollbackError) Can't reconnect until invalid transaction is rolled back")
+    processes._received.clear()
+    try:
+        assert not interruption(error)
+        processes._received.append(signal.SIGINT)
+        assert interruption(error)
+    finally:
+        processes._received.clear()
