@@ -15,11 +15,13 @@ raises it again.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import signal
 import sys
+from collections.abc import Iterator
 
 PR_SET_PDEATHSIG = 1
 
@@ -68,3 +70,16 @@ def check_interrupt() -> None:
 def terminate_as_interrupt() -> None:
     """Handle SIGTERM as Ctrl+C (KeyboardInterrupt, recorded), so that the same clean-up runs."""
     signal.signal(signal.SIGTERM, _record)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Ctrl+C and SIGTERM ignored inside the block, as they were outside after it: the clean-up
+    after one (trials marked interrupted and queued again, runs closed, workers told) is not cut
+    short by a second, which would leave it half-written."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

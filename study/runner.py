@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from study.datasets import Data, load_dataset
 from study.errors import StudyError
 from study.ledger import count_trials
 from study.names import Attr, TrialState
-from study.processes import check_interrupt, interrupted
+from study.processes import check_interrupt, interrupted, shielded
 from study.schema import Setup
 from study.search import build_sampler, relevant, suggest
 from study.tracking import Tracker, TrialRun
@@ -161,8 +160,7 @@ def run_pack(
                     states[begun.trial.number] = _conclude(begun, outcome, study, sweep, tracker)
                     beat.forget(begun.trial)
         except KeyboardInterrupt:
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not leave things half-written
-            try:
+            with shielded():  # a second Ctrl+C must not leave things half-written
                 for begun in started:
                     if not begun.told:
                         ledger.interrupt(study, begun.trial, begun.run)
@@ -172,8 +170,6 @@ def run_pack(
                     if trial.number not in begun_numbers:  # asked, never started: nothing to log
                         _suggest(trial, study, sweep)  # its settings are queued again
                         ledger.interrupt(study, trial)
-            finally:
-                signal.signal(signal.SIGINT, previous)
             raise
     return [states[t.number] for t in trials]
 
@@ -214,11 +210,8 @@ def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], 
         if not interruption(exc):
             return _failed(trial, study, run, exc)
         if run is not None:  # the caller queues the trial again; its run is closed here
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
+            with shielded():
                 run.end(TrialState.INTERRUPTED, "interrupted by the user (Ctrl+C); the trial is queued again")
-            finally:
-                signal.signal(signal.SIGINT, previous)
         raise KeyboardInterrupt from exc
     return Started(trial, setup, data, run, tmp / f"trial-{trial.number}", sweep.config.seed + round_ * sweep.config.replicates)
 

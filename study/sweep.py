@@ -26,7 +26,7 @@ from study.config import Sweep
 from study.errors import StudyError
 from study.ledger import Counts, close_orphan_runs, count_trials, counted
 from study.names import Attr, SweepState
-from study.processes import check_interrupt
+from study.processes import check_interrupt, shielded
 from study.runner import progress_metrics
 from study.search import grid_points
 from study.store import Store
@@ -198,13 +198,12 @@ def _run_workers(job: Job, workers: int, study: optuna.Study, progress) -> str:
                 progress.update(study)
             time.sleep(1.0)
     except KeyboardInterrupt:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGINT)
-        for proc in procs:
-            proc.join()
-        signal.signal(signal.SIGINT, previous)
+        with shielded():
+            for proc in procs:
+                if proc.is_alive() and proc.pid is not None:
+                    os.kill(proc.pid, signal.SIGINT)
+            for proc in procs:
+                proc.join()
         return Stop.INTERRUPTED
     codes = [p.exitcode for p in procs]
     if any(code == 130 for code in codes):

@@ -36,6 +36,7 @@ from mlflow.entities import (
     RunTag,
 )
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
 from study.config import Sweep, flatten
 from study.errors import StudyError
@@ -390,9 +391,17 @@ class TrialRun:
                 self.log_epoch(replicate.index, epoch, row)
 
     def flush(self) -> None:
-        for run_id, metrics in self.pending.items():
-            self.tracker.log_entities(run_id, metrics)
-        self.pending = {}
+        """Write the buffered epochs, one request of at most MAX_METRICS_PER_BATCH at a time (as
+        MLflow splits them), each dropped from the buffer once written: a flush that a Ctrl+C, or
+        an error, stops part way is taken up where it stopped, never written twice (MLflow meets a
+        row written twice with an IntegrityError, then searches the run's rows for the batch's;
+        on a long run of small models that search took many minutes, a Ctrl+C hanging on it)."""
+        for run_id in list(self.pending):
+            metrics = self.pending[run_id]
+            while metrics:
+                self.tracker.log_entities(run_id, metrics[:MAX_METRICS_PER_BATCH])
+                del metrics[:MAX_METRICS_PER_BATCH]
+            del self.pending[run_id]
         self.last_flush = time.monotonic()
 
     def end_replicate(self, replicate) -> None:

@@ -115,3 +115,33 @@ def test_the_loader_reads_the_curves_predictions_and_optuna_trials_the_tracker_w
     assert isinstance(body, sections.BiasVariance) and body.learning is not None
     assert body.decomposition is not None and body.decomposition.table["run_id"].tolist() == [run.run_id]
     assert body.decomposition.kind == "0-1 loss (Domingos 2000)"
+
+
+def test_a_flush_stopped_part_way_is_taken_up_where_it_stopped(write_sweep, store):
+    """Buffered epochs go out one request (MAX_METRICS_PER_BATCH) at a time, each dropped once
+    written: after a flush that stopped part way (here a bad row in its second request; a Ctrl+C
+    does the same), the next sends only what was not written. Sent twice, MLflow met the rows with
+    an IntegrityError and searched the run for them row by row: minutes on a long run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import MAX_METRICS_PER_BATCH
+
+    sweep = load_sweep(write_sweep("flush", TINY))
+    study, tracker, _ = prepare(sweep, store)
+    run = tracker.start_trial(0, {"model.width": 4}, {"model.width": 4}, load_dataset(sweep.config.dataset, sweep.config.seed,
+                                                                                         sweep.path.parent))
+    row = {"train_loss": 1.0, "val_loss": 2.0, "train_accuracy": 0.5, "val_accuracy": 0.25}
+    first = MAX_METRICS_PER_BATCH // len(row)  # epochs that fill the first request
+    for epoch in range(1, first + 11):
+        run.log_epoch(0, epoch, row)
+    run.log_epoch(0, first + 11, {"bad name!": 1.0})  # MLflow refuses the request that holds it
+    with pytest.raises(MlflowException, match="bad name"):
+        run.flush()
+    history = lambda key: [m.step for m in tracker.client.get_metric_history(run.run_id, key)]  # noqa: E731
+    assert history("epoch/train_loss") == list(range(1, first + 1)), "the first request was written"
+    left = run.pending[run.run_id]
+    assert len(left) == 10 * len(row) + 1 and left[0].step == first + 1, "and only it left the buffer"
+    left.pop()  # the bad row
+    run.flush()
+    assert run.pending == {}
+    for key in ("epoch/train_loss", "epoch/val_accuracy"):
+        assert history(key) == list(range(1, first + 11)), "every epoch once"
