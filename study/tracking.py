@@ -392,15 +392,23 @@ class TrialRun:
 
     def flush(self) -> None:
         """Write the buffered epochs, one request of at most MAX_METRICS_PER_BATCH at a time (as
-        MLflow splits them), each dropped from the buffer once written: a flush that a Ctrl+C, or
-        an error, stops part way is taken up where it stopped, never written twice (MLflow meets a
-        row written twice with an IntegrityError, then searches the run's rows for the batch's;
-        on a long run of small models that search took many minutes, a Ctrl+C hanging on it)."""
+        MLflow splits them), each leaving the buffer as it is sent: a flush that an error or a
+        Ctrl+C stops part way is taken up where it stopped, and no row is sent twice (MLflow meets
+        a row written twice with an IntegrityError, then searches the run's rows for the request's:
+        on a long run of small models, minutes, with a Ctrl+C waiting on it). A request an error
+        stopped was not written (MLflow commits a request whole, at its end) and goes back to the
+        buffer; one a Ctrl+C stopped may have been, and is dropped: its run is closed as
+        interrupted, its trial trained again."""
         for run_id in list(self.pending):
             metrics = self.pending[run_id]
             while metrics:
-                self.tracker.log_entities(run_id, metrics[:MAX_METRICS_PER_BATCH])
+                request = metrics[:MAX_METRICS_PER_BATCH]
                 del metrics[:MAX_METRICS_PER_BATCH]
+                try:
+                    self.tracker.log_entities(run_id, request)
+                except Exception:
+                    metrics[:0] = request
+                    raise
             del self.pending[run_id]
         self.last_flush = time.monotonic()
 

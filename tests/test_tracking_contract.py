@@ -145,3 +145,30 @@ def test_a_flush_stopped_part_way_is_taken_up_where_it_stopped(write_sweep, stor
     assert run.pending == {}
     for key in ("epoch/train_loss", "epoch/val_accuracy"):
         assert history(key) == list(range(1, first + 11)), "every epoch once"
+
+
+class CtrlCWhenRead(float):
+    """A metric value whose reading raises KeyboardInterrupt, as a Ctrl+C's handler does wherever
+    the signal lands: here inside MLflow's write of a request."""
+
+    def __float__(self):
+        raise KeyboardInterrupt
+
+
+def test_a_request_a_ctrl_c_stopped_is_not_sent_again(write_sweep, store):
+    """A Ctrl+C can land after MLflow committed a request and before it returned: that request
+    leaves the buffer (its run is closed as interrupted), never sent twice; the rest stays."""
+    from mlflow.utils.validation import MAX_METRICS_PER_BATCH
+
+    sweep = load_sweep(write_sweep("flush", TINY))
+    study, tracker, _ = prepare(sweep, store)
+    run = tracker.start_trial(0, {"model.width": 4}, {"model.width": 4}, load_dataset(sweep.config.dataset, sweep.config.seed,
+                                                                                         sweep.path.parent))
+    first = MAX_METRICS_PER_BATCH // 4
+    for epoch in range(1, first + 1):
+        run.log_epoch(0, epoch, {"train_loss": 1.0, "val_loss": 2.0, "train_accuracy": 0.5, "val_accuracy": 0.25})
+    run.log_epoch(0, first + 1, {"train_loss": CtrlCWhenRead(1.0)})  # the second request
+    with pytest.raises(KeyboardInterrupt):
+        run.flush()
+    assert not any(run.pending.values()), "the first request written, the second dropped"
+    assert [m.step for m in tracker.client.get_metric_history(run.run_id, "epoch/train_loss")] == list(range(1, first + 1))
