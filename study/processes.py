@@ -37,11 +37,13 @@ def die_with_parent(parent: int | None = None) -> None:
 
 
 _received: list[int] = []  # Ctrl+C or SIGTERM seen by this process (catch_interrupts)
+_deferring = [0]  # depth of `deferred` blocks: inside one, a signal is recorded, not raised
 
 
 def _record(signum, frame):
     _received.append(signum)
-    raise KeyboardInterrupt
+    if not _deferring[0]:
+        raise KeyboardInterrupt
 
 
 def catch_interrupts() -> None:
@@ -83,3 +85,20 @@ def shielded() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Ctrl+C and SIGTERM recorded inside the block and raised as KeyboardInterrupt at its end
+    (where `catch_interrupts` is on): for writes to the stores. Raised inside a database call, the
+    KeyboardInterrupt leaves the interrupted connection holding SQLite's write lock until its
+    frames are freed, and the clean-up's own writes then waited out the busy timeout (a sweep of
+    small models took 102 s to stop); or it leaves a session that fails every later query."""
+    before = len(_received)
+    _deferring[0] += 1
+    try:
+        yield
+    finally:
+        _deferring[0] -= 1
+    if not _deferring[0] and len(_received) > before:
+        raise KeyboardInterrupt

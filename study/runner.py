@@ -27,7 +27,7 @@ from study.datasets import Data, load_dataset
 from study.errors import StudyError
 from study.ledger import count_trials
 from study.names import Attr, TrialState
-from study.processes import check_interrupt, interrupted, shielded
+from study.processes import check_interrupt, deferred, interrupted, shielded
 from study.schema import Setup
 from study.search import build_sampler, relevant, suggest
 from study.tracking import Tracker, TrialRun
@@ -204,8 +204,9 @@ def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], 
     try:
         setup = sweep.resolve(params)
         data = load_dataset(setup.dataset, sweep.config.seed, sweep.path.parent)
-        run = tracker.start_trial(trial.number, params, setting_params(sweep, setup), data, round_)
-        trial.set_user_attr(Attr.RUN_ID, run.run_id)
+        with deferred():  # writes to the stores: a Ctrl+C waits for them (processes.deferred)
+            run = tracker.start_trial(trial.number, params, setting_params(sweep, setup), data, round_)
+            trial.set_user_attr(Attr.RUN_ID, run.run_id)
     except BaseException as exc:
         if not interruption(exc):
             return _failed(trial, study, run, exc)
@@ -233,16 +234,19 @@ def _conclude(begun: Started, outcome, study, sweep: Sweep, tracker: Tracker) ->
         write_outputs(result, begun.data, outputs)
         state = result.status
         values = [result.metrics[m] for m in sweep.metrics] if state == TrialState.FINISHED else None
-        frozen = ledger.conclude(study, trial, state, result.reason, lambda: run.finish(result, outputs), values)
+        with deferred():  # a Ctrl+C that came meanwhile is raised once the trial is told
+            frozen = ledger.conclude(study, trial, state, result.reason, lambda: run.finish(result, outputs), values)
+            begun.told = True
     except Exception as exc:
         if interruption(exc):
             raise KeyboardInterrupt from exc
         begun.told = True
         return _failed(trial, study, run, exc)
     begun.told = True
-    if state == TrialState.FINISHED:  # pruned or diverged: never a best trial
-        tracker.mark_best(best_runs(study, sweep, frozen))
-    tracker.log_progress(trial.number, progress_metrics(study, sweep))
+    with deferred():
+        if state == TrialState.FINISHED:  # pruned or diverged: never a best trial
+            tracker.mark_best(best_runs(study, sweep, frozen))
+        tracker.log_progress(trial.number, progress_metrics(study, sweep))
     return state
 
 

@@ -69,3 +69,30 @@ def test_after_a_ctrl_c_a_trial_s_error_queues_it_again_rather_than_failing_it()
         assert interruption(error)
     finally:
         processes._received.clear()
+
+
+def test_a_ctrl_c_inside_a_deferred_block_is_raised_at_its_end_and_only_then():
+    """Writes to the stores run `deferred`: a Ctrl+C inside one lets the write finish (raised
+    inside a database call, it left SQLite's write lock held), then stops the command."""
+    before = signal.getsignal(signal.SIGINT)
+    processes._received.clear()
+    steps = []
+    try:
+        processes.catch_interrupts()
+        with pytest.raises(KeyboardInterrupt):
+            with processes.deferred():
+                with processes.deferred():  # nested: raised at the outermost end only
+                    os.kill(os.getpid(), signal.SIGINT)
+                    steps.append("inner write finished")
+                steps.append("outer write finished")
+        assert steps == ["inner write finished", "outer write finished"]
+        with processes.deferred():  # an earlier Ctrl+C is not raised again by a later block (clean-up writes)
+            steps.append("clean-up write")
+        assert processes.interrupted()
+        os.kill(os.getpid(), signal.SIGINT)  # outside any block: raised where it lands
+        pytest.fail("a Ctrl+C outside a deferred block is raised at once")
+    except KeyboardInterrupt:
+        assert steps[-1] == "clean-up write"
+    finally:
+        signal.signal(signal.SIGINT, before)
+        processes._received.clear()
