@@ -10,7 +10,8 @@ migrations, training): a KeyboardInterrupt raised inside one is printed as "Exce
 and dropped, and the sweep would run on to exit 0. `catch_interrupts` also records the signal, and
 `check_interrupt()`, called at the points where stopping is safe (after the stores are set up,
 after TensorFlow is imported, before each ask, after each pack trains, after each batched epoch),
-raises it again.
+raises it again. A trial's writes to the stores run `deferred` (a Ctrl+C waits for the write to
+finish), and the clean-up after one runs `shielded` (a second one is ignored until it is done).
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ def deferred() -> Iterator[None]:
     """Ctrl+C and SIGTERM recorded inside the block and raised as KeyboardInterrupt at its end
     (where `catch_interrupts` is on): for writes to the stores. Raised inside a database call, the
     KeyboardInterrupt leaves the interrupted connection holding SQLite's write lock until its
-    frames are freed, and the clean-up's own writes then waited out the busy timeout (a sweep of
-    small models took 102 s to stop); or it leaves a session that fails every later query."""
+    frames are freed, and the clean-up's own writes then waited out the busy timeout
+    (`benchmarks/stop_latency.py`); or it leaves a session that fails every later query."""
     before = len(_received)
     _deferring[0] += 1
     try:
