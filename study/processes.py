@@ -38,12 +38,12 @@ def die_with_parent(parent: int | None = None) -> None:
 
 
 _received: list[int] = []  # Ctrl+C or SIGTERM seen by this process (catch_interrupts)
-_deferring = [0]  # depth of `deferred` blocks: inside one, a signal is recorded, not raised
+_deferring: list[int] = []  # signals received before each open `deferred` block began, outermost first
 
 
 def _record(signum, frame):
     _received.append(signum)
-    if not _deferring[0]:
+    if not _deferring or len(_received) - _deferring[0] >= 2:  # a second one inside a deferred write: stop now
         raise KeyboardInterrupt
 
 
@@ -76,11 +76,11 @@ def terminate_as_interrupt() -> None:
 
 
 @contextlib.contextmanager
-def shielded() -> Iterator[None]:
-    """Ctrl+C and SIGTERM ignored inside the block, as they were outside after it: the clean-up
-    after one (trials marked interrupted and queued again, runs closed, workers told) is not cut
-    short by a second, which would leave it half-written."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+def shielded(*signals: int) -> Iterator[None]:
+    """`signals` (Ctrl+C and SIGTERM if none named) ignored inside the block, as they were outside
+    after it: the clean-up after one (trials marked interrupted and queued again, runs closed) is
+    not cut short by a second, which would leave it half-written."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals or (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
@@ -89,17 +89,24 @@ def shielded() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def deferred() -> Iterator[None]:
-    """Ctrl+C and SIGTERM recorded inside the block and raised as KeyboardInterrupt at its end
-    (where `catch_interrupts` is on): for writes to the stores. Raised inside a database call, the
-    KeyboardInterrupt leaves the interrupted connection holding SQLite's write lock until its
-    frames are freed, and the clean-up's own writes then waited out the busy timeout
-    (`benchmarks/stop_latency.py`); or it leaves a session that fails every later query."""
-    before = len(_received)
-    _deferring[0] += 1
+def deferred(raising: bool = True) -> Iterator[None]:
+    """Ctrl+C and SIGTERM recorded inside the block and raised as KeyboardInterrupt at the end of
+    the outermost one (where `catch_interrupts` is on), also where the block ends in an error (the
+    error is then its consequence); with `raising=False`, left for the next `check_interrupt`. For
+    writes to the stores: raised inside a database call, the KeyboardInterrupt left the interrupted
+    connection holding SQLite's write lock until its frames were freed, and the clean-up's own
+    writes waited out the busy timeout (`benchmarks/stop_latency.py`), or left a session that
+    failed every later query. A second signal inside the block is raised at once: a write that
+    hangs (a server that does not answer) is stopped by pressing Ctrl+C again."""
+    _deferring.append(len(_received))
     try:
         yield
+    except Exception as exc:
+        came = len(_received) > _deferring[-1]
+        if came and raising and len(_deferring) == 1:
+            raise KeyboardInterrupt from exc
+        raise
     finally:
-        _deferring[0] -= 1
-    if not _deferring[0] and len(_received) > before:
+        before = _deferring.pop()
+    if raising and not _deferring and len(_received) > before:
         raise KeyboardInterrupt

@@ -52,16 +52,18 @@ class Observer:
         self.metric, self.pruner = metric, sweep.config.pruner.name
 
     def epoch(self, replicate: int, epoch: int, metrics: dict[str, float]) -> str | None:
-        self.run.log_epoch(replicate, epoch, metrics)
-        if self.key is None or replicate != 0 or self.key not in metrics:
+        with deferred():  # writes to the stores (a replicate's run, its epochs, Optuna's report)
+            self.run.log_epoch(replicate, epoch, metrics)
+            if self.key is None or replicate != 0 or self.key not in metrics:
+                return None
+            self.trial.report(metrics[self.key], epoch)
+            if self.trial.should_prune():
+                return f"pruned by the {self.pruner} pruner after epoch {epoch} ({self.metric} {metrics[self.key]:.4g})"
             return None
-        self.trial.report(metrics[self.key], epoch)
-        if self.trial.should_prune():
-            return f"pruned by the {self.pruner} pruner after epoch {epoch} ({self.metric} {metrics[self.key]:.4g})"
-        return None
 
     def replicate_end(self, replicate) -> None:
-        self.run.end_replicate(replicate)
+        with deferred():
+            self.run.end_replicate(replicate)
 
 
 def best_runs(study: optuna.Study, sweep: Sweep, current) -> dict[str, bool]:
@@ -133,13 +135,15 @@ def run_pack(
             with ledger.Heartbeat(study, trials) as beat:
                 taken: dict[str, int] = {}
                 for trial in trials:
-                    trial.set_user_attr(Attr.PACK, len(trials))  # a death is blamed on a trial only if it trained alone
+                    with deferred():
+                        trial.set_user_attr(Attr.PACK, len(trials))  # a death is blamed on a trial only if it trained alone
                     begun = _begin(trial, study, sweep, tracker, taken, Path(tmp))
                     if isinstance(begun, str):
                         states[trial.number] = begun
                         beat.forget(trial)
                     else:
                         started.append(begun)
+                    check_interrupt()  # one that came while `_begin` told Optuna the trial was skipped or failed
                 observers = [Observer(s.trial, s.run, sweep) for s in started]
                 if references is None:
                     jobs = [
@@ -196,7 +200,8 @@ def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], 
     earlier = finished_with(study, params, trial.number, round_)
     earlier = earlier if earlier is not None else taken.get(key)
     if earlier is not None:  # categorical spaces repeat: finished work is not done again
-        ledger.skip(study, trial, "repeat", f"same settings as trial {earlier}")
+        with deferred(raising=False):  # told whatever comes; run_pack raises a Ctrl+C that came meanwhile
+            ledger.skip(study, trial, "repeat", f"same settings as trial {earlier}")
         return DUPLICATE
     taken[key] = trial.number
     trial.set_user_attr(Attr.DATA_DIGEST, study.user_attrs.get(Attr.DATA_DIGEST))  # the study's data, as it began this trial
@@ -209,7 +214,8 @@ def _begin(trial, study, sweep: Sweep, tracker: Tracker, taken: dict[str, int], 
             trial.set_user_attr(Attr.RUN_ID, run.run_id)
     except BaseException as exc:
         if not interruption(exc):
-            return _failed(trial, study, run, exc)
+            with deferred(raising=False):  # as for a repeat, above
+                return _failed(trial, study, run, exc)
         if run is not None:  # the caller queues the trial again; its run is closed here
             with shielded():
                 run.end(TrialState.INTERRUPTED, "interrupted by the user (Ctrl+C); the trial is queued again")
@@ -240,8 +246,10 @@ def _conclude(begun: Started, outcome, study, sweep: Sweep, tracker: Tracker) ->
     except Exception as exc:
         if interruption(exc):
             raise KeyboardInterrupt from exc
-        begun.told = True
-        return _failed(trial, study, run, exc)
+        with deferred():  # a Ctrl+C that came meanwhile is raised once the trial is told it failed
+            state = _failed(trial, study, run, exc)
+            begun.told = True
+        return state
     begun.told = True
     with deferred():
         if state == TrialState.FINISHED:  # pruned or diverged: never a best trial

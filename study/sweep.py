@@ -198,7 +198,7 @@ def _run_workers(job: Job, workers: int, study: optuna.Study, progress) -> str:
                 progress.update(study)
             time.sleep(1.0)
     except KeyboardInterrupt:
-        with shielded():
+        with shielded(signal.SIGINT):  # the workers stop on their own; SIGTERM still stops this process (and them)
             for proc in procs:
                 if proc.is_alive() and proc.pid is not None:
                     os.kill(proc.pid, signal.SIGINT)

@@ -96,3 +96,32 @@ def test_a_ctrl_c_inside_a_deferred_block_is_raised_at_its_end_and_only_then():
     finally:
         signal.signal(signal.SIGINT, before)
         processes._received.clear()
+
+
+def test_a_deferred_block_raises_at_once_on_a_second_ctrl_c_and_after_an_error():
+    """Ctrl+C twice stops a write that hangs; an error that ends a block a Ctrl+C came in is
+    raised as the interruption (chained); `raising=False` leaves it for the next check."""
+    before = signal.getsignal(signal.SIGINT)
+    processes._received.clear()
+    steps = []
+    try:
+        processes.catch_interrupts()
+        with pytest.raises(KeyboardInterrupt):
+            with processes.deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                steps.append("first recorded")
+                os.kill(os.getpid(), signal.SIGINT)
+                steps.append("never")
+        assert steps == ["first recorded"]
+        with pytest.raises(KeyboardInterrupt) as raised:
+            with processes.deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                raise OSError("the write failed")
+        assert isinstance(raised.value.__cause__, OSError)
+        with processes.deferred(raising=False):
+            os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            processes.check_interrupt()
+    finally:
+        signal.signal(signal.SIGINT, before)
+        processes._received.clear()
