@@ -17,8 +17,6 @@ finish), and the clean-up after one runs `shielded` (a second one is ignored unt
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -31,6 +29,9 @@ def die_with_parent(parent: int | None = None) -> None:
     """Have the kernel send this process SIGTERM when its parent dies (Linux; elsewhere a no-op).
     `parent` is the pid the caller expects as its parent: if it is already gone, exit now."""
     if sys.platform.startswith("linux"):
+        import ctypes.util  # here, not at the top: ctypes.util imports subprocess, and `study` imports this
+        # module before it can record a Ctrl+C (__main__), so its own imports are the window a Ctrl+C is lost in
+
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if parent is not None and os.getppid() != parent:
