@@ -41,7 +41,6 @@ from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 from study.config import Sweep, flatten
 from study.errors import StudyError
 from study.names import EPOCH_PREFIX, Role, SweepState, Tag, TrialState
-from study.processes import deferred
 from study.store import redact
 
 log = logging.getLogger(__name__)
@@ -249,18 +248,16 @@ class Tracker:
     def end_run(self, run_id: str, state: TrialState, metrics: list[Metric] | dict | None = None,
                 tags: dict | None = None, artifacts: dict[str, Path] | None = None, folder: Path | None = None) -> None:
         """Log a trial's or replicate's last metrics, tags and artifacts (files by artifact folder,
-        or a whole `folder`), then end its run with the state's status; a Ctrl+C waits for it
-        (`processes.deferred`)."""
-        with deferred():
-            if isinstance(metrics, dict):
-                self.log(run_id, metrics=metrics, tags=tags)
-            else:
-                self.log_entities(run_id, metrics or [], tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
-            for where, path in (artifacts or {}).items():
-                self.client.log_artifact(run_id, str(path), where)
-            if folder is not None:
-                self.client.log_artifacts(run_id, str(folder))
-            self.client.set_terminated(run_id, RunStatus.to_string(STATUS[state]))
+        or a whole `folder`), then end its run with the state's status."""
+        if isinstance(metrics, dict):
+            self.log(run_id, metrics=metrics, tags=tags)
+        else:
+            self.log_entities(run_id, metrics or [], tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+        for where, path in (artifacts or {}).items():
+            self.client.log_artifact(run_id, str(path), where)
+        if folder is not None:
+            self.client.log_artifacts(run_id, str(folder))
+        self.client.set_terminated(run_id, RunStatus.to_string(STATUS[state]))
 
     def log_dataset(self, run_id: str, data) -> None:
         """Link the dataset to a run. MLflow inserts the experiment's dataset row on first use with
@@ -401,19 +398,19 @@ class TrialRun:
         on a long run of small models, minutes, with a Ctrl+C waiting on it). A request an error
         stopped was not written (MLflow commits a request whole, at its end) and goes back to the
         buffer; one a Ctrl+C stopped may have been, and is dropped: its run is closed as
-        interrupted, its trial trained again."""
-        with deferred():  # a Ctrl+C waits for the flush: one inside a write holds the store's lock
-            for run_id in list(self.pending):
-                metrics = self.pending[run_id]
-                while metrics:
-                    request = metrics[:MAX_METRICS_PER_BATCH]
-                    del metrics[:MAX_METRICS_PER_BATCH]
-                    try:
-                        self.tracker.log_entities(run_id, request)
-                    except Exception:
-                        metrics[:0] = request
-                        raise
-                del self.pending[run_id]
+        interrupted, its trial trained again. (The runner's calls run `processes.deferred`, so a
+        first Ctrl+C waits for the flush; a second stops it.)"""
+        for run_id in list(self.pending):
+            metrics = self.pending[run_id]
+            while metrics:
+                request = metrics[:MAX_METRICS_PER_BATCH]
+                del metrics[:MAX_METRICS_PER_BATCH]
+                try:
+                    self.tracker.log_entities(run_id, request)
+                except Exception:
+                    metrics[:0] = request
+                    raise
+            del self.pending[run_id]
         self.last_flush = time.monotonic()
 
     def end_replicate(self, replicate) -> None:

@@ -19,6 +19,24 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY = [sys.executable, "-m", "study"]
 
 
+@pytest.fixture
+def ctrl_c_recorded():
+    """Ctrl+C recorded as `study run` records it (`processes.catch_interrupts`), from an empty
+    record; the previous handler and an empty record are restored after. Yields `study.processes`."""
+    import signal
+
+    from study import processes
+
+    before = signal.getsignal(signal.SIGINT)
+    processes._received.clear()
+    processes.catch_interrupts()
+    try:
+        yield processes
+    finally:
+        signal.signal(signal.SIGINT, before)
+        processes._received.clear()
+
+
 def unavailable(why: str):
     """Skip a test whose outside service is missing, saying why; in CI (CI=true), where .ci/run
     provides every service, fail instead, so that a green run has really run every test."""

@@ -13,14 +13,14 @@ import pytest
 from conftest import TINY
 from optuna.trial import TrialState as OptunaState
 
-from study import processes, runner
+from study import runner
 from study.config import load_sweep
 from study.datasets import load_dataset
 from study.sweep import prepare
 
 
 @pytest.fixture
-def ctrl_c_in_a_write(write_sweep, store):
+def ctrl_c_in_a_write(write_sweep, store, ctrl_c_recorded):
     """(sweep, study, tracker, trial, run, data, arm): `arm()` makes the tracker's next write send
     this process a Ctrl+C from inside it, with Ctrl+C recorded as `study run` records it."""
     sweep = load_sweep(write_sweep("deferred", TINY))
@@ -39,14 +39,7 @@ def ctrl_c_in_a_write(write_sweep, store):
 
         tracker.log_entities = ctrl_c_then_write
 
-    before = signal.getsignal(signal.SIGINT)
-    processes._received.clear()
-    processes.catch_interrupts()
-    try:
-        yield sweep, study, tracker, trial, run, data, arm
-    finally:
-        signal.signal(signal.SIGINT, before)
-        processes._received.clear()
+    return sweep, study, tracker, trial, run, data, arm
 
 
 def test_a_ctrl_c_inside_a_failed_trial_s_writes_stops_after_they_are_done(ctrl_c_in_a_write, tmp_path):

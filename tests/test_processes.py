@@ -21,107 +21,79 @@ class SignalsOnCollection:
         os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, inside the finalizer
 
 
-def test_a_ctrl_c_swallowed_by_a_finalizer_is_raised_at_the_next_check():
-    before = signal.getsignal(signal.SIGINT)
-    processes._received.clear()
-    try:
-        processes.catch_interrupts()
-        assert processes.catching() and not processes.interrupted()
-        processes.check_interrupt()  # nothing came: a no-op
-        cycle = SignalsOnCollection()
-        cycle.self = cycle  # only the cyclic collector frees it
-        del cycle
-        gc.collect()  # Python prints "Exception ignored in ... __del__" and drops the KeyboardInterrupt
-        assert processes.interrupted()
-        with pytest.raises(KeyboardInterrupt):
-            processes.check_interrupt()
-    finally:
-        signal.signal(signal.SIGINT, before)
-        processes._received.clear()
+def test_a_ctrl_c_swallowed_by_a_finalizer_is_raised_at_the_next_check(ctrl_c_recorded):
+    processes = ctrl_c_recorded
+    assert processes.catching() and not processes.interrupted()
+    processes.check_interrupt()  # nothing came: a no-op
+    cycle = SignalsOnCollection()
+    cycle.self = cycle  # only the cyclic collector frees it
+    del cycle
+    gc.collect()  # Python prints "Exception ignored in ... __del__" and drops the KeyboardInterrupt
+    assert processes.interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        processes.check_interrupt()
 
 
-def test_an_error_after_a_ctrl_c_exits_130_as_the_ctrl_c_does(tmp_path, capsys):
+def test_an_error_after_a_ctrl_c_exits_130_as_the_ctrl_c_does(ctrl_c_recorded, tmp_path, capsys):
     """A Ctrl+C can land where a library swallows it and fails later instead (in a query,
     SQLAlchemy invalidates the connection; in a finalizer, Python drops the KeyboardInterrupt; the
     next query raises PendingRollbackError): once one came, the command's error exits 130."""
     from study import cli
 
     command = ["ui", "--store", str(tmp_path / "none")]  # fails at once: no store there
-    processes._received.clear()
-    try:
-        assert cli.main(command) == 1
-        assert "no MLflow store" in capsys.readouterr().err
-        processes._received.append(signal.SIGINT)  # as the handler records a Ctrl+C
-        assert cli.main(command) == 130
-        assert capsys.readouterr().err.strip() == "interrupted"
-    finally:
-        processes._received.clear()
+    assert cli.main(command) == 1
+    assert "no MLflow store" in capsys.readouterr().err
+    processes._received.append(signal.SIGINT)  # as the handler records a Ctrl+C
+    assert cli.main(command) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
 
 
-def test_after_a_ctrl_c_a_trial_s_error_queues_it_again_rather_than_failing_it():
+def test_after_a_ctrl_c_a_trial_s_error_queues_it_again_rather_than_failing_it(ctrl_c_recorded):
     from study.runner import interruption
 
     error = RuntimeError("(sqlalchemy.exc.PendingRollbackError) Can't reconnect until invalid transaction is rolled back")
-    processes._received.clear()
-    try:
-        assert not interruption(error)
-        processes._received.append(signal.SIGINT)
-        assert interruption(error)
-    finally:
-        processes._received.clear()
+    assert not interruption(error)
+    processes._received.append(signal.SIGINT)
+    assert interruption(error)
 
 
-def test_a_ctrl_c_inside_a_deferred_block_is_raised_at_its_end_and_only_then():
+def test_a_ctrl_c_inside_a_deferred_block_is_raised_at_its_end_and_only_then(ctrl_c_recorded):
     """Writes to the stores run `deferred`: a Ctrl+C inside one lets the write finish (raised
     inside a database call, it left SQLite's write lock held), then stops the command."""
-    before = signal.getsignal(signal.SIGINT)
-    processes._received.clear()
     steps = []
-    try:
-        processes.catch_interrupts()
-        with pytest.raises(KeyboardInterrupt):
-            with processes.deferred():
-                with processes.deferred():  # nested: raised at the outermost end only
-                    os.kill(os.getpid(), signal.SIGINT)
-                    steps.append("inner write finished")
-                steps.append("outer write finished")
-        assert steps == ["inner write finished", "outer write finished"]
-        with processes.deferred():  # an earlier Ctrl+C is not raised again by a later block (clean-up writes)
-            steps.append("clean-up write")
-        assert processes.interrupted()
-        os.kill(os.getpid(), signal.SIGINT)  # outside any block: raised where it lands
-        pytest.fail("a Ctrl+C outside a deferred block is raised at once")
-    except KeyboardInterrupt:
-        assert steps[-1] == "clean-up write"
-    finally:
-        signal.signal(signal.SIGINT, before)
-        processes._received.clear()
+    with pytest.raises(KeyboardInterrupt):
+        with processes.deferred():
+            with processes.deferred():  # nested: raised at the outermost end only
+                os.kill(os.getpid(), signal.SIGINT)
+                steps.append("inner write finished")
+            steps.append("outer write finished")
+    assert steps == ["inner write finished", "outer write finished"]
+    with processes.deferred():  # an earlier Ctrl+C is not raised again by a later block (clean-up writes)
+        steps.append("clean-up write")
+    assert processes.interrupted()
+    with pytest.raises(KeyboardInterrupt):  # outside any block: raised where it lands
+        os.kill(os.getpid(), signal.SIGINT)
+        steps.append("never")
+    assert steps[-1] == "clean-up write"
 
 
-def test_a_deferred_block_raises_at_once_on_a_second_ctrl_c_and_after_an_error():
+def test_a_deferred_block_raises_at_once_on_a_second_ctrl_c_and_after_an_error(ctrl_c_recorded):
     """Ctrl+C twice stops a write that hangs; an error that ends a block a Ctrl+C came in is
     raised as the interruption (chained); `raising=False` leaves it for the next check."""
-    before = signal.getsignal(signal.SIGINT)
-    processes._received.clear()
     steps = []
-    try:
-        processes.catch_interrupts()
-        with pytest.raises(KeyboardInterrupt):
-            with processes.deferred():
-                os.kill(os.getpid(), signal.SIGINT)
-                steps.append("first recorded")
-                os.kill(os.getpid(), signal.SIGINT)
-                steps.append("never")
-        assert steps == ["first recorded"]
-        with pytest.raises(KeyboardInterrupt) as raised:
-            with processes.deferred():
-                os.kill(os.getpid(), signal.SIGINT)
-                raise OSError("the write failed")
-        assert isinstance(raised.value.__cause__, OSError)
-        with processes.deferred(raising=False):
+    with pytest.raises(KeyboardInterrupt):
+        with processes.deferred():
             os.kill(os.getpid(), signal.SIGINT)
-        with pytest.raises(KeyboardInterrupt):
-            processes.check_interrupt()
-    finally:
-        signal.signal(signal.SIGINT, before)
-        processes._received.clear()
+            steps.append("first recorded")
+            os.kill(os.getpid(), signal.SIGINT)
+            steps.append("never")
+    assert steps == ["first recorded"]
+    with pytest.raises(KeyboardInterrupt) as raised:
+        with processes.deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            raise OSError("the write failed")
+    assert isinstance(raised.value.__cause__, OSError)
+    with processes.deferred(raising=False):
+        os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        processes.check_interrupt()
