@@ -37,6 +37,7 @@ than Dense, Conv2D, Dropout, Reshape, Flatten and a final Rescaling) train with 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -399,7 +400,8 @@ class _Engine:
         rows] and `weights` [steps, rows] (1 for an example, 0 for a filler row) come in rows of
         a multiple of ROWS. Returns [N, 5]: data-loss sum, second-metric sum, first bad step (0:
         none), val loss sum, val second sum."""
-        _TRACED[0] += 1  # counted when traced, not when run
+        with _TRACED_LOCK:  # a graph compiled ahead is traced in another thread
+            _TRACED[0] += 1  # counted when traced, not when run
         steps = int(orders.shape[1])
         live0 = tf.cast(active, tf.float32)
 
@@ -511,21 +513,79 @@ def slots(members: list[Member]) -> int:
     kernel than a larger batch's (one product split over threads, against products side by side),
     and the two round apart on some processors (in float32's last bits); an idle slot beside a
     lone member keeps it on the kernel it has in any pack. XLA computes every batch alike."""
-    return len(members) if compiled(members[0].spec) else max(2, len(members))
+    return _slots(len(members), members[0].spec)
+
+
+def _slots(count: int, spec) -> int:
+    return count if compiled(spec) else max(2, count)
+
+
+def _key(count: int, m: Member, layout: Layout) -> tuple:
+    """The engine's cache key: a pack of `count` members of `m`'s shape."""
+    return (_slots(count, m.spec), *shape_key(m, layout))
+
+
+def _new_engine(key: tuple, m: Member, layout: Layout) -> _Engine:
+    dropout, penalized, jit = key[-3:]  # shape_key ends with these three flags: keep them last
+    return _Engine(key[0], layout, m.task, m.spec.optimizer, dropout, penalized, jit)
+
+
+def _cache(key: tuple, engine: _Engine) -> None:
+    """Keep `engine` as the most recently used of its shape, dropping the least recently used
+    shapes beyond MAX_ENGINES or MAX_ENGINE_BYTES."""
+    _ENGINES.pop(key, None)
+    while _ENGINES and (len(_ENGINES) >= MAX_ENGINES or
+                        sum(e.nbytes for e in _ENGINES.values()) + engine.nbytes > MAX_ENGINE_BYTES):
+        _ENGINES.pop(next(iter(_ENGINES)))  # the least recently used shape
+    _ENGINES[key] = engine
 
 
 def _engine(members: list[Member], layouts: list[Layout]) -> _Engine:
-    first = layouts[0]
-    key = (slots(members), *shape_key(members[0], first))  # the shape key is every member's
-    dropout, penalized, jit = key[-3:]  # shape_key ends with these three flags: keep them last
-    engine = _ENGINES.pop(key, None)
-    if engine is None:
-        engine = _Engine(key[0], first, members[0].task, members[0].spec.optimizer, dropout, penalized, jit)
-        while _ENGINES and (len(_ENGINES) >= MAX_ENGINES or
-                            sum(e.nbytes for e in _ENGINES.values()) + engine.nbytes > MAX_ENGINE_BYTES):
-            _ENGINES.pop(next(iter(_ENGINES)))  # the least recently used shape
-    _ENGINES[key] = engine  # now the most recently used
+    key = _key(len(members), members[0], layouts[0])  # the shape key is every member's
+    engine = _ENGINES.get(key) or _new_engine(key, members[0], layouts[0])
+    _cache(key, engine)
     return engine
+
+
+def compile_ahead(member: Member, count: int) -> Callable[[], None]:
+    """Trace and compile, in a thread of its own, the graph a pack of `count` members of `member`'s
+    shape will train with (unless it is cached), while this thread trains another pack: a small
+    model's epochs leave a core idle, and a graph takes a second or two to compile. Returns the
+    function that waits for it and caches the graph: call it before the pack trains, and before
+    anything else touches TensorFlow's global state (Keras' `clear_session`).
+
+    The graph is run once with every member inactive (no step runs, no variable changes): XLA
+    compiles at a graph's first run, for its inputs' shapes, which are the pack's. Any error is
+    left for the pack's own first run to meet."""
+    layout = layout_of(member.model) if BATCHED else None
+    if layout is None:
+        return lambda: None
+    key = _key(count, member, layout)
+    if key in _ENGINES:
+        return lambda: None
+    done: list[_Engine] = []
+
+    def work() -> None:
+        try:
+            engine = _new_engine(key, member, layout)
+            tensors = _tensors(engine, [member])
+            with _unoptimized():
+                engine.epoch_fn(*tensors.graph_inputs(np.zeros((engine.n, tensors.steps, tensors.rows), np.int32),
+                                                      np.zeros(engine.n, bool)))
+            done.append(engine)
+        except Exception:  # noqa: BLE001 - the pack's own first run compiles it again, and raises
+            return
+
+    thread = threading.Thread(target=work, name="study-compile-ahead", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if done and key not in _ENGINES:
+            _cache(key, done[0])
+            _AHEAD[0] += 1
+
+    return wait
 
 
 class _View:
@@ -541,15 +601,56 @@ class _View:
         self.engine.set_weights(self.k, weights)
 
 
-def _epoch_step(engine, members, stoppers, views, active, seconds, rngs, epoch, n, steps, batch, rows, tensors) -> None:
+@dataclass
+class _Tensors:
+    """A pack's data as the epoch graph takes it: member-stacked, idle slots filled with zeros."""
+
+    x: tf.Tensor
+    y: tf.Tensor
+    x_val: tf.Tensor
+    y_val: tf.Tensor
+    val_weights: tf.Tensor
+    weights: tf.Tensor  # [steps, rows]: 1 for an example, 0 for a filler row
+    n: int  # training examples a member has
+    batch: int
+    steps: int
+    rows: int
+
+    def graph_inputs(self, orders: np.ndarray, active: np.ndarray) -> tuple:
+        return (self.x, self.y, self.x_val, self.y_val, self.val_weights, tf.constant(orders, tf.int32), self.weights,
+                tf.constant(active))
+
+
+def _tensors(engine: _Engine, members: list[Member]) -> _Tensors:
+    n, n_val = len(members[0].train[0]), len(members[0].val[0])
+
+    def stacked(arrays: list[np.ndarray]) -> np.ndarray:  # idle slots get zeros
+        return np.stack(arrays + [np.zeros_like(arrays[0])] * (engine.n - len(arrays)))
+
+    val_rows = _rows(n_val)
+    batch = members[0].spec.batch_size
+    steps, rows = max(1, math.ceil(n / batch)), _rows(batch)
+    weights = np.zeros((steps, rows), np.float32)
+    for i in range(steps):
+        weights[i, : min(batch, n - i * batch)] = 1.0
+    return _Tensors(
+        x=tf.constant(stacked([m.train[0].reshape(n, -1) for m in members]).astype(np.float32)),
+        y=tf.constant(stacked([m.train[1] for m in members])),
+        x_val=tf.constant(stacked([_fill(m.val[0].reshape(n_val, -1), val_rows) for m in members]).astype(np.float32)),
+        y_val=tf.constant(stacked([_fill(m.val[1], val_rows) for m in members])),
+        val_weights=tf.constant(_fill(np.ones(n_val, np.float32), val_rows)),
+        weights=tf.constant(weights), n=n, batch=batch, steps=steps, rows=rows,
+    )
+
+
+def _epoch_step(engine, members, stoppers, views, active, seconds, rngs, epoch, tensors: _Tensors) -> None:
     """One epoch of every active member, then each member judged (history, stopping, pruning)."""
-    x, y, x_val, y_val, val_weights, weights = tensors
+    n, steps, batch, rows = tensors.n, tensors.steps, tensors.batch, tensors.rows
     orders = np.stack([_batches(rng.permutation(n) if on else np.arange(n), steps, batch, rows)
                        for rng, on in zip(rngs, active)])
     start = time.perf_counter()
     with _unoptimized():
-        sums = engine.epoch_fn(x, y, x_val, y_val, val_weights, tf.constant(orders, tf.int32), weights,
-                               tf.constant(active)).numpy()
+        sums = engine.epoch_fn(*tensors.graph_inputs(orders, active)).numpy()
     seconds[active] += (time.perf_counter() - start) / max(1, active.sum())
     for k, m in enumerate(members):
         if not active[k]:
@@ -566,23 +667,7 @@ def train(members: list[Member], layouts: list[Layout]) -> list[FitResult]:
     its trained (or restored) weights, and its `result` is filled as `multifit.Pack` fills it."""
     engine = _engine(members, layouts)
     engine.load(members, layouts)
-    n, n_val = len(members[0].train[0]), len(members[0].val[0])
-
-    def stacked(arrays: list[np.ndarray]) -> np.ndarray:  # idle slots get zeros
-        return np.stack(arrays + [np.zeros_like(arrays[0])] * (engine.n - len(arrays)))
-
-    x = tf.constant(stacked([m.train[0].reshape(n, -1) for m in members]).astype(np.float32))
-    y = tf.constant(stacked([m.train[1] for m in members]))
-    val_rows = _rows(n_val)
-    x_val = tf.constant(stacked([_fill(m.val[0].reshape(n_val, -1), val_rows) for m in members]).astype(np.float32))
-    y_val = tf.constant(stacked([_fill(m.val[1], val_rows) for m in members]))
-    val_weights = tf.constant(_fill(np.ones(n_val, np.float32), val_rows))
-    batch = members[0].spec.batch_size
-    steps, rows = max(1, math.ceil(n / batch)), _rows(batch)
-    weights = np.zeros((steps, rows), np.float32)
-    for i in range(steps):
-        weights[i, : min(batch, n - i * batch)] = 1.0
-    weights = tf.constant(weights)
+    tensors = _tensors(engine, members)
     rngs = [np.random.default_rng(m.seed) for m in members] + [None] * (engine.n - len(members))
     stoppers = [_Stopper(m.spec.early_stopping) if m.spec.early_stopping.enabled else None for m in members]
     views = [_View(engine, k) for k in range(len(members))]
@@ -593,8 +678,7 @@ def train(members: list[Member], layouts: list[Layout]) -> list[FitResult]:
         while active.any():
             epoch += 1
             check()
-            _epoch_step(engine, members, stoppers, views, active, seconds, rngs, epoch, n, steps, batch, rows,
-                        (x, y, x_val, y_val, val_weights, weights))
+            _epoch_step(engine, members, stoppers, views, active, seconds, rngs, epoch, tensors)
         check()
     for k, m in enumerate(members):
         stopper = stoppers[k]
@@ -606,18 +690,29 @@ def train(members: list[Member], layouts: list[Layout]) -> list[FitResult]:
     return [m.result for m in members]
 
 
+_UNOPTIMIZED_LOCK = threading.Lock()
+_UNOPTIMIZED: list = [0, False]  # blocks inside `_unoptimized`, in any thread; the setting before the first
+
+
 @contextmanager
 def _unoptimized():
     """Run the epoch graph as written: TensorFlow's graph optimizer (grappler) made this graph's
     epochs slower here (for 8 members of 2 × 64, in a one-off check while building this), and costs time
-    at its first call. The setting is read when a graph is first run, and put back after."""
+    at its first call. The setting is read when a graph is first run; it is process-wide, so it
+    stays on while any thread (a graph compiled ahead) is inside, and is put back after the last."""
     key = "disable_meta_optimizer"
-    before = bool(tf.config.optimizer.get_experimental_options().get(key, False))
-    tf.config.optimizer.set_experimental_options({key: True})
+    with _UNOPTIMIZED_LOCK:
+        if _UNOPTIMIZED[0] == 0:
+            _UNOPTIMIZED[1] = bool(tf.config.optimizer.get_experimental_options().get(key, False))
+            tf.config.optimizer.set_experimental_options({key: True})
+        _UNOPTIMIZED[0] += 1
     try:
         yield
     finally:
-        tf.config.optimizer.set_experimental_options({key: before})
+        with _UNOPTIMIZED_LOCK:
+            _UNOPTIMIZED[0] -= 1
+            if _UNOPTIMIZED[0] == 0:
+                tf.config.optimizer.set_experimental_options({key: _UNOPTIMIZED[1]})
 
 
 @contextmanager
@@ -655,6 +750,15 @@ def _interruptible():
 
 
 _TRACED = [0]  # graphs traced by this process, those of shapes since dropped included
+_TRACED_LOCK = threading.Lock()
+
+
+_AHEAD = [0]  # of those, graphs compiled ahead (`compile_ahead`) and then cached
+
+
+def compiled_ahead() -> int:
+    """Graphs this process compiled ahead, while another pack trained (a benchmark's count)."""
+    return _AHEAD[0]
 
 
 def traces() -> int:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from study import measure
-from study.batched import compiled, fit_together, width_bucket
+from study import batched, measure
+from study.batched import compile_ahead, compiled, fit_together, layout_of, width_bucket
 from study.datasets import Data, train_rows
 from study.keras_compat import keras
 from study.multifit import Member, pack_key
@@ -148,19 +148,26 @@ def run_trials(jobs: list[TrialJob], pack: int = 1) -> list[TrialResult | BaseEx
     for trial in trials:
         for index in range(trial.job.replicates):
             units.setdefault(pack_key_of(trial.job), []).append((trial, index))
+    chunks = []
     for group in units.values():
-        chunks = -(-len(group) // pack)
-        size = -(-len(group) // chunks)  # packs of near-equal size: 10 models at `pack: 8` are 5 + 5, one shape
-        for start in range(0, len(group), size):
-            chosen = [(trial, index) for trial, index in group[start : start + size] if not trial.dropped(index)]
-            if chosen:
-                _train_pack(chosen)
+        count = -(-len(group) // pack)
+        size = -(-len(group) // count)  # packs of near-equal size: 10 models at `pack: 8` are 5 + 5, one shape
+        chunks += [group[start : start + size] for start in range(0, len(group), size)]
+
+    def left(chunk):  # a chunk's models not dropped by now (a trial cut in an earlier pack)
+        return [(trial, index) for trial, index in chunk if not trial.dropped(index)]
+
+    for k, chunk in enumerate(chunks):
+        chosen = left(chunk)
+        if chosen:
+            _train_pack(chosen, next((later for later in map(left, chunks[k + 1 :]) if later), []))
     return [trial.error if trial.error is not None else trial.result for trial in trials]
 
 
-def _train_pack(chosen: list[tuple[_Trial, int]]) -> None:
+def _train_pack(chosen: list[tuple[_Trial, int]], following: list[tuple[_Trial, int]]) -> None:
     """Build the chosen replicates' models (a trial whose model cannot be built fails alone),
-    train them as one pack (an error there fails every trial in it), then measure each."""
+    train them as one pack (an error there fails every trial in it), then measure each. The graph
+    of the `following` pack compiles meanwhile (`_compile_following`)."""
     keras.backend.clear_session()
     built = []
     for trial, index in chosen:
@@ -179,17 +186,41 @@ def _train_pack(chosen: list[tuple[_Trial, int]]) -> None:
     built = [entry for entry in built if entry[0].error is None]
     if not built:
         return
+    members = [member for *_, member in built]
+    wait = _compile_following(following, members)
     try:
-        fit_together([member for *_, member in built])
+        fit_together(members)
     except Exception as exc:
         for trial, *_ in built:
             trial.error = trial.error or exc
         return
+    finally:
+        wait()  # before the next pack clears Keras' session
     for trial, index, seed, inputs, member in built:
         try:
             trial.end(index, seed, inputs, member.model, member.result)
         except Exception as exc:
             trial.error = exc
+
+
+def _compile_following(following: list[tuple[_Trial, int]], members: list[Member]):
+    """Start compiling the following pack's batched graph while `members` train (`batched.compile_ahead`);
+    returns the function that waits for it. Its shape is read from a model built for its first
+    replicate and thrown away, unseeded: only while every member of this pack trains batched, whose
+    randomness is its own (a Keras model's dropout would draw from the global generator), and
+    after they are built; the following pack seeds each of its models anew before building it."""
+    if not following or not batched.BATCHED or any(layout_of(m.model) is None for m in members):
+        return lambda: None
+    trial, index = following[0]
+    job = trial.job
+    try:
+        inputs = prepare_inputs(job.setup, job.data, job.seed + index)
+        model = build_for(job.setup, job.data, inputs, compiled=False)
+    except Exception:  # noqa: BLE001 - that pack meets the error itself, where it fails its trial alone
+        return lambda: None
+    shape = Member(model, job.setup.train, job.data.task, (inputs.x_train, inputs.y_train), (inputs.x_val, inputs.y_val),
+                   job.seed + index)
+    return compile_ahead(shape, len(following))
 
 
 def run_trial(

@@ -184,6 +184,30 @@ def test_a_shape_is_traced_once_and_reused_by_later_packs():
     assert batched.traces() == before, "no new trace for a pack of a shape already seen"
 
 
+@pytest.mark.parametrize("epochs", [2, batched.JIT_EPOCHS], ids=["graph", "xla"])
+def test_a_graph_compiled_ahead_is_the_one_its_pack_then_trains_with(monkeypatch, epochs):
+    """`compile_ahead` traces and compiles a shape in a thread of its own, from one member of it;
+    the pack of that shape then runs that graph (no new trace) and trains exactly as it would
+    have with a graph of its own."""
+    monkeypatch.setattr(batched, "_ENGINES", {})
+    keras.backend.clear_session()
+    settings = [dict(width=7, seed=s, dropout=0.2, epochs=epochs) for s in range(3)]
+    own = [member(**s) for s in settings]
+    batched.fit_together(own)  # compiled at its first run
+    batched._ENGINES.clear()
+    before, ahead = batched.traces(), batched.compiled_ahead()
+    wait = batched.compile_ahead(member(width=5, seed=9, dropout=0.1, epochs=epochs), len(settings))  # bucket of 8, too
+    wait()
+    assert (batched.traces(), batched.compiled_ahead()) == (before + 1, ahead + 1)
+    batched.compile_ahead(member(width=6, seed=8, dropout=0.4, epochs=epochs), len(settings))()  # cached: nothing to do
+    assert (batched.traces(), batched.compiled_ahead()) == (before + 1, ahead + 1)
+    keras.backend.clear_session()
+    later = [member(**s) for s in settings]
+    batched.fit_together(later)
+    assert batched.traces() == before + 1, "the pack ran the graph compiled ahead"
+    assert_identical(own, later)
+
+
 def test_dropout_masks_keep_the_share_keras_keeps_and_differ_by_seed_layer_and_step():
     u = batched._uniform(np.array([0, 1]), 0, np.array([0.0, 0.0]), 64, 32).numpy()
     assert u.shape == (2, 64, 32) and 0 <= u.min() and u.max() < 1

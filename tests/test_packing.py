@@ -183,6 +183,16 @@ def test_trials_packed_tell_their_observers_what_trials_alone_would():
     assert [len(r.replicates) for r in packed] == [3, 1, 3]
 
 
+def test_the_next_packs_graph_compiles_while_a_pack_trains(monkeypatch):
+    from study import batched
+
+    monkeypatch.setattr(batched, "_ENGINES", {})  # no shape seen yet
+    before = batched.compiled_ahead()
+    results, _ = trial_outcomes(pack=3)  # three packs, one trial each, of three widths
+    assert all(not isinstance(r, BaseException) for r in results)
+    assert batched.compiled_ahead() - before == 2, "the second and third packs' graphs, each while the one before trained"
+
+
 # ---------------------------------------------------------------------------- sweeps
 RECORDED = """
 description: packed and unpacked sweeps must leave the same records
