@@ -139,20 +139,15 @@ def pack_key_of(job: TrialJob) -> tuple:
     return key
 
 
-def run_trials(jobs: list[TrialJob], pack: int = 1) -> list[TrialResult | BaseException]:
+def run_trials(jobs: list[TrialJob], pack: int = 1, following: list[TrialJob] | None = None) -> list[TrialResult | BaseException]:
     """Train the jobs' replicates in packs of at most `pack` models (1: one at a time), grouped by
     `pack_key_of`, in trial then replicate order. Returns each job's result, or the exception that
-    stopped its pack (the other packs go on). KeyboardInterrupt is raised as is."""
+    stopped its pack (the other packs go on). KeyboardInterrupt is raised as is. While a pack
+    trains, the next one's graph compiles; after the last pack, that of the first pack of the
+    `following` jobs (the trials likely asked next), which this call does not train."""
     trials = [_Trial(job) for job in jobs]
-    units: dict[tuple, list[tuple[_Trial, int]]] = {}
-    for trial in trials:
-        for index in range(trial.job.replicates):
-            units.setdefault(pack_key_of(trial.job), []).append((trial, index))
-    chunks = []
-    for group in units.values():
-        count = -(-len(group) // pack)
-        size = -(-len(group) // count)  # packs of near-equal size: 10 models at `pack: 8` are 5 + 5, one shape
-        chunks += [group[start : start + size] for start in range(0, len(group), size)]
+    chunks = _chunks(trials, pack)
+    ahead = _chunks([_Trial(job) for job in following or []], pack)[:1]
 
     def left(chunk):  # a chunk's models not dropped by now (a trial cut in an earlier pack)
         return [(trial, index) for trial, index in chunk if not trial.dropped(index)]
@@ -160,8 +155,23 @@ def run_trials(jobs: list[TrialJob], pack: int = 1) -> list[TrialResult | BaseEx
     for k, chunk in enumerate(chunks):
         chosen = left(chunk)
         if chosen:
-            _train_pack(chosen, next((later for later in map(left, chunks[k + 1 :]) if later), []))
+            _train_pack(chosen, next((later for later in map(left, chunks[k + 1 :] + ahead) if later), []))
     return [trial.error if trial.error is not None else trial.result for trial in trials]
+
+
+def _chunks(trials: list[_Trial], pack: int) -> list[list[tuple[_Trial, int]]]:
+    """The trials' replicates as packs: grouped by `pack_key_of`, each group split into packs of
+    near-equal size (10 models at `pack: 8` are 5 + 5, one shape)."""
+    units: dict[tuple, list[tuple[_Trial, int]]] = {}
+    for trial in trials:
+        for index in range(trial.job.replicates):
+            units.setdefault(pack_key_of(trial.job), []).append((trial, index))
+    chunks = []
+    for group in units.values():
+        count = -(-len(group) // pack)
+        size = -(-len(group) // count)
+        chunks += [group[start : start + size] for start in range(0, len(group), size)]
+    return chunks
 
 
 def _train_pack(chosen: list[tuple[_Trial, int]], following: list[tuple[_Trial, int]]) -> None:

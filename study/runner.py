@@ -115,12 +115,14 @@ class Started:
 
 
 def run_pack(
-    trials: list[optuna.Trial], study: optuna.Study, sweep: Sweep, tracker: Tracker, references=None
+    trials: list[optuna.Trial], study: optuna.Study, sweep: Sweep, tracker: Tracker, references=None,
+    following: list[dict] | None = None,
 ) -> list[str]:
     """Train asked trials together (`pack` models at a time; a compression sweep's one at a time)
     and tell Optuna and MLflow how each ended: their states are returned ('finished', 'pruned',
     'diverged', 'failed' or 'duplicate'). On Ctrl+C every trial not yet told is marked
-    interrupted and queued again, and KeyboardInterrupt is raised."""
+    interrupted and queued again, and KeyboardInterrupt is raised. `following`: the settings of
+    the trials likely asked next (queued ones), whose graph compiles while the last pack trains."""
     from study.objective import (  # TensorFlow: imported once a worker trains
         TrialJob,
         run_trials,
@@ -150,7 +152,7 @@ def run_pack(
                         TrialJob(s.setup, s.data, s.first_seed, sweep.config.replicates, s.workdir, o)
                         for s, o in zip(started, observers)
                     ]
-                    outcomes = run_trials(jobs, sweep.config.pack)
+                    outcomes = run_trials(jobs, sweep.config.pack, _jobs_of(following or [], sweep, tmp))
                 else:
                     from study.compression.pipeline import run_compression_trial
 
@@ -176,6 +178,22 @@ def run_pack(
                         ledger.interrupt(study, trial)
             raise
     return [states[t.number] for t in trials]
+
+
+def _jobs_of(following: list[dict], sweep: Sweep, tmp: str) -> list:
+    """Jobs for the settings of trials not yet asked, to read their models' shapes from; none
+    for settings that do not resolve or load (their trials meet that error themselves)."""
+    from study.objective import TrialJob
+
+    jobs = []
+    for params in following:
+        try:
+            setup = sweep.resolve(params)
+            data = load_dataset(setup.dataset, sweep.config.seed, sweep.path.parent)
+        except Exception:  # noqa: BLE001 - only a guess at what comes next
+            continue
+        jobs.append(TrialJob(setup, data, sweep.config.seed, sweep.config.replicates, Path(tmp) / "following"))
+    return jobs
 
 
 def _attempt(function, *args):

@@ -126,6 +126,18 @@ def _ask_pack(study: optuna.Study, sweep: Sweep, target: int | None, lock, settl
     return trials
 
 
+def queued_next(snapshot: list, asked: list[optuna.Trial], sweep: Sweep) -> list[dict]:
+    """The settings of the queued trials (a grid's, a decision's rounds) that a worker would ask
+    next, as a snapshot taken before `asked` were asked shows them: only a guess where several
+    workers ask, and nothing for a compression sweep (its trials compile nothing of ours)."""
+    if sweep.config.base is not None:
+        return []
+    numbers = {t.number for t in asked}
+    queued = sorted((t for t in snapshot if t.state == optuna.trial.TrialState.WAITING and t.number not in numbers),
+                    key=lambda t: t.number)
+    return [t.system_attrs.get("fixed_params", {}) for t in queued[: trials_per_pack(sweep)]]
+
+
 def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, progress, refs) -> Stop:
     ask_lock = job.store.ask_lock()
     settle = ledger.Settle(tracker.client, sweep.metrics)
@@ -133,7 +145,8 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, progres
     last_failed = None
     while True:
         check_interrupt()  # between packs: nothing running, nothing to mark
-        counts = count_trials(study.get_trials(deepcopy=False))
+        snapshot = study.get_trials(deepcopy=False)
+        counts = count_trials(snapshot)
         if progress is not None:
             progress.update(study)
         if job.target is not None and counts.done >= job.target:
@@ -149,7 +162,7 @@ def _loop(job: Job, study: optuna.Study, sweep: Sweep, tracker: Tracker, progres
         if not trials:
             continue
         try:
-            states = runner.run_pack(trials, study, sweep, tracker, refs)
+            states = runner.run_pack(trials, study, sweep, tracker, refs, queued_next(snapshot, trials, sweep))
         except KeyboardInterrupt:
             return Stop.INTERRUPTED  # run_pack has marked the trials failed and queued them again
         for trial, state in zip(trials, states):

@@ -325,3 +325,24 @@ def test_the_median_pruner_waits_its_warmup_and_startup_trials(write_sweep):
 def test_no_pruner_never_prunes(write_sweep):
     sweep = load_sweep(write_sweep("none", PRUNED))
     assert isinstance(search.build_pruner(sweep), optuna.pruners.NopPruner)
+
+
+def test_a_worker_guesses_the_next_pack_from_the_queued_grid_points(write_sweep):
+    """While a pack trains, the graph of the trials likely asked next compiles: a grid's queued
+    points, in the order Optuna hands them out, after the ones just asked."""
+    from study.worker import queued_next, trials_per_pack
+
+    sweep = load_sweep(write_sweep("tiny", TINY + "replicates: 4\n"))  # pack 8: two trials at a time
+    assert trials_per_pack(sweep) == 2
+    study = optuna.create_study()
+    points = search.grid_points(sweep)
+    for point in points:
+        study.enqueue_trial(point)
+    snapshot = study.get_trials(deepcopy=False)
+    asked = [study.ask(), study.ask()]
+    assert [search.suggest(t, sweep) for t in asked] == points[:2]
+    assert queued_next(snapshot, asked, sweep) == points[2:4]
+    snapshot = study.get_trials(deepcopy=False)
+    asked = [study.ask() for _ in range(3)]
+    assert queued_next(snapshot, asked, sweep) == points[5:6], "the last point"
+    assert queued_next(study.get_trials(deepcopy=False), [study.ask()], sweep) == [], "nothing queued: nothing guessed"
