@@ -156,7 +156,20 @@ def run_trials(jobs: list[TrialJob], pack: int = 1, following: list[TrialJob] | 
         chosen = left(chunk)
         if chosen:
             _train_pack(chosen, next((later for later in map(left, chunks[k + 1 :] + ahead) if later), []))
+    if not ahead:
+        settle_ahead()
     return [trial.error if trial.error is not None else trial.result for trial in trials]
+
+
+_AHEAD: list = []  # the wait of the graph compiling ahead, if one is (`_compile_following`)
+
+
+def settle_ahead() -> None:
+    """Wait for the graph compiling ahead, if one is, and cache it. `run_trials` leaves the one of
+    its `following` jobs compiling while its caller logs the trials (the runner settles it at the
+    end of the pack); a pack settles it before clearing Keras' session."""
+    while _AHEAD:
+        _AHEAD.pop()()
 
 
 def _chunks(trials: list[_Trial], pack: int) -> list[list[tuple[_Trial, int]]]:
@@ -177,7 +190,8 @@ def _chunks(trials: list[_Trial], pack: int) -> list[list[tuple[_Trial, int]]]:
 def _train_pack(chosen: list[tuple[_Trial, int]], following: list[tuple[_Trial, int]]) -> None:
     """Build the chosen replicates' models (a trial whose model cannot be built fails alone),
     train them as one pack (an error there fails every trial in it), then measure each. The graph
-    of the `following` pack compiles meanwhile (`_compile_following`)."""
+    of the `following` pack compiles meanwhile, and while they are measured (`_compile_following`)."""
+    settle_ahead()  # before clearing the session that thread's graph lives in
     keras.backend.clear_session()
     built = []
     for trial, index in chosen:
@@ -197,15 +211,13 @@ def _train_pack(chosen: list[tuple[_Trial, int]], following: list[tuple[_Trial, 
     if not built:
         return
     members = [member for *_, member in built]
-    wait = _compile_following(following, members)
+    _AHEAD.append(_compile_following(following, members))
     try:
         fit_together(members)
     except Exception as exc:
         for trial, *_ in built:
             trial.error = trial.error or exc
         return
-    finally:
-        wait()  # before the next pack clears Keras' session
     for trial, index, seed, inputs, member in built:
         try:
             trial.end(index, seed, inputs, member.model, member.result)

@@ -126,6 +126,7 @@ def run_pack(
     from study.objective import (  # TensorFlow: imported once a worker trains
         TrialJob,
         run_trials,
+        settle_ahead,
     )
 
     states: dict[int, str] = {}
@@ -177,6 +178,8 @@ def run_pack(
                         _suggest(trial, study, sweep)  # its settings are queued again
                         ledger.interrupt(study, trial)
             raise
+        finally:
+            settle_ahead()  # the next pack's graph compiled while these trials were logged
     return [states[t.number] for t in trials]
 
 
