@@ -547,7 +547,17 @@ def _engine(members: list[Member], layouts: list[Layout]) -> _Engine:
     return engine
 
 
-def compile_ahead(member: Member, count: int) -> Callable[[], None]:
+def keys_of(members: list[Member]) -> set[tuple]:
+    """The cache keys of the graphs `fit_together(members)` trains with."""
+    groups: dict[tuple, list[tuple[Member, Layout]]] = {}
+    for m in members:
+        layout = layout_of(m.model) if BATCHED else None
+        if layout is not None:
+            groups.setdefault(shape_key(m, layout), []).append((m, layout))
+    return {_key(len(group), *group[0]) for group in groups.values()}
+
+
+def compile_ahead(member: Member, count: int, busy: set[tuple] | frozenset[tuple] = frozenset()) -> Callable[[], None]:
     """Trace and compile, in a thread of its own, the graph a pack of `count` members of `member`'s
     shape will train with (unless it is cached), while this thread trains another pack: a small
     model's epochs leave a core idle, and a graph takes a second or two to compile. Returns the
@@ -556,12 +566,13 @@ def compile_ahead(member: Member, count: int) -> Callable[[], None]:
 
     The graph is run once with every member inactive (no step runs, no variable changes): XLA
     compiles at a graph's first run, for its inputs' shapes, which are the pack's. Any error is
-    left for the pack's own first run to meet."""
+    left for the pack's own first run to meet. `busy`: the keys of the graphs training now (`keys_of`),
+    not compiled again."""
     layout = layout_of(member.model) if BATCHED else None
     if layout is None:
         return lambda: None
     key = _key(count, member, layout)
-    if key in _ENGINES:
+    if key in _ENGINES or key in busy:
         return lambda: None
     done: list[_Engine] = []
 
@@ -569,6 +580,8 @@ def compile_ahead(member: Member, count: int) -> Callable[[], None]:
         try:
             engine = _new_engine(key, member, layout)
             tensors = _tensors(engine, [member])
+            # every member inactive: the loop over batches never runs, only validation reads the
+            # (zero) weights; the pack's `load` then sets every variable
             with _unoptimized():
                 engine.epoch_fn(*tensors.graph_inputs(np.zeros((engine.n, tensors.steps, tensors.rows), np.int32),
                                                       np.zeros(engine.n, bool)))
@@ -576,7 +589,7 @@ def compile_ahead(member: Member, count: int) -> Callable[[], None]:
         except Exception:  # noqa: BLE001 - the pack's own first run compiles it again, and raises
             return
 
-    thread = threading.Thread(target=work, name="study-compile-ahead", daemon=True)
+    thread = threading.Thread(target=work, name="study-compile-ahead")  # not a daemon: never cut off inside XLA
     thread.start()
 
     def wait() -> None:
@@ -690,29 +703,28 @@ def train(members: list[Member], layouts: list[Layout]) -> list[FitResult]:
     return [m.result for m in members]
 
 
-_UNOPTIMIZED_LOCK = threading.Lock()
-_UNOPTIMIZED: list = [0, False]  # blocks inside `_unoptimized`, in any thread; the setting before the first
-
-
 @contextmanager
 def _unoptimized():
     """Run the epoch graph as written: TensorFlow's graph optimizer (grappler) made this graph's
     epochs slower here (for 8 members of 2 × 64, in a one-off check while building this), and costs time
-    at its first call. The setting is read when a graph is first run; it is process-wide, so it
-    stays on while any thread (a graph compiled ahead) is inside, and is put back after the last."""
-    key = "disable_meta_optimizer"
-    with _UNOPTIMIZED_LOCK:
-        if _UNOPTIMIZED[0] == 0:
-            _UNOPTIMIZED[1] = bool(tf.config.optimizer.get_experimental_options().get(key, False))
-            tf.config.optimizer.set_experimental_options({key: True})
-        _UNOPTIMIZED[0] += 1
+    at its first call. The setting is read when a graph is first run, from the options of the
+    calling thread's function calls, which TensorFlow keeps per thread: set for this thread alone
+    (a graph compiled ahead runs in another), from the process's configuration, and put back after."""
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    before = ctx.function_call_options
+    ctx.function_call_options = None  # read afresh from the process's configuration
+    fresh = ctx.function_call_options
+    config = config_pb2.ConfigProto()
+    config.ParseFromString(fresh.config_proto_serialized)
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    ctx.function_call_options = context.FunctionCallOptions(executor_type=fresh.executor_type, config_proto=config)
     try:
         yield
     finally:
-        with _UNOPTIMIZED_LOCK:
-            _UNOPTIMIZED[0] -= 1
-            if _UNOPTIMIZED[0] == 0:
-                tf.config.optimizer.set_experimental_options({key: _UNOPTIMIZED[1]})
+        ctx.function_call_options = before
 
 
 @contextmanager
@@ -721,7 +733,6 @@ def _interruptible():
     spends much of its time freeing tensors, and a KeyboardInterrupt raised inside a finalizer is
     printed and dropped; here the signal is also recorded, and `check()` raises it after each epoch."""
     import signal
-    import threading
 
     from study import processes
 
@@ -753,7 +764,7 @@ _TRACED = [0]  # graphs traced by this process, those of shapes since dropped in
 _TRACED_LOCK = threading.Lock()
 
 
-_AHEAD = [0]  # of those, graphs compiled ahead (`compile_ahead`) and then cached
+_AHEAD = [0]  # graphs compiled ahead (`compile_ahead`) and then cached
 
 
 def compiled_ahead() -> int:

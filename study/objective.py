@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from study import batched, measure
-from study.batched import compile_ahead, compiled, fit_together, layout_of, width_bucket
+from study.batched import compile_ahead, compiled, fit_together, keys_of, layout_of, width_bucket
 from study.datasets import Data, train_rows
 from study.keras_compat import keras
 from study.multifit import Member, pack_key
@@ -161,15 +161,17 @@ def run_trials(jobs: list[TrialJob], pack: int = 1, following: list[TrialJob] | 
     return [trial.error if trial.error is not None else trial.result for trial in trials]
 
 
-_AHEAD: list = []  # the wait of the graph compiling ahead, if one is (`_compile_following`)
+_PENDING: list = []  # the wait of the graph compiling ahead, if one is (`_compile_following`)
 
 
 def settle_ahead() -> None:
     """Wait for the graph compiling ahead, if one is, and cache it. `run_trials` leaves the one of
     its `following` jobs compiling while its caller logs the trials (the runner settles it at the
-    end of the pack); a pack settles it before clearing Keras' session."""
-    while _AHEAD:
-        _AHEAD.pop()()
+    end of the pack); a pack settles it before clearing Keras' session. A wait a Ctrl+C cut short
+    stays pending."""
+    while _PENDING:
+        _PENDING[-1]()
+        _PENDING.pop()
 
 
 def _chunks(trials: list[_Trial], pack: int) -> list[list[tuple[_Trial, int]]]:
@@ -187,10 +189,10 @@ def _chunks(trials: list[_Trial], pack: int) -> list[list[tuple[_Trial, int]]]:
     return chunks
 
 
-def _train_pack(chosen: list[tuple[_Trial, int]], following: list[tuple[_Trial, int]]) -> None:
+def _train_pack(chosen: list[tuple[_Trial, int]], next_pack: list[tuple[_Trial, int]]) -> None:
     """Build the chosen replicates' models (a trial whose model cannot be built fails alone),
     train them as one pack (an error there fails every trial in it), then measure each. The graph
-    of the `following` pack compiles meanwhile, and while they are measured (`_compile_following`)."""
+    of `next_pack` compiles meanwhile, and while they are measured (`_compile_following`)."""
     settle_ahead()  # before clearing the session that thread's graph lives in
     keras.backend.clear_session()
     built = []
@@ -211,7 +213,7 @@ def _train_pack(chosen: list[tuple[_Trial, int]], following: list[tuple[_Trial, 
     if not built:
         return
     members = [member for *_, member in built]
-    _AHEAD.append(_compile_following(following, members))
+    _PENDING.append(_compile_following(next_pack, members))
     try:
         fit_together(members)
     except Exception as exc:
@@ -225,15 +227,15 @@ def _train_pack(chosen: list[tuple[_Trial, int]], following: list[tuple[_Trial, 
             trial.error = exc
 
 
-def _compile_following(following: list[tuple[_Trial, int]], members: list[Member]):
+def _compile_following(next_pack: list[tuple[_Trial, int]], members: list[Member]):
     """Start compiling the following pack's batched graph while `members` train (`batched.compile_ahead`);
     returns the function that waits for it. Its shape is read from a model built for its first
     replicate and thrown away, unseeded: only while every member of this pack trains batched, whose
     randomness is its own (a Keras model's dropout would draw from the global generator), and
     after they are built; the following pack seeds each of its models anew before building it."""
-    if not following or not batched.BATCHED or any(layout_of(m.model) is None for m in members):
+    if not next_pack or not batched.BATCHED or any(layout_of(m.model) is None for m in members):
         return lambda: None
-    trial, index = following[0]
+    trial, index = next_pack[0]
     job = trial.job
     try:
         inputs = prepare_inputs(job.setup, job.data, job.seed + index)
@@ -242,7 +244,7 @@ def _compile_following(following: list[tuple[_Trial, int]], members: list[Member
         return lambda: None
     shape = Member(model, job.setup.train, job.data.task, (inputs.x_train, inputs.y_train), (inputs.x_val, inputs.y_val),
                    job.seed + index)
-    return compile_ahead(shape, len(following))
+    return compile_ahead(shape, len(next_pack), busy=keys_of(members))  # a shape training now compiles once
 
 
 def run_trial(

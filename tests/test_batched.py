@@ -208,6 +208,29 @@ def test_a_graph_compiled_ahead_is_the_one_its_pack_then_trains_with(monkeypatch
     assert_identical(own, later)
 
 
+def test_the_graph_optimizer_is_switched_off_for_the_calling_thread_alone():
+    """TensorFlow reads whether grappler rewrites a graph from the calling thread's function-call
+    options: a graph compiled ahead in another thread must neither switch it on nor off here."""
+    import threading
+
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.eager import context
+
+    def disabled() -> bool:
+        config = config_pb2.ConfigProto()
+        config.ParseFromString(context.context().function_call_options.config_proto_serialized)
+        return config.graph_options.rewrite_options.disable_meta_optimizer
+
+    seen: list[bool] = []
+    assert not disabled()
+    with batched._unoptimized():
+        assert disabled()
+        other = threading.Thread(target=lambda: seen.append(disabled()))
+        other.start()
+        other.join()
+    assert seen == [False] and not disabled()
+
+
 def test_dropout_masks_keep_the_share_keras_keeps_and_differ_by_seed_layer_and_step():
     u = batched._uniform(np.array([0, 1]), 0, np.array([0.0, 0.0]), 64, 32).numpy()
     assert u.shape == (2, 64, 32) and 0 <= u.min() and u.max() < 1

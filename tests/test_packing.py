@@ -187,10 +187,11 @@ def test_the_next_packs_graph_compiles_while_a_pack_trains(monkeypatch):
     from study import batched
 
     monkeypatch.setattr(batched, "_ENGINES", {})  # no shape seen yet
-    before = batched.compiled_ahead()
+    before, traced = batched.compiled_ahead(), batched.traces()
     results, _ = trial_outcomes(pack=3)  # three packs, one trial each, of three widths
     assert all(not isinstance(r, BaseException) for r in results)
     assert batched.compiled_ahead() - before == 2, "the second and third packs' graphs, each while the one before trained"
+    assert batched.traces() - traced == 3, "one trace a shape: the packs ran the graphs compiled ahead"
 
 
 # ---------------------------------------------------------------------------- sweeps
