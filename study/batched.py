@@ -549,18 +549,13 @@ def _engine(members: list[Member], layouts: list[Layout]) -> _Engine:
 
 def keys_of(members: list[Member]) -> set[tuple]:
     """The cache keys of the graphs `fit_together(members)` trains with."""
-    groups: dict[tuple, list[tuple[Member, Layout]]] = {}
-    for m in members:
-        layout = layout_of(m.model) if BATCHED else None
-        if layout is not None:
-            groups.setdefault(shape_key(m, layout), []).append((m, layout))
-    return {_key(len(group), *group[0]) for group in groups.values()}
+    return {_key(len(group), *group[0]) for group in _groups(members)[0].values()}
 
 
 def compile_ahead(member: Member, count: int, busy: set[tuple] | frozenset[tuple] = frozenset()) -> Callable[[], None]:
     """Trace and compile, in a thread of its own, the graph a pack of `count` members of `member`'s
     shape will train with (unless it is cached), while this thread trains another pack: a small
-    model's epochs leave a core idle, and a graph takes a second or two to compile. Returns the
+    model's epochs leave a core idle, and a graph costs many epochs' time to compile. Returns the
     function that waits for it and caches the graph: call it before the pack trains, and before
     anything else touches TensorFlow's global state (Keras' `clear_session`).
 
@@ -780,10 +775,9 @@ def traces() -> int:
 BATCHED = True  # MLPs train as one batched model; False: every member as its own graph (the benchmark's baseline)
 
 
-def fit_together(members: list[Member]) -> list[FitResult]:
-    """Train `members` (which must share a `multifit.pack_key`) as one pack: the MLPs of one shape
-    as a batched model, the others (CNNs, ...) as graphs side by side (`multifit.Pack`)."""
-    check_pack(members)  # before anything trains
+def _groups(members: list[Member]) -> tuple[dict[tuple, list[tuple[Member, Layout]]], list[Member]]:
+    """The members the engine trains, grouped by `shape_key` (each group one batched model), and
+    the rest (`multifit.Pack`)."""
     groups: dict[tuple, list[tuple[Member, Layout]]] = {}
     rest = []
     for m in members:
@@ -792,6 +786,14 @@ def fit_together(members: list[Member]) -> list[FitResult]:
             rest.append(m)
         else:
             groups.setdefault(shape_key(m, layout), []).append((m, layout))
+    return groups, rest
+
+
+def fit_together(members: list[Member]) -> list[FitResult]:
+    """Train `members` (which must share a `multifit.pack_key`) as one pack: the MLPs of one shape
+    as a batched model, the others (CNNs, ...) as graphs side by side (`multifit.Pack`)."""
+    check_pack(members)  # before anything trains
+    groups, rest = _groups(members)
     for group in groups.values():
         train([m for m, _ in group], [layout for _, layout in group])
     if rest:
