@@ -18,6 +18,11 @@ the engine runs, and nothing else (no loss, masks, optimizer state, validation, 
 bookkeeping), for the most epochs a member trained: what the matrix products alone take on this
 machine, against the seconds the models spent in their epochs.
 
+Each pack's `idle` column is the share of its slot-epochs that trained no one: a batched model
+computes every slot until its last member stops, so a member that stopped early (early stopping,
+pruning, a smaller epoch budget) leaves its slot computing zeros; each batched model pays its
+members times the most epochs one of them trained (MLP packs; `-` where no model logged epochs).
+
     .venv/bin/python benchmarks/sweep_packs.py SWEEP [--store mlruns] [--products]
 """
 
@@ -111,6 +116,18 @@ def batched_models(pack: list[tuple[dict, dict, list[dict]]]) -> list[tuple[list
              sum(x.get("fit/seconds", 0.0) for x in models)) for key, models in groups.items()]
 
 
+def slot_epochs(pack: list[tuple[dict, dict, list[dict]]]) -> tuple[float, float]:
+    """(epochs its models trained, slot-epochs its batched models computed) of a pack's MLP trials
+    on MNIST-1D: a batched model runs all its slots for as many epochs as its longest member."""
+    trained = paid = 0.0
+    for _widths, members, _batch, _steps, epochs, _spent in batched_models(pack):
+        paid += members * epochs
+    for p, _m, models in pack:
+        if padded_widths(p) is not None:
+            trained += sum(x.get("fit/epochs", 0.0) for x in models)
+    return trained, paid
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep")
@@ -141,8 +158,9 @@ def main() -> int:
         return 1
     total = (packs[-1][-1].datetime_complete - packs[0][0].datetime_start).total_seconds()
     print(f"{args.sweep}: {len(trials)} trials in {len(packs)} packs, {total:.0f} s from the first start to the last end")
-    print(f"  {'start':>8} {'seconds':>8} {'epochs s':>8} {'trials':>6} {'TFLOP':>7} {'GFLOP/s':>8} {'padded':>7} {'GFLOP/s':>8}  settings")
+    print(f"  {'start':>8} {'seconds':>8} {'epochs s':>8} {'trials':>6} {'TFLOP':>7} {'GFLOP/s':>8} {'padded':>7} {'GFLOP/s':>8} {'idle':>5}  settings")
     in_epochs, products = 0.0, 0.0
+    all_trained = all_paid = 0.0
     for pack in packs:
         fitting = 0.0
         seconds = (max(t.datetime_complete for t in pack) - min(t.datetime_start for t in pack)).total_seconds()
@@ -172,6 +190,9 @@ def main() -> int:
         rate = f"{useful / 1e12:7.2f} {useful / seconds / 1e9:8.0f}" if known and seconds else dash
         extra = f"{padded / 1e12:7.2f} {padded / seconds / 1e9:8.0f}" if known and seconds else dash
         in_epochs += fitting
+        trained, paid = slot_epochs(entries)
+        all_trained, all_paid = all_trained + trained, all_paid + paid
+        idle = f"{1 - trained / paid:5.0%}" if paid else f"{'-':>5}"
         lines = []
         if args.products:
             for widths, members, batch, steps, epochs, spent in sorted(batched_models(entries)):
@@ -179,12 +200,15 @@ def main() -> int:
                 products += alone
                 lines.append(f"    batched model {'x'.join(map(str, widths))}, {members} members, {epochs} epochs: "
                              f"{spent:.0f} s in its epochs, the products alone {alone:.0f} s")
-        print(f"  {pack[0].datetime_start:%H:%M:%S} {seconds:8.0f} {fitting:8.0f} {len(pack):6d} {rate} {extra}  "
+        print(f"  {pack[0].datetime_start:%H:%M:%S} {seconds:8.0f} {fitting:8.0f} {len(pack):6d} {rate} {extra} {idle}  "
               f"{' '.join(sorted(settings))}")
         for line in lines:
             print(line)
     print(f"  in the models' epochs (compiling and training): {in_epochs:.0f} s of {total:.0f} s; "
           f"the rest ({total - in_epochs:.0f} s) built, measured, saved and logged them")
+    if all_paid:
+        print(f"  idle slots: {1 - all_trained / all_paid:.0%} of the slot-epochs the batched models computed "
+              f"({all_paid - all_trained:.0f} of {all_paid:.0f}) were computed for members that had already stopped")
     if args.products:
         print(f"  the matrix products alone, at the same shapes (MLPs on MNIST-1D): {products:.0f} s")
     return 0
