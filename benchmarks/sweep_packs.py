@@ -22,6 +22,8 @@ Each pack's `idle` column is the share of its slot-epochs that trained no one: a
 computes every slot until its last member stops, so a member that stopped early (early stopping,
 pruning, a smaller epoch budget) leaves its slot computing zeros; each batched model pays its
 members times the most epochs one of them trained (MLP packs; `-` where no model logged epochs).
+The batched models are read back from the trials' settings (`batched_models`): members of one
+shape beyond the sweep's `pack`, which trained as several batched models, count as one here.
 
     .venv/bin/python benchmarks/sweep_packs.py SWEEP [--store mlruns] [--products]
 """
