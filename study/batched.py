@@ -547,9 +547,11 @@ def _engine(members: list[Member], layouts: list[Layout]) -> _Engine:
     return engine
 
 
-def keys_of(members: list[Member]) -> set[tuple]:
-    """The cache keys of the graphs `fit_together(members)` trains with."""
-    return {_key(len(group), *group[0]) for group in _groups(members)[0].values()}
+def keys_of(members: list[Member]) -> set[tuple] | None:
+    """The cache keys of the graphs `fit_together(members)` trains with, or None if some member
+    trains outside the engine (`multifit.Pack`)."""
+    groups, rest = _groups(members)
+    return None if rest else {_key(len(group), *group[0]) for group in groups.values()}
 
 
 def compile_ahead(member: Member, count: int, busy: set[tuple] | frozenset[tuple] = frozenset()) -> Callable[[], None]:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from study import batched, measure
-from study.batched import compile_ahead, compiled, fit_together, keys_of, layout_of, width_bucket
+from study import measure
+from study.batched import compile_ahead, compiled, fit_together, keys_of, width_bucket
 from study.datasets import Data, train_rows
 from study.keras_compat import keras
 from study.multifit import Member, pack_key
@@ -233,7 +233,8 @@ def _compile_following(next_pack: list[tuple[_Trial, int]], members: list[Member
     replicate and thrown away, unseeded: only while every member of this pack trains batched, whose
     randomness is its own (a Keras model's dropout would draw from the global generator), and
     after they are built; the following pack seeds each of its models anew before building it."""
-    if not next_pack or not batched.BATCHED or any(layout_of(m.model) is None for m in members):
+    busy = keys_of(members) if next_pack else None  # None: some member trains outside the engine
+    if busy is None:
         return lambda: None
     trial, index = next_pack[0]
     job = trial.job
@@ -244,7 +245,7 @@ def _compile_following(next_pack: list[tuple[_Trial, int]], members: list[Member
         return lambda: None
     shape = Member(model, job.setup.train, job.data.task, (inputs.x_train, inputs.y_train), (inputs.x_val, inputs.y_val),
                    job.seed + index)
-    return compile_ahead(shape, len(next_pack), busy=keys_of(members))  # a shape training now compiles once
+    return compile_ahead(shape, len(next_pack), busy=busy)  # a shape training now compiles once
 
 
 def run_trial(
