@@ -110,13 +110,21 @@ def _descendants(root: int) -> list[tuple[int, str]]:
     found, stack = [], list(children.get(root, []))
     while stack:
         pid = stack.pop()
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                found.append((pid, handle.read().replace(b"\0", b" ").decode(errors="replace")[:120]))
-        except OSError:
+        command = command_line(pid)
+        if command is None:
             continue
+        found.append((pid, command[:120]))
         stack.extend(children.get(pid, []))
     return found
+
+
+def command_line(pid: int) -> str | None:
+    """A process's command line, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
 
 
 # The tiers (README, "Tests"). unit: pure logic on hand-made inputs, no TensorFlow, no store,

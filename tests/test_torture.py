@@ -11,7 +11,7 @@ import time
 
 import optuna
 import pytest
-from conftest import STUDY, TINY, run_env
+from conftest import STUDY, TINY, command_line, run_env
 from optuna.trial import TrialState
 
 from study.ledger import counted
@@ -81,16 +81,18 @@ def test_kill_9_at_random_moments_then_one_clean_run_completes_exactly(write_swe
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_kill_9_of_the_parent_of_two_workers_stops_them_and_loses_nothing(write_sweep, tmp_path):
-    """Each kill lands while both workers live (importing TensorFlow or training): they stop on their
-    own, in an orderly way (their trials marked failed and queued again), which takes a few seconds
-    on a loaded machine; a bounded wait, not a fixed one, tells stopping from living on."""
+    """Each kill lands once both workers run in process groups of their own (the kill of the
+    parent's group reaches them only through its death), while they import TensorFlow or train:
+    they stop in an orderly way (their trials marked interrupted and queued again), which takes a
+    few seconds on a loaded machine; a bounded wait, not a fixed one, tells stopping from living on."""
     path = write_sweep("pair", TINY)
     args = ("run", str(path), "--store", "store", "--quiet", "--workers", "2")
     rng = random.Random(2)
     for _ in range(4):
         proc = start(tmp_path, *args)
-        assert _wait_for(lambda p=proc: len(_processes_in(tmp_path)) >= 3 or p.poll() is not None, 120), "workers start"
-        time.sleep(rng.uniform(0.2, 12.0))
+        assert _wait_for(lambda p=proc: len(_on_their_own(tmp_path, p.pid)) == 2 or p.poll() is not None, 120), \
+            "the workers start"
+        time.sleep(rng.uniform(0.2, 8.0))  # while the workers import TensorFlow, or train
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=120)
@@ -182,14 +184,18 @@ def _wait_for(condition, seconds: float) -> bool:
     return True
 
 
-def _described(pids: list[int]) -> list[str]:
-    """Each process's state and command line, for a failure message."""
+def _on_their_own(folder, parent: int) -> list[int]:
+    """The processes in `folder` outside `parent`'s process group (workers once they ran `setpgrp`)."""
     found = []
-    for pid in pids:
+    for pid in _processes_in(folder):
         try:
-            state = next(line for line in open(f"/proc/{pid}/status") if line.startswith("State:")).split(None, 1)[1]
-            command = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, StopIteration):
+            if os.getpgid(pid) != parent:
+                found.append(pid)
+        except ProcessLookupError:
             continue
-        found.append(f"{pid} ({state.strip()}): {command[:200]}")
     return found
+
+
+def _described(pids: list[int]) -> list[str]:
+    """Each process's command line, for a failure message."""
+    return [f"{pid}: {command[:200]}" for pid in pids if (command := command_line(pid)) is not None]
