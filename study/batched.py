@@ -285,6 +285,7 @@ class _Engine:
         self.keep, self.scale, self.offset, self.steps = vector(), vector(), vector(), vector()
         self.seeds = tf.Variable(tf.zeros([n], tf.int64), trainable=False)
         self.shapes: list[list[tuple[int, ...]]] = [[] for _ in range(n)]  # each member's Keras kernel shapes (load)
+        self._read: list[np.ndarray] | None = None  # the kernels as last read (`weights`), None once stale
         # validation examples per graph op: a CNN's patches hold kh · kw values per channel and
         # position, so its chunk is bounded by its own (padded) shape, never by the pack's size
         widest = max((g[0] * g[1] * self.groups[0] * w for g, w in zip(self.grids[1:], widths[1:])), default=0)
@@ -445,6 +446,7 @@ class _Engine:
     # -- members in and out ------------------------------------------------------------------
     def load(self, members: list[Member], layouts: list[Layout]) -> None:
         """Put the members' initial weights (padded with zeros), masks and settings in the variables."""
+        self.stale()
         initial = [m.model.get_weights() for m in members]
         self.shapes = [[w.shape for w in weights[0::2]] for weights in initial]
         for i in range(len(self.kernels)):
@@ -491,13 +493,23 @@ class _Engine:
         return blocks[:, : int(np.prod(shape[:-1])) // groups, : shape[-1]].reshape(shape), placed[-1, : shape[-1]]
 
     def weights(self, k: int) -> list[np.ndarray]:
-        """Member k's weights, unpadded, in its Keras model's order (kernel, bias per layer)."""
+        """Member k's weights, unpadded, in its Keras model's order (kernel, bias per layer): copies,
+        so that a member's best weights never hold the whole pack's arrays. The stacked variables
+        are read once until they change (`stale`): early stopping reads every improving member's
+        weights after an epoch, and one read of each stacked variable serves them all."""
+        if self._read is None:
+            self._read = [w.numpy() for w in self.kernels]
         out: list[np.ndarray] = []
-        for i, w in enumerate(self.kernels):
-            out += self._unpadded(i, w[k].numpy(), self.shapes[k][i])
+        for i, placed in enumerate(self._read):
+            out += (a.copy() for a in self._unpadded(i, placed[k], self.shapes[k][i]))
         return out
 
+    def stale(self) -> None:
+        """The variables are about to change (an epoch, a load): `weights` reads them afresh."""
+        self._read = None
+
     def set_weights(self, k: int, weights: list[np.ndarray]) -> None:
+        self.stale()
         for i, w in enumerate(self.kernels):  # padded entries are zero, as they stay in training
             w[k].assign(self._padded(i, weights[2 * i], weights[2 * i + 1]))
 
@@ -659,6 +671,7 @@ def _epoch_step(engine, members, stoppers, views, active, seconds, rngs, epoch, 
     orders = np.stack([_batches(rng.permutation(n) if on else np.arange(n), steps, batch, rows)
                        for rng, on in zip(rngs, active)])
     start = time.perf_counter()
+    engine.stale()
     with _unoptimized():
         sums = engine.epoch_fn(*tensors.graph_inputs(orders, active)).numpy()
     seconds[active] += (time.perf_counter() - start) / max(1, active.sum())
@@ -697,6 +710,7 @@ def train(members: list[Member], layouts: list[Layout]) -> list[FitResult]:
         m.model.set_weights(engine.weights(k))
         m.result.seconds = float(seconds[k])
         m.result.best_epoch = best_epoch(m.result.history, m.spec.early_stopping.monitor)
+    engine.stale()  # the cached engine keeps its variables, not a copy of them
     return [m.result for m in members]
 
 

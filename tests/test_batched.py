@@ -106,6 +106,38 @@ def test_a_member_is_the_same_alone_and_in_a_pack_to_the_last_bit():
     assert_identical(*alone_and_packed(member, settings))
 
 
+def test_early_stopping_restores_each_members_best_epoch_to_the_last_bit():
+    """A member that stops early gets back the weights it had after its best epoch: the same pack,
+    each member cut right after that epoch instead (pruned there, nothing restored), ends with the
+    same bits. The engine reads a pack's weights once after an epoch, for every member that improved;
+    a read kept past the next epoch would restore an older epoch's weights."""
+    x_val, y_val = data(n=64, seed=5)
+    y_val = np.where(np.random.default_rng(0).random(64) < 0.2, 1 - y_val, y_val)  # a fifth mislabelled: val loss turns
+
+    def make(**settings) -> Member:
+        m = member(width=16, learning_rate=5e-3, epochs=18, **settings)
+        m.val = (x_val, y_val)
+        return m
+
+    keras.backend.clear_session()
+    stopped = [make(seed=seed, early_stopping={"enabled": True, "patience": 2}) for seed in range(3)]
+    batched.fit_together(stopped)
+    best = [m.result.best_epoch for m in stopped]
+    assert all(m.result.stopped == "early_stopping" for m in stopped)
+    assert all(1 < b < m.result.epochs - 1 for b, m in zip(best, stopped)), "each improved after its first epoch"
+    keras.backend.clear_session()
+    cut = [make(seed=seed) for seed in range(3)]
+    for m, b in zip(cut, best):
+        m.on_epoch = lambda epoch, metrics, b=b: "its best epoch" if epoch == b else None
+    batched.fit_together(cut)
+    assert [m.result.epochs for m in cut] == best
+    assert len(set(best)) > 1, "members restored from different epochs"
+    for s, c in zip(stopped, cut):
+        assert s.result.history[: len(c.result.history)] == c.result.history
+        for ws, wc in zip(s.model.get_weights(), c.model.get_weights()):
+            np.testing.assert_array_equal(ws, wc)
+
+
 @pytest.mark.parametrize("make", [member, cnn_member], ids=["mlp", "cnn"])
 def test_members_compiled_by_xla_are_the_same_alone_and_packed_to_the_last_bit(make):
     """Members of JIT_EPOCHS epochs or more train compiled (XLA). Their weights are the same alone
