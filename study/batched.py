@@ -566,6 +566,18 @@ def keys_of(members: list[Member]) -> set[tuple] | None:
     return None if rest else {_key(len(group), *group[0]) for group in groups.values()}
 
 
+def graph_key(member: Member, count: int) -> tuple | None:
+    """The cache key of the graph a pack of `count` members of `member`'s shape trains with, or
+    None if the engine cannot train it."""
+    layout = layout_of(member.model) if BATCHED else None
+    return None if layout is None else _key(count, member, layout)
+
+
+def cached(key: tuple) -> bool:
+    """Whether the graph of this key (`graph_key`) is traced and kept."""
+    return key in _ENGINES
+
+
 def compile_ahead(member: Member, count: int, busy: set[tuple] | frozenset[tuple] = frozenset()) -> Callable[[], None]:
     """Trace and compile, in a thread of its own, the graph a pack of `count` members of `member`'s
     shape will train with (unless it is cached), while this thread trains another pack: a small
@@ -577,12 +589,11 @@ def compile_ahead(member: Member, count: int, busy: set[tuple] | frozenset[tuple
     compiles at a graph's first run, for its inputs' shapes, which are the pack's. Any error is
     left for the pack's own first run to meet. `busy`: the keys of the graphs training now (`keys_of`),
     not compiled again."""
-    layout = layout_of(member.model) if BATCHED else None
-    if layout is None:
+    key = graph_key(member, count)
+    if key is None or key in _ENGINES or key in busy:
         return lambda: None
-    key = _key(count, member, layout)
-    if key in _ENGINES or key in busy:
-        return lambda: None
+    layout = layout_of(member.model)
+    assert layout is not None  # graph_key found one
     done: list[_Engine] = []
 
     def work() -> None:

@@ -9,6 +9,7 @@ Compression trials start from a trained base instead (`compression.pipeline`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from study import measure
-from study.batched import compile_ahead, compiled, fit_together, keys_of, width_bucket
+from study.batched import cached, compile_ahead, compiled, fit_together, graph_key, keys_of, width_bucket
 from study.datasets import Data, train_rows
 from study.keras_compat import keras
 from study.multifit import Member, pack_key
@@ -238,14 +239,45 @@ def _compile_following(next_pack: list[tuple[_Trial, int]], members: list[Member
         return lambda: None
     trial, index = next_pack[0]
     job = trial.job
+    shape = _shape_settings(job, len(next_pack))
+    known = _GRAPH_OF.get(shape)
+    if known is not None and (known in busy or cached(known)):
+        return lambda: None  # its graph is ready: no model to build
     try:
         inputs = prepare_inputs(job.setup, job.data, job.seed + index)
         model = build_for(job.setup, job.data, inputs, compiled=False)
     except Exception:  # noqa: BLE001 - that pack meets the error itself, where it fails its trial alone
         return lambda: None
-    shape = Member(model, job.setup.train, job.data.task, (inputs.x_train, inputs.y_train), (inputs.x_val, inputs.y_val),
-                   job.seed + index)
-    return compile_ahead(shape, len(next_pack), busy=busy)  # a shape training now compiles once
+    member = Member(model, job.setup.train, job.data.task, (inputs.x_train, inputs.y_train), (inputs.x_val, inputs.y_val),
+                    job.seed + index)
+    key = graph_key(member, len(next_pack))
+    if key is not None:
+        _GRAPH_OF[shape] = key
+    return compile_ahead(member, len(next_pack), busy=busy)  # a shape training now compiles once
+
+
+_GRAPH_OF: dict[tuple, tuple] = {}  # a pack's `_shape_settings` -> its graph's key, once a model was built for them
+
+
+def _shape_settings(job: TrialJob, count: int) -> tuple:
+    """A pack of `count` models of `job`'s trial as far as its graph goes: its settings, less the
+    values the batched engine holds per member in tensors (learning rate, momentum, penalty and
+    dropout values, epoch budget, early stopping), of which it keeps what the graph depends on
+    (whether there is each penalty and dropout, whether the epochs are compiled by XLA); the data's
+    task and shapes. Packs equal here train with the same graph, so once a model was built for
+    one, a later one's graph key is known without building a model (a search asks many settings of
+    one shape). Anything else that may change a shape is kept: a field this drops that did would
+    only cost a graph compiled at the pack's first run instead of ahead, never other weights."""
+    settings = job.setup.model_dump(mode="json")
+    model, train = settings["model"], settings["train"]
+    for name in ("l1", "l2", "dropout"):
+        model[name] = model[name] > 0
+    for name in ("learning_rate", "momentum", "early_stopping"):
+        train.pop(name)
+    train["epochs"] = compiled(job.setup.train)
+    data = job.data
+    return (json.dumps(settings, sort_keys=True), data.task, train_rows(data, job.setup.dataset), data.x_train.shape[1:],
+            len(data.x_val), count)
 
 
 def run_trial(

@@ -194,6 +194,32 @@ def test_the_next_packs_graph_compiles_while_a_pack_trains(monkeypatch):
     assert batched.traces() - traced == 3, "one trace a shape: the packs ran the graphs compiled ahead"
 
 
+def test_a_pack_whose_graph_is_ready_builds_no_model_to_find_its_shape(monkeypatch):
+    """Compiling the next pack's graph ahead reads its shape from a model built and thrown away;
+    when the same settings come again (a search asks many of one shape), the graph is known ready
+    and only the packs' own models are built."""
+    from study import batched, objective
+
+    monkeypatch.setattr(batched, "_ENGINES", {})  # no shape seen yet
+    monkeypatch.setattr(objective, "_GRAPH_OF", {})
+    built: list[str] = []
+    build = objective.build_for
+
+    def counted(*args, **kwargs):
+        built.append("model")
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(objective, "build_for", counted)
+    trial_outcomes(pack=3)  # three packs of one trial's 3 replicates each, of three widths
+    assert len(built) == 9 + 2, "the 9 models, and one each to read the second and third packs' shapes"
+    built.clear()
+    before, traced = batched.compiled_ahead(), batched.traces()
+    results, _ = trial_outcomes(pack=3)
+    assert all(not isinstance(r, BaseException) for r in results)
+    assert len(built) == 9, "the graphs are ready: the packs' own models only"
+    assert (batched.compiled_ahead(), batched.traces()) == (before, traced), "nothing compiled or traced again"
+
+
 # ---------------------------------------------------------------------------- sweeps
 RECORDED = """
 description: packed and unpacked sweeps must leave the same records
