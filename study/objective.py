@@ -263,15 +263,18 @@ def _shape_settings(job: TrialJob, count: int) -> tuple:
     """A pack of `count` models of `job`'s trial as far as its graph goes: its settings, less the
     values the batched engine holds per member in tensors (learning rate, momentum, penalty and
     dropout values, epoch budget, early stopping), of which it keeps what the graph depends on
-    (whether there is each penalty and dropout, whether the epochs are compiled by XLA); the data's
-    task and shapes. Packs equal here train with the same graph, so once a model was built for
-    one, a later one's graph key is known without building a model (a search asks many settings of
-    one shape). Anything else that may change a shape is kept: a field this drops that did would
-    only cost a graph compiled at the pack's first run instead of ahead, never other weights."""
+    (whether there is each penalty and dropout, whether the epochs are compiled by XLA), and the
+    hidden width as the engine pads it (`width_bucket`); the data's task and shapes. Packs equal
+    here train with the same graph, so once a model was built for one, a later one's graph key is
+    known without building a model (a search asks many settings of one shape). Anything else that
+    may change a shape is kept: a field this drops that did would only cost a graph compiled at the
+    pack's first run instead of ahead, never other weights."""
     settings = job.setup.model_dump(mode="json")
     model, train = settings["model"], settings["train"]
     for name in ("l1", "l2", "dropout"):
         model[name] = model[name] > 0
+    model["width"] = width_bucket(job.setup.model.units)
+    model.pop("width_multiplier")
     for name in ("learning_rate", "momentum", "early_stopping"):
         train.pop(name)
     train["epochs"] = compiled(job.setup.train)
