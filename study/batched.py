@@ -566,10 +566,15 @@ def keys_of(members: list[Member]) -> set[tuple] | None:
     return None if rest else {_key(len(group), *group[0]) for group in groups.values()}
 
 
+def _layout(member: Member) -> Layout | None:
+    """The member's layout, or None if the engine does not train it (or `BATCHED` is off)."""
+    return layout_of(member.model) if BATCHED else None
+
+
 def graph_key(member: Member, count: int) -> tuple | None:
     """The cache key of the graph a pack of `count` members of `member`'s shape trains with, or
-    None if the engine cannot train it."""
-    layout = layout_of(member.model) if BATCHED else None
+    None if the engine does not train it."""
+    layout = _layout(member)
     return None if layout is None else _key(count, member, layout)
 
 
@@ -589,11 +594,12 @@ def compile_ahead(member: Member, count: int, busy: set[tuple] | frozenset[tuple
     compiles at a graph's first run, for its inputs' shapes, which are the pack's. Any error is
     left for the pack's own first run to meet. `busy`: the keys of the graphs training now (`keys_of`),
     not compiled again."""
-    key = graph_key(member, count)
-    if key is None or key in _ENGINES or key in busy:
+    layout = _layout(member)
+    if layout is None:
         return lambda: None
-    layout = layout_of(member.model)
-    assert layout is not None  # graph_key found one
+    key = _key(count, member, layout)
+    if key in _ENGINES or key in busy:
+        return lambda: None
     done: list[_Engine] = []
 
     def work() -> None:
@@ -808,7 +814,7 @@ def _groups(members: list[Member]) -> tuple[dict[tuple, list[tuple[Member, Layou
     groups: dict[tuple, list[tuple[Member, Layout]]] = {}
     rest = []
     for m in members:
-        layout = layout_of(m.model) if BATCHED else None
+        layout = _layout(m)
         if layout is None:
             rest.append(m)
         else:

@@ -9,7 +9,6 @@ Compression trials start from a trained base instead (`compression.pipeline`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -239,7 +238,7 @@ def _compile_following(next_pack: list[tuple[_Trial, int]], members: list[Member
         return lambda: None
     trial, index = next_pack[0]
     job = trial.job
-    shape = _shape_settings(job, len(next_pack))
+    shape = _shape_of(job, len(next_pack))
     known = _GRAPH_OF.get(shape)
     if known is not None and (known in busy or cached(known)):
         return lambda: None  # its graph is ready: no model to build
@@ -256,31 +255,19 @@ def _compile_following(next_pack: list[tuple[_Trial, int]], members: list[Member
     return compile_ahead(member, len(next_pack), busy=busy)  # a shape training now compiles once
 
 
-_GRAPH_OF: dict[tuple, tuple] = {}  # a pack's `_shape_settings` -> its graph's key, once a model was built for them
+_GRAPH_OF: dict[tuple, tuple] = {}  # a pack's `_shape_of` -> its graph's key, once a model was built for them
 
 
-def _shape_settings(job: TrialJob, count: int) -> tuple:
-    """A pack of `count` models of `job`'s trial as far as its graph goes: its settings, less the
-    values the batched engine holds per member in tensors (learning rate, momentum, penalty and
-    dropout values, epoch budget, early stopping), of which it keeps what the graph depends on
-    (whether there is each penalty and dropout, whether the epochs are compiled by XLA), and the
-    hidden width as the engine pads it (`width_bucket`); the data's task and shapes. Packs equal
-    here train with the same graph, so once a model was built for one, a later one's graph key is
-    known without building a model (a search asks many settings of one shape). Anything else that
-    may change a shape is kept: a field this drops that did would only cost a graph compiled at the
-    pack's first run instead of ahead, never other weights."""
-    settings = job.setup.model_dump(mode="json")
-    model, train = settings["model"], settings["train"]
-    for name in ("l1", "l2", "dropout"):
-        model[name] = model[name] > 0
-    model["width"] = width_bucket(job.setup.model.units)
-    model.pop("width_multiplier")
-    for name in ("learning_rate", "momentum", "early_stopping"):
-        train.pop(name)
-    train["epochs"] = compiled(job.setup.train)
+def _shape_of(job: TrialJob, count: int) -> tuple:
+    """What names the graph of a pack of `count` models of `job`'s trial without building one: what
+    `pack_key_of` groups by (batches, depth, width bucket, activation, optimizer, whether there is
+    dropout, a penalty, XLA), and what it leaves to the data: the inputs' shape (before polynomial
+    features, so their degree too), the validation set's length and the outputs. The values members
+    hold in tensors (rates, penalty and dropout values, epoch budgets, early stopping) are not in
+    it: packs equal here train with the same graph. A wrong match could only cost a graph compiled
+    at the pack's first run instead of ahead, never other weights."""
     data = job.data
-    return (json.dumps(settings, sort_keys=True), data.task, train_rows(data, job.setup.dataset), data.x_train.shape[1:],
-            len(data.x_val), count)
+    return (pack_key_of(job), job.setup.model.poly_degree, data.x_train.shape[1:], len(data.x_val), data.n_classes, count)
 
 
 def run_trial(

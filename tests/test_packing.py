@@ -220,10 +220,10 @@ def test_a_pack_whose_graph_is_ready_builds_no_model_to_find_its_shape(monkeypat
     assert (batched.compiled_ahead(), batched.traces()) == (before, traced), "nothing compiled or traced again"
 
 
-def test_packs_of_one_graph_share_their_shape_settings_and_no_others():
-    """`_shape_settings` drops only what members hold in tensors, and keeps the width as padded:
+def test_packs_of_one_graph_share_their_shape_and_no_others():
+    """`_shape_of` drops only what members hold in tensors, and keeps the width as padded:
     equal settings mean one graph (a wrong match would only skip a compile ahead)."""
-    from study.objective import _shape_settings
+    from study.objective import _shape_of
 
     data = load_dataset(Setup.model_validate({"dataset": {"name": "mnist1d", "num_samples": 400}}).dataset, 0, ".")
 
@@ -233,7 +233,7 @@ def test_packs_of_one_graph_share_their_shape_settings_and_no_others():
         for dotted, value in changes.items():
             part, name = dotted.split("__")
             settings[part][name] = value
-        return _shape_settings(TrialJob(Setup.model_validate(settings), data, 0, 3, Path(".")), count)
+        return _shape_of(TrialJob(Setup.model_validate(settings), data, 0, 3, Path(".")), count)
 
     same = [shape(model__width=64), shape(model__l2=0.5), shape(model__dropout=0.0), shape(train__learning_rate=0.1),
             shape(train__epochs=400), shape(train__early_stopping={"enabled": True})]
