@@ -160,8 +160,27 @@ def shape_key(m: Member, layout: Layout) -> tuple:
     forced into a graph with them trained to the same weights, in a check while building this, but
     the graph is another one and XLA compiles it apart)."""
     return (padded(layout), layout.grid, layout.kernel, layout.stride, layout.activation_name, m.spec.optimizer, m.task,
-            m.spec.batch_size, len(m.train[0]), len(m.val[0]),
+            m.spec.batch_size, held_rows(m.train[0]), len(m.val[0]),
             layout.dropout > 0, layout.l1 > 0 or layout.l2 > 0, compiled(m.spec))  # last: `_engine` reads them
+
+
+# a small training set is held in a graph's input padded to the next power of 8 rows, while that
+# input stays under this many bytes a member: one graph serves training sets of 513 to 4096 rows
+TRAIN_BYTES = 16 << 20
+
+
+def held_rows(x: np.ndarray) -> int:
+    """The rows a member's training inputs `x` fill in the epoch graph. The graph reads its examples
+    by index (a gather per step) and loops over as many batches as the member has, so rows past
+    the member's own are never read: padding changes no computed value, only which graph serves
+    it. Each graph costs a compile (seconds under XLA) that a small training set's few epochs
+    never repay, so small sets share graphs by coarse buckets; a large set keeps its own length
+    (its training dwarfs a compile, and padding it would cost memory)."""
+    n, per_row = len(x), 4 * int(np.prod(x.shape[1:]))
+    bucket = 8
+    while bucket < n:
+        bucket *= 8
+    return bucket if bucket * per_row <= TRAIN_BYTES else n
 
 
 def padded(layout: Layout) -> tuple[int, ...]:
@@ -211,13 +230,14 @@ def _fill(a: np.ndarray, rows: int) -> np.ndarray:
     return np.concatenate([a, np.zeros((rows - len(a), *a.shape[1:]), a.dtype)]) if rows > len(a) else a
 
 
-def _batches(order: np.ndarray, steps: int, batch: int, rows: int) -> np.ndarray:
-    """An epoch's order as [steps, rows] example indices: `batch` per step (the last has what is
-    left), filled with index 0 (weight 0) up to `rows`."""
-    out = np.zeros((steps, rows), np.int64)
-    for i in range(steps):
-        chunk = order[i * batch: (i + 1) * batch]
-        out[i, : len(chunk)] = chunk
+def _batches(order: np.ndarray, slots: int, batch: int, rows: int) -> np.ndarray:
+    """An epoch's order as [slots, rows] example indices: `batch` per step (the last has what is
+    left), filled with index 0 (weight 0) up to `rows`, and steps past the order's all 0."""
+    out = np.zeros((slots, rows), np.int64)
+    full = len(order) // batch
+    out[:full, :batch] = order[: full * batch].reshape(full, batch)
+    if len(order) > full * batch:
+        out[full, : len(order) - full * batch] = order[full * batch:]
     return out
 
 
@@ -396,14 +416,14 @@ class _Engine:
                 var.assign_add(-on * (with_momentum * accelerated + (1 - with_momentum) * increment))
 
     # -- one epoch of the pack ---------------------------------------------------------------
-    def _epoch(self, x, y, x_val, y_val, val_weights, orders, weights, active):
-        """Every active member's steps over its own order, then validation. `orders` [N, steps,
-        rows] and `weights` [steps, rows] (1 for an example, 0 for a filler row) come in rows of
-        a multiple of ROWS. Returns [N, 5]: data-loss sum, second-metric sum, first bad step (0:
-        none), val loss sum, val second sum."""
+    def _epoch(self, x, y, x_val, y_val, val_weights, orders, weights, steps, active):
+        """Every active member's `steps` over its own order, then validation. `orders` [N, slots,
+        rows] and `weights` [slots, rows] (1 for an example, 0 for a filler row) come in rows of
+        a multiple of ROWS, with room for the steps of any training set the graph serves
+        (`held_rows`); `steps`, a tensor, says how many the pack has. Returns [N, 5]: data-loss
+        sum, second-metric sum, first bad step (0: none), val loss sum, val second sum."""
         with _TRACED_LOCK:  # a graph compiled ahead is traced in another thread
             _TRACED[0] += 1  # counted when traced, not when run
-        steps = int(orders.shape[1])
         live0 = tf.cast(active, tf.float32)
 
         def body(i, loss_sum, second_sum, bad, live):
@@ -609,7 +629,7 @@ def compile_ahead(member: Member, count: int, busy: set[tuple] | frozenset[tuple
             # every member inactive: the loop over batches never runs, only validation reads the
             # (zero) weights; the pack's `load` then sets every variable
             with _unoptimized():
-                engine.epoch_fn(*tensors.graph_inputs(np.zeros((engine.n, tensors.steps, tensors.rows), np.int32),
+                engine.epoch_fn(*tensors.graph_inputs(np.zeros((engine.n, tensors.slots, tensors.rows), np.int32),
                                                       np.zeros(engine.n, bool)))
             done.append(engine)
         except Exception:  # noqa: BLE001 - the pack's own first run compiles it again, and raises
@@ -649,43 +669,45 @@ class _Tensors:
     x_val: tf.Tensor
     y_val: tf.Tensor
     val_weights: tf.Tensor
-    weights: tf.Tensor  # [steps, rows]: 1 for an example, 0 for a filler row
+    weights: tf.Tensor  # [slots, rows]: 1 for an example, 0 for a filler row
     n: int  # training examples a member has
     batch: int
-    steps: int
+    steps: int  # batches an epoch
+    slots: int  # batches the graph has room for (`held_rows`)
     rows: int
 
     def graph_inputs(self, orders: np.ndarray, active: np.ndarray) -> tuple:
         return (self.x, self.y, self.x_val, self.y_val, self.val_weights, tf.constant(orders, tf.int32), self.weights,
-                tf.constant(active))
+                tf.constant(self.steps, tf.int32), tf.constant(active))
 
 
 def _tensors(engine: _Engine, members: list[Member]) -> _Tensors:
     n, n_val = len(members[0].train[0]), len(members[0].val[0])
+    held = held_rows(members[0].train[0])
 
     def stacked(arrays: list[np.ndarray]) -> np.ndarray:  # idle slots get zeros
         return np.stack(arrays + [np.zeros_like(arrays[0])] * (engine.n - len(arrays)))
 
     val_rows = _rows(n_val)
     batch = members[0].spec.batch_size
-    steps, rows = max(1, math.ceil(n / batch)), _rows(batch)
-    weights = np.zeros((steps, rows), np.float32)
+    steps, slots, rows = max(1, math.ceil(n / batch)), max(1, math.ceil(held / batch)), _rows(batch)
+    weights = np.zeros((slots, rows), np.float32)
     for i in range(steps):
         weights[i, : min(batch, n - i * batch)] = 1.0
     return _Tensors(
-        x=tf.constant(stacked([m.train[0].reshape(n, -1) for m in members]).astype(np.float32)),
-        y=tf.constant(stacked([m.train[1] for m in members])),
+        x=tf.constant(stacked([_fill(m.train[0].reshape(n, -1), held) for m in members]).astype(np.float32)),
+        y=tf.constant(stacked([_fill(m.train[1], held) for m in members])),
         x_val=tf.constant(stacked([_fill(m.val[0].reshape(n_val, -1), val_rows) for m in members]).astype(np.float32)),
         y_val=tf.constant(stacked([_fill(m.val[1], val_rows) for m in members])),
         val_weights=tf.constant(_fill(np.ones(n_val, np.float32), val_rows)),
-        weights=tf.constant(weights), n=n, batch=batch, steps=steps, rows=rows,
+        weights=tf.constant(weights), n=n, batch=batch, steps=steps, slots=slots, rows=rows,
     )
 
 
 def _epoch_step(engine, members, stoppers, views, active, seconds, rngs, epoch, tensors: _Tensors) -> None:
     """One epoch of every active member, then each member judged (history, stopping, pruning)."""
-    n, steps, batch, rows = tensors.n, tensors.steps, tensors.batch, tensors.rows
-    orders = np.stack([_batches(rng.permutation(n) if on else np.arange(n), steps, batch, rows)
+    n, batch, rows = tensors.n, tensors.batch, tensors.rows
+    orders = np.stack([_batches(rng.permutation(n) if on else np.arange(n), tensors.slots, batch, rows)
                        for rng, on in zip(rngs, active)])
     start = time.perf_counter()
     engine.stale()

@@ -216,6 +216,37 @@ def test_a_shape_is_traced_once_and_reused_by_later_packs():
     assert batched.traces() == before, "no new trace for a pack of a shape already seen"
 
 
+@pytest.mark.parametrize("epochs", [3, batched.JIT_EPOCHS], ids=["graph", "xla"])
+def test_training_sets_of_one_row_bucket_share_a_graph_and_padding_changes_no_bit(monkeypatch, epochs):
+    """Small training sets are held padded to the next power of 8 rows (`held_rows`): a pack of 70
+    examples trains in the graph a pack of 90 compiled (both held as 512 rows), and ends with the
+    bits it has in a graph of its own length."""
+    monkeypatch.setattr(batched, "_ENGINES", {})
+    x, y = data(n=90, seed=3)
+    held = [batched.held_rows(np.zeros((n, 6), np.float32)) for n in (1, 8, 9, 64, 65, 70, 512, 513, 32769)]
+    assert held == [8, 8, 64, 64, 512, 512, 512, 4096, 262144]
+    assert batched.held_rows(np.zeros((4097, 200), np.float32)) == 4097  # 32768 rows of 200 pass TRAIN_BYTES
+
+    def make(n: int, seed: int) -> Member:
+        m = member(width=8, seed=seed, dropout=0.2, epochs=epochs, early_stopping={"enabled": True, "patience": 1})
+        m.train = (x[:n], y[:n])
+        return m
+
+    keras.backend.clear_session()
+    batched.fit_together([make(90, s) for s in range(3)])
+    before = batched.traces()
+    shared = [make(70, s) for s in range(3)]
+    batched.fit_together(shared)
+    assert batched.traces() == before, "no new graph for a training set of the same bucket"
+    monkeypatch.setattr(batched, "TRAIN_BYTES", 0)  # every training set held at its own length
+    assert batched.held_rows(x[:70]) == 70
+    keras.backend.clear_session()
+    own = [make(70, s) for s in range(3)]
+    batched.fit_together(own)
+    assert batched.traces() == before + 1
+    assert_identical(own, shared)
+
+
 @pytest.mark.parametrize("epochs", [2, batched.JIT_EPOCHS], ids=["graph", "xla"])
 def test_a_graph_compiled_ahead_is_the_one_its_pack_then_trains_with(monkeypatch, epochs):
     """`compile_ahead` traces and compiles a shape in a thread of its own, from one member of it;
