@@ -230,10 +230,10 @@ def _fill(a: np.ndarray, rows: int) -> np.ndarray:
     return np.concatenate([a, np.zeros((rows - len(a), *a.shape[1:]), a.dtype)]) if rows > len(a) else a
 
 
-def _batches(order: np.ndarray, slots: int, batch: int, rows: int) -> np.ndarray:
-    """An epoch's order as [slots, rows] example indices: `batch` per step (the last has what is
+def _batches(order: np.ndarray, room: int, batch: int, rows: int) -> np.ndarray:
+    """An epoch's order as [room, rows] example indices: `batch` per step (the last has what is
     left), filled with index 0 (weight 0) up to `rows`, and steps past the order's all 0."""
-    out = np.zeros((slots, rows), np.int64)
+    out = np.zeros((room, rows), np.int64)
     full = len(order) // batch
     out[:full, :batch] = order[: full * batch].reshape(full, batch)
     if len(order) > full * batch:
@@ -417,8 +417,8 @@ class _Engine:
 
     # -- one epoch of the pack ---------------------------------------------------------------
     def _epoch(self, x, y, x_val, y_val, val_weights, orders, weights, steps, active):
-        """Every active member's `steps` over its own order, then validation. `orders` [N, slots,
-        rows] and `weights` [slots, rows] (1 for an example, 0 for a filler row) come in rows of
+        """Every active member's `steps` over its own order, then validation. `orders` [N, room,
+        rows] and `weights` [room, rows] (1 for an example, 0 for a filler row) come in rows of
         a multiple of ROWS, with room for the steps of any training set the graph serves
         (`held_rows`); `steps`, a tensor, says how many the pack has. Returns [N, 5]: data-loss
         sum, second-metric sum, first bad step (0: none), val loss sum, val second sum."""
@@ -629,7 +629,7 @@ def compile_ahead(member: Member, count: int, busy: set[tuple] | frozenset[tuple
             # every member inactive: the loop over batches never runs, only validation reads the
             # (zero) weights; the pack's `load` then sets every variable
             with _unoptimized():
-                engine.epoch_fn(*tensors.graph_inputs(np.zeros((engine.n, tensors.slots, tensors.rows), np.int32),
+                engine.epoch_fn(*tensors.graph_inputs(np.zeros((engine.n, tensors.room, tensors.rows), np.int32),
                                                       np.zeros(engine.n, bool)))
             done.append(engine)
         except Exception:  # noqa: BLE001 - the pack's own first run compiles it again, and raises
@@ -669,11 +669,11 @@ class _Tensors:
     x_val: tf.Tensor
     y_val: tf.Tensor
     val_weights: tf.Tensor
-    weights: tf.Tensor  # [slots, rows]: 1 for an example, 0 for a filler row
+    weights: tf.Tensor  # [room, rows]: 1 for an example, 0 for a filler row
     n: int  # training examples a member has
     batch: int
     steps: int  # batches an epoch
-    slots: int  # batches the graph has room for (`held_rows`)
+    room: int  # batches the graph has room for (`held_rows`)
     rows: int
 
     def graph_inputs(self, orders: np.ndarray, active: np.ndarray) -> tuple:
@@ -690,8 +690,8 @@ def _tensors(engine: _Engine, members: list[Member]) -> _Tensors:
 
     val_rows = _rows(n_val)
     batch = members[0].spec.batch_size
-    steps, slots, rows = max(1, math.ceil(n / batch)), max(1, math.ceil(held / batch)), _rows(batch)
-    weights = np.zeros((slots, rows), np.float32)
+    steps, room, rows = max(1, math.ceil(n / batch)), max(1, math.ceil(held / batch)), _rows(batch)
+    weights = np.zeros((room, rows), np.float32)
     for i in range(steps):
         weights[i, : min(batch, n - i * batch)] = 1.0
     return _Tensors(
@@ -700,14 +700,14 @@ def _tensors(engine: _Engine, members: list[Member]) -> _Tensors:
         x_val=tf.constant(stacked([_fill(m.val[0].reshape(n_val, -1), val_rows) for m in members]).astype(np.float32)),
         y_val=tf.constant(stacked([_fill(m.val[1], val_rows) for m in members])),
         val_weights=tf.constant(_fill(np.ones(n_val, np.float32), val_rows)),
-        weights=tf.constant(weights), n=n, batch=batch, steps=steps, slots=slots, rows=rows,
+        weights=tf.constant(weights), n=n, batch=batch, steps=steps, room=room, rows=rows,
     )
 
 
 def _epoch_step(engine, members, stoppers, views, active, seconds, rngs, epoch, tensors: _Tensors) -> None:
     """One epoch of every active member, then each member judged (history, stopping, pruning)."""
     n, batch, rows = tensors.n, tensors.batch, tensors.rows
-    orders = np.stack([_batches(rng.permutation(n) if on else np.arange(n), tensors.slots, batch, rows)
+    orders = np.stack([_batches(rng.permutation(n) if on else np.arange(n), tensors.room, batch, rows)
                        for rng, on in zip(rngs, active)])
     start = time.perf_counter()
     engine.stale()
