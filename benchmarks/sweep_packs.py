@@ -5,7 +5,8 @@ then tells Optuna and MLflow how each ended; this prints each pack a single work
 started, how long it took from its first trial's start to its last trial's end (building,
 compiling, training, measuring and logging), the seconds its models spent in their epochs
 (`fit/seconds` summed over every model, from the replicates' own runs: compiling and training;
-the rest is building, measuring, saving and logging), its settings, and the arithmetic of its training:
+the rest is building, measuring, saving and logging; packs that trained side by side, in lanes,
+count each its own wall-clock seconds), its settings, and the arithmetic of its training:
 about 6 operations per parameter per training example per epoch, both for the parameters the
 models have and for those the batched engine computes (hidden widths padded to their bucket,
 `batched.width_bucket`), with the rate each reaches over the pack's time. Packs of MLPs on
@@ -206,8 +207,12 @@ def main() -> int:
               f"{' '.join(sorted(settings))}")
         for line in lines:
             print(line)
-    print(f"  in the models' epochs (compiling and training): {in_epochs:.0f} s of {total:.0f} s; "
-          f"the rest ({total - in_epochs:.0f} s) built, measured, saved and logged them")
+    if in_epochs <= total:
+        print(f"  in the models' epochs (compiling and training): {in_epochs:.0f} s of {total:.0f} s; "
+              f"the rest ({total - in_epochs:.0f} s) built, measured, saved and logged them")
+    else:  # a pack's epochs are timed by the wall clock, and packs of several shapes train side by side
+        print(f"  in the models' epochs (compiling and training): {in_epochs:.0f} s, more than the {total:.0f} s "
+              f"from the first start to the last end: packs trained side by side (`objective.LANES`)")
     if all_paid:
         print(f"  idle slots: {1 - all_trained / all_paid:.0%} of the slot-epochs the batched models computed "
               f"({all_paid - all_trained:.0f} of {all_paid:.0f}) were computed for members that had already stopped")

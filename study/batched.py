@@ -313,6 +313,7 @@ class _Engine:
         self.epoch_fn = tf.function(self._epoch, autograph=False, jit_compile=jit)
         self.nbytes = sum(4 * int(np.prod(v.shape)) for v in
                           [*self.params, *self.masks, *(s for group in self.slots for s in group)])
+        self.lock = threading.Lock()  # held while a pack trains in it: packs side by side (lanes) never share one
 
     # -- forward ---------------------------------------------------------------------------
     def _dropout(self, h, layer: int, step):
@@ -535,6 +536,7 @@ class _Engine:
 
 
 _ENGINES: dict[tuple, _Engine] = {}  # one traced graph per shape, least recently used first
+_ENGINES_LOCK = threading.RLock()  # packs train side by side in threads (`objective.LANES`)
 MAX_ENGINES = 64  # shapes kept at once: a searched sweep over depths, width buckets and pack sizes has dozens
 MAX_ENGINE_BYTES = 1 << 30  # and the bytes of their variables (weights, masks, optimizer slots)
 
@@ -565,17 +567,19 @@ def _new_engine(key: tuple, m: Member, layout: Layout) -> _Engine:
 def _cache(key: tuple, engine: _Engine) -> None:
     """Keep `engine` as the most recently used of its shape, dropping the least recently used
     shapes beyond MAX_ENGINES or MAX_ENGINE_BYTES."""
-    _ENGINES.pop(key, None)
-    while _ENGINES and (len(_ENGINES) >= MAX_ENGINES or
-                        sum(e.nbytes for e in _ENGINES.values()) + engine.nbytes > MAX_ENGINE_BYTES):
-        _ENGINES.pop(next(iter(_ENGINES)))  # the least recently used shape
-    _ENGINES[key] = engine
+    with _ENGINES_LOCK:
+        _ENGINES.pop(key, None)
+        while _ENGINES and (len(_ENGINES) >= MAX_ENGINES or
+                            sum(e.nbytes for e in _ENGINES.values()) + engine.nbytes > MAX_ENGINE_BYTES):
+            _ENGINES.pop(next(iter(_ENGINES)))  # the least recently used shape
+        _ENGINES[key] = engine
 
 
 def _engine(members: list[Member], layouts: list[Layout]) -> _Engine:
     key = _key(len(members), members[0], layouts[0])  # the shape key is every member's
-    engine = _ENGINES.get(key) or _new_engine(key, members[0], layouts[0])
-    _cache(key, engine)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key) or _new_engine(key, members[0], layouts[0])
+        _cache(key, engine)
     return engine
 
 
@@ -728,6 +732,11 @@ def train(members: list[Member], layouts: list[Layout]) -> list[FitResult]:
     """Train MLP members (equal `shape_key`s) as one batched model; each member's Keras model gets
     its trained (or restored) weights, and its `result` is filled as `multifit.Pack` fills it."""
     engine = _engine(members, layouts)
+    with engine.lock:  # a pack of the same shape training side by side (another lane) waits for this one
+        return _train(engine, members, layouts)
+
+
+def _train(engine: _Engine, members: list[Member], layouts: list[Layout]) -> list[FitResult]:
     engine.load(members, layouts)
     tensors = _tensors(engine, members)
     rngs = [np.random.default_rng(m.seed) for m in members] + [None] * (engine.n - len(members))
@@ -777,21 +786,35 @@ def _unoptimized():
         ctx.function_call_options = before
 
 
+STOP = threading.Event()  # set: packs training in other threads (lanes) stop at their next epoch
+
+
+def _stopped() -> None:
+    if STOP.is_set():
+        raise KeyboardInterrupt
+
+
 @contextmanager
 def _interruptible():
     """Ctrl+C reaches the training loop. With compiled epochs of a few milliseconds the main thread
     spends much of its time freeing tensors, and a KeyboardInterrupt raised inside a finalizer is
-    printed and dropped; here the signal is also recorded, and `check()` raises it after each epoch."""
+    printed and dropped; here the signal is also recorded, and `check()` raises it after each epoch.
+    A pack training in another thread (`objective.LANES`) never sees the signal, which Python
+    delivers to the main thread: it stops when the main thread sets `STOP`."""
     import signal
 
     from study import processes
 
     if processes.catching():  # `study run` records Ctrl+C for the whole process
-        yield processes.check_interrupt
+        def recorded() -> None:
+            _stopped()
+            processes.check_interrupt()
+
+        yield recorded
         return
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield lambda: None
+        yield _stopped
         return
     caught: list[int] = []
 

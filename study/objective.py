@@ -9,13 +9,15 @@ Compression trials start from a trained base instead (`compression.pipeline`).
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from study import measure
+from study import batched, measure
 from study.batched import cached, compile_ahead, compiled, fit_together, graph_key, keys_of, width_bucket
 from study.datasets import Data, train_rows
 from study.keras_compat import keras
@@ -103,7 +105,8 @@ class _Trial:
             if self.dropped(index):
                 return f"replicate {self.cut} of this trial stopped it"
             if index == 0 and observer is not None:
-                return observer.epoch(index, epoch, metrics)
+                with _OBSERVING:  # a pack training in another lane may be telling its own
+                    return observer.epoch(index, epoch, metrics)
             return None
 
         return hook
@@ -118,7 +121,8 @@ class _Trial:
         replicate = end_replicate(self.job.setup, self.job.data, index, seed, inputs, model, fitted, self.job.workdir)
         self.result.replicates.append(replicate)
         if self.job.observer is not None:
-            self.job.observer.replicate_end(replicate)
+            with _OBSERVING:
+                self.job.observer.replicate_end(replicate)
         if replicate.status != TrialState.FINISHED:
             self.cut = index
 
@@ -141,24 +145,115 @@ def pack_key_of(job: TrialJob) -> tuple:
 
 def run_trials(jobs: list[TrialJob], pack: int = 1, following: list[TrialJob] | None = None) -> list[TrialResult | BaseException]:
     """Train the jobs' replicates in packs of at most `pack` models (1: one at a time), grouped by
-    `pack_key_of`, in trial then replicate order. Returns each job's result, or the exception that
-    stopped its pack (the other packs go on). KeyboardInterrupt is raised as is. While a pack
-    trains, the next one's graph compiles; after the last pack, that of the first pack of the
-    `following` jobs (the trials likely asked next), which this call does not train."""
+    `pack_key_of`, a trial's replicates in order. Returns each job's result, or the exception that
+    stopped its pack (the other packs go on). KeyboardInterrupt is raised as is. Several packs
+    train side by side (`LANES`); one at a time, the next one's graph compiles while a pack
+    trains. After the last pack, the graph of the first pack of the `following` jobs (the trials
+    likely asked next) compiles, which this call does not train."""
     trials = [_Trial(job) for job in jobs]
     chunks = _chunks(trials, pack)
     ahead = _chunks([_Trial(job) for job in following or []], pack)[:1]
-
-    def left(chunk):  # a chunk's models not dropped by now (a trial cut in an earlier pack)
-        return [(trial, index) for trial, index in chunk if not trial.dropped(index)]
-
-    for k, chunk in enumerate(chunks):
-        chosen = left(chunk)
-        if chosen:
-            _train_pack(chosen, next((later for later in map(left, chunks[k + 1 :] + ahead) if later), []))
+    if LANES > 1 and len(chunks) > 1:
+        _in_lanes(chunks, ahead)
+    else:
+        for k, chunk in enumerate(chunks):
+            chosen = _left(chunk)
+            if chosen:
+                _train_pack(chosen, next((later for later in map(_left, chunks[k + 1 :] + ahead) if later), []))
     if not ahead:
         settle_ahead()
     return [trial.error if trial.error is not None else trial.result for trial in trials]
+
+
+def _left(chunk: list[tuple[_Trial, int]]) -> list[tuple[_Trial, int]]:
+    """A chunk's models not dropped by now (a trial cut in an earlier pack)."""
+    return [(trial, index) for trial, index in chunk if not trial.dropped(index)]
+
+
+# Packs that train at once, each in a thread of its own (a lane). A batched model's epoch is one
+# graph call that leaves Python (and the GIL) while it runs, but a narrow model's steps are too
+# small to keep both cores busy, and its pack's Python (judging epochs, building, measuring,
+# saving and logging models) runs between calls; a second pack fills what the first leaves idle.
+# Only packs whose every model trains in the batched engine go side by side; the others train
+# alone. A trial's packs never do (its replicates end in order, as they would one after another).
+LANES = 2
+
+_OBSERVING = threading.RLock()  # observers (the stores) hear one lane at a time
+
+
+def _in_lanes(chunks: list[list[tuple[_Trial, int]]], ahead: list[list[tuple[_Trial, int]]]) -> None:
+    """Train the chunks as packs, up to `LANES` at once, the most arithmetic first (the last to
+    start should not be the longest). This thread builds each pack's models, then trains them
+    in a lane; when a pack ends, it measures and saves its models while the others train. On
+    Ctrl+C (or any error here) the lanes stop at their next epoch before it is raised."""
+    waiting = sorted(chunks, key=_arithmetic, reverse=True)  # stable: a trial's packs stay in order
+    running: dict[Future, list] = {}
+    settle_ahead()  # before clearing the session that thread's graph lives in
+    keras.backend.clear_session()
+    pool = ThreadPoolExecutor(LANES, thread_name_prefix="study-lane")
+    try:
+        while waiting or running:
+            chunk = _next_chunk(waiting, running) if len(running) < LANES else None
+            if chunk is not None:
+                waiting.remove(chunk)
+                built = _build(_left(chunk))
+                if not built:
+                    continue
+                members = [member for *_, member in built]
+                busy = keys_of(members)
+                if busy is None:  # some model trains outside the batched engine: alone, in this thread
+                    _finish_lanes(running)
+                    _fit(built)
+                    _end(built)
+                    continue
+                running[pool.submit(_fit, built)] = built
+                if not waiting and ahead:
+                    lanes = set().union(*(keys_of([m for *_, m in b]) or set() for b in running.values()))
+                    _PENDING.append(_compile_following(_left(ahead[0]), lanes))
+                continue
+            _finish_lanes(running, one=True)
+    except BaseException:
+        batched.STOP.set()
+        wait(running)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        batched.STOP.clear()
+
+
+def _finish_lanes(running: dict[Future, list], one: bool = False) -> None:
+    """Wait for the packs training in lanes (for the first to end, if `one`) and end them here:
+    measured, saved and told. A lane's KeyboardInterrupt is raised here."""
+    while running:
+        done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)  # Ctrl+C reaches this thread between waits
+        for future in done:
+            built = running.pop(future)
+            future.result()  # KeyboardInterrupt only: `_fit` keeps other errors in the trials
+            _end(built)
+        if done and one:
+            return
+
+
+def _next_chunk(waiting: list, running: dict[Future, list]):
+    """The first waiting chunk that can train beside the running ones: none of its trials is
+    training (their replicates end in order), and it is not of a running pack's shape (the two
+    would take turns in one graph)."""
+    trials = {id(trial) for built in running.values() for trial, *_ in built}
+    shapes = {(pack_key_of(built[0][0].job), len(built)) for built in running.values()}
+    for chunk in waiting:
+        if trials.isdisjoint(id(trial) for trial, _ in chunk) and (pack_key_of(chunk[0][0].job), len(chunk)) not in shapes:
+            return chunk
+    return None
+
+
+def _arithmetic(chunk: list[tuple[_Trial, int]]) -> float:
+    """A rough measure of a chunk's training arithmetic, to order the chunks by: its models'
+    epochs times their (padded) hidden layers' weights."""
+    total = 0.0
+    for trial, _ in chunk:
+        setup = trial.job.setup
+        total += setup.train.epochs * (setup.model.depth + 1) * width_bucket(setup.model.units) ** 2
+    return total
 
 
 _PENDING: list = []  # the wait of the graph compiling ahead, if one is (`_compile_following`)
@@ -190,11 +285,22 @@ def _chunks(trials: list[_Trial], pack: int) -> list[list[tuple[_Trial, int]]]:
 
 
 def _train_pack(chosen: list[tuple[_Trial, int]], next_pack: list[tuple[_Trial, int]]) -> None:
-    """Build the chosen replicates' models (a trial whose model cannot be built fails alone),
-    train them as one pack (an error there fails every trial in it), then measure each. The graph
+    """Build the chosen replicates' models, train them as one pack, then measure each. The graph
     of `next_pack` compiles meanwhile, and while they are measured (`_compile_following`)."""
     settle_ahead()  # before clearing the session that thread's graph lives in
     keras.backend.clear_session()
+    built = _build(chosen)
+    if not built:
+        return
+    members = [member for *_, member in built]
+    _PENDING.append(_compile_following(next_pack, keys_of(members) if next_pack else None))
+    _fit(built)
+    _end(built)
+
+
+def _build(chosen: list[tuple[_Trial, int]]) -> list:
+    """The chosen replicates' models, built (a trial whose model cannot be built fails alone):
+    (trial, index, seed, inputs, member) each."""
     built = []
     for trial, index in chosen:
         job = trial.job
@@ -209,32 +315,37 @@ def _train_pack(chosen: list[tuple[_Trial, int]], next_pack: list[tuple[_Trial, 
             seed, on_epoch=trial.on_epoch(index), on_stop=partial(trial.on_stop, index),
         )
         built.append((trial, index, seed, inputs, member))
-    built = [entry for entry in built if entry[0].error is None]
-    if not built:
-        return
-    members = [member for *_, member in built]
-    _PENDING.append(_compile_following(next_pack, members))
+    return [entry for entry in built if entry[0].error is None]
+
+
+def _fit(built: list) -> None:
+    """Train the built models as one pack; an error there fails every trial in it."""
     try:
-        fit_together(members)
+        fit_together([member for *_, member in built])
     except Exception as exc:
         for trial, *_ in built:
             trial.error = trial.error or exc
-        return
+
+
+def _end(built: list) -> None:
+    """Measure, save and tell each trained model (`_Trial.end`), unless its pack failed."""
     for trial, index, seed, inputs, member in built:
+        if trial.error is not None:
+            continue
         try:
             trial.end(index, seed, inputs, member.model, member.result)
         except Exception as exc:
             trial.error = exc
 
 
-def _compile_following(next_pack: list[tuple[_Trial, int]], members: list[Member]):
-    """Start compiling the following pack's batched graph while `members` train (`batched.compile_ahead`);
+def _compile_following(next_pack: list[tuple[_Trial, int]], busy: set[tuple] | None):
+    """Start compiling the following pack's batched graph while packs train whose graphs are
+    `busy` (`batched.keys_of`; None: some model trains outside the engine, and nothing compiles);
     returns the function that waits for it. Its shape is read from a model built for its first
-    replicate and thrown away, unseeded: only while every member of this pack trains batched, whose
+    replicate and thrown away, unseeded: only while every training model trains batched, whose
     randomness is its own (a Keras model's dropout would draw from the global generator), and
     after they are built; the following pack seeds each of its models anew before building it."""
-    busy = keys_of(members) if next_pack else None  # None: some member trains outside the engine
-    if busy is None:
+    if busy is None or not next_pack:
         return lambda: None
     trial, index = next_pack[0]
     job = trial.job

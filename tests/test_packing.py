@@ -8,6 +8,7 @@ divergence), the trial's replicates, and (end to end) every MLflow record of a s
 from __future__ import annotations
 
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -155,14 +156,14 @@ class Recorder:
         self.events.append(("end", replicate.index, replicate.status, replicate.metrics.get("test/accuracy")))
 
 
-def trial_outcomes(pack: int):
+def trial_outcomes(pack: int, observers=None):
     data = load_dataset(Setup.model_validate({"dataset": {"name": "mnist1d", "num_samples": 400}}).dataset, 0, ".")
     setups = [
         Setup.model_validate({"dataset": {"name": "mnist1d", "num_samples": 400}, "model": {"width": w, "depth": 1},
                               "train": {"epochs": 4, "batch_size": 64}})
         for w in (8, 16, 32)
     ]
-    observers = [Recorder(), Recorder(prune_at=2), Recorder()]
+    observers = observers or [Recorder(), Recorder(prune_at=2), Recorder()]
     with tempfile.TemporaryDirectory() as folder:
         jobs = [TrialJob(s, data, 0, 3, Path(folder) / str(i), o) for i, (s, o) in enumerate(zip(setups, observers))]
         results = run_trials(jobs, pack)
@@ -184,9 +185,10 @@ def test_trials_packed_tell_their_observers_what_trials_alone_would():
 
 
 def test_the_next_packs_graph_compiles_while_a_pack_trains(monkeypatch):
-    from study import batched
+    from study import batched, objective
 
     monkeypatch.setattr(batched, "_ENGINES", {})  # no shape seen yet
+    monkeypatch.setattr(objective, "LANES", 1)  # one pack at a time
     before, traced = batched.compiled_ahead(), batched.traces()
     results, _ = trial_outcomes(pack=3)  # three packs, one trial each, of three widths
     assert all(not isinstance(r, BaseException) for r in results)
@@ -202,6 +204,7 @@ def test_a_pack_whose_graph_is_ready_builds_no_model_to_find_its_shape(monkeypat
 
     monkeypatch.setattr(batched, "_ENGINES", {})  # no shape seen yet
     monkeypatch.setattr(objective, "_GRAPH_OF", {})
+    monkeypatch.setattr(objective, "LANES", 1)  # one pack at a time
     built: list[str] = []
     build = objective.build_for
 
@@ -218,6 +221,86 @@ def test_a_pack_whose_graph_is_ready_builds_no_model_to_find_its_shape(monkeypat
     assert all(not isinstance(r, BaseException) for r in results)
     assert len(built) == 9, "the graphs are ready: the packs' own models only"
     assert (batched.compiled_ahead(), batched.traces()) == (before, traced), "nothing compiled or traced again"
+
+
+def seen(results, observers) -> tuple:
+    """What trials tell: each replicate's state, history and measurements (times aside), and the
+    observers' calls in order."""
+    replicates = [[(r.index, r.seed, r.status, r.reason, r.history, {k: v for k, v in r.metrics.items() if "seconds" not in k})
+                   for r in result.replicates] for result in results]
+    return replicates, [o.events for o in observers]
+
+
+@pytest.mark.parametrize("engine", ["batched", "graphs"])
+def test_packs_side_by_side_end_as_packs_one_after_another(monkeypatch, engine):
+    """Two lanes: the three trials' packs (three widths) train two at a time and end, to the bit,
+    as they do one at a time (histories, measurements, pruning, the observers' calls in order).
+    Models outside the batched engine (`graphs`) train one pack at a time either way."""
+    from study import batched, objective
+
+    monkeypatch.setattr(batched, "BATCHED", engine == "batched")
+    monkeypatch.setattr(objective, "LANES", 1)
+    one_at_a_time = seen(*trial_outcomes(pack=3))
+    monkeypatch.setattr(objective, "LANES", 2)
+    side_by_side = seen(*trial_outcomes(pack=3))
+    assert side_by_side == one_at_a_time
+    assert [len(replicates) for replicates in side_by_side[0]] == [3, 1, 3], "the pruned trial trained no more replicates"
+
+
+def test_two_lanes_train_two_packs_at_once(monkeypatch):
+    """The first pack to train waits until a second has started: it never does one at a time."""
+    from study import objective
+
+    monkeypatch.setattr(objective, "LANES", 2)
+    second = threading.Event()
+    waited, lanes = [], []
+    fit = objective.fit_together
+
+    def watched(members):
+        lanes.append(threading.current_thread().name)
+        if len(lanes) == 1:
+            waited.append(second.wait(timeout=120))
+        else:
+            second.set()
+        return fit(members)
+
+    monkeypatch.setattr(objective, "fit_together", watched)
+    results, _ = trial_outcomes(pack=3)
+    assert all(not isinstance(r, BaseException) for r in results)
+    assert waited == [True], "a second pack started while the first waited"
+    assert len(lanes) == 3 and all(name.startswith("study-lane") for name in lanes)
+
+
+class Interrupting(Recorder):
+    """Ctrl+C (a KeyboardInterrupt) from its observer: in a lane (an epoch's call) or in the thread
+    that runs the lanes (a trained replicate's)."""
+
+    def __init__(self, where: str):
+        super().__init__()
+        self.where = where
+
+    def epoch(self, replicate, epoch, metrics):
+        if self.where == "epoch" and epoch == 2:
+            raise KeyboardInterrupt
+        return super().epoch(replicate, epoch, metrics)
+
+    def replicate_end(self, replicate):
+        if self.where == "end":
+            raise KeyboardInterrupt
+        super().replicate_end(replicate)
+
+
+@pytest.mark.parametrize("where", ["epoch", "end"])
+def test_ctrl_c_in_a_lane_or_beside_them_stops_every_lane(monkeypatch, where):
+    from study import batched, objective
+
+    monkeypatch.setattr(objective, "LANES", 2)
+    with pytest.raises(KeyboardInterrupt):
+        trial_outcomes(pack=3, observers=[Recorder(), Interrupting(where), Recorder()])
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("study-lane")], "no lane left running"
+    assert not batched.STOP.is_set()
+    results, _ = trial_outcomes(pack=3)  # and the next packs train as ever
+    assert [len(r.replicates) for r in results] == [3, 1, 3]
 
 
 def test_packs_of_one_graph_share_their_shape_and_no_others():
