@@ -786,11 +786,12 @@ def _unoptimized():
         ctx.function_call_options = before
 
 
-STOP = threading.Event()  # set: packs training in other threads (lanes) stop at their next epoch
+LANE = threading.local()  # .stop: in a lane (`objective.LANES`), the Event that stops its pack at the next epoch
 
 
 def _stopped() -> None:
-    if STOP.is_set():
+    stop = getattr(LANE, "stop", None)
+    if stop is not None and stop.is_set():
         raise KeyboardInterrupt
 
 
@@ -800,7 +801,7 @@ def _interruptible():
     spends much of its time freeing tensors, and a KeyboardInterrupt raised inside a finalizer is
     printed and dropped; here the signal is also recorded, and `check()` raises it after each epoch.
     A pack training in another thread (`objective.LANES`) never sees the signal, which Python
-    delivers to the main thread: it stops when the main thread sets `STOP`."""
+    delivers to the main thread: it stops when the main thread sets its lane's `stop`."""
     import signal
 
     from study import processes

@@ -10,7 +10,7 @@ Compression trials start from a trained base instead (`compression.pipeline`).
 from __future__ import annotations
 
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,6 +23,7 @@ from study.datasets import Data, train_rows
 from study.keras_compat import keras
 from study.multifit import Member, pack_key
 from study.names import STOPPED, TrialState
+from study.processes import check_interrupt
 from study.replicate import (
     ReplicateResult,
     TrialObserver,
@@ -181,76 +182,113 @@ LANES = 2
 _OBSERVING = threading.RLock()  # observers (the stores) hear one lane at a time
 
 
+@dataclass
+class _Waiting:
+    """A chunk's models, built, waiting for a lane."""
+
+    order: int  # the chunk's place among the call's: a trial's replicates end in this order
+    built: list  # (trial, index, seed, inputs, member) each (`_build`)
+    keys: set[tuple] | None = None  # its graphs (`graphs`), once read
+
+    def graphs(self) -> set[tuple]:
+        """The graphs its models train with (`batched.keys_of`; none for models outside the engine)."""
+        if self.keys is None:
+            self.keys = keys_of([entry[-1] for entry in self.built]) or set()
+        return self.keys
+
+
 def _in_lanes(chunks: list[list[tuple[_Trial, int]]], ahead: list[list[tuple[_Trial, int]]]) -> None:
     """Train the chunks as packs, up to `LANES` at once, the most arithmetic first (the last to
-    start should not be the longest). This thread builds each pack's models, then trains them
-    in a lane; when a pack ends, it measures and saves its models while the others train. On
-    Ctrl+C (or any error here) the lanes stop at their next epoch before it is raised."""
-    waiting = sorted(chunks, key=_arithmetic, reverse=True)  # stable: a trial's packs stay in order
-    running: dict[Future, list] = {}
+    start should not be the longest). Every pack's models are built first, in this thread: seeding
+    TensorFlow clears its caches, which must not happen while a lane's graph runs (a call holds at
+    most `pack` models, as many as one pack). A lane trains a pack; when it ends, this thread
+    measures, saves and tells its models while the others train. On Ctrl+C (or any error here) the
+    lanes stop at their next epoch before it is raised; a second Ctrl+C stops the wait for them."""
     settle_ahead()  # before clearing the session that thread's graph lives in
     keras.backend.clear_session()
-    pool = ThreadPoolExecutor(LANES, thread_name_prefix="study-lane")
+    waiting = [_Waiting(order, _build(_left(chunk))) for order, chunk in enumerate(chunks)]
+    waiting.sort(key=lambda w: _arithmetic(w.built), reverse=True)
+    running: dict[Future, _Waiting] = {}
+    stop = threading.Event()
     try:
         while waiting or running:
-            chunk = _next_chunk(waiting, running) if len(running) < LANES else None
-            if chunk is not None:
-                waiting.remove(chunk)
-                built = _build(_left(chunk))
-                if not built:
-                    continue
-                members = [member for *_, member in built]
-                busy = keys_of(members)
-                if busy is None:  # some model trains outside the batched engine: alone, in this thread
-                    _finish_lanes(running)
-                    _fit(built)
-                    _end(built)
-                    continue
-                running[pool.submit(_fit, built)] = built
-                if not waiting and ahead:
-                    lanes = set().union(*(keys_of([m for *_, m in b]) or set() for b in running.values()))
-                    _PENDING.append(_compile_following(_left(ahead[0]), lanes))
+            check_interrupt()  # one a lane's write to the stores recorded
+            chosen = _next_chunk(waiting, running) if len(running) < LANES else None
+            if chosen is None:
+                _finish_lanes(running, one=True)
                 continue
-            _finish_lanes(running, one=True)
+            waiting.remove(chosen)
+            chosen.built, chosen.keys = [entry for entry in chosen.built if not entry[0].dropped(entry[1])], None
+            if not chosen.built:
+                continue
+            if keys_of([entry[-1] for entry in chosen.built]) is None:  # a model outside the batched engine: alone, here
+                _finish_lanes(running)
+                _fit(chosen.built)
+                _end(chosen.built)
+                continue
+            running[_lane(stop, chosen.built)] = chosen
+            if not waiting and ahead:
+                _PENDING.append(_compile_following(_left(ahead[0]), _keys(running.values())))
     except BaseException:
-        batched.STOP.set()
-        wait(running)
+        stop.set()
+        wait(running)  # each lane stops at its next epoch (a second Ctrl+C: a lane stuck in a write is left, a daemon)
         raise
-    finally:
-        pool.shutdown(wait=True)
-        batched.STOP.clear()
 
 
-def _finish_lanes(running: dict[Future, list], one: bool = False) -> None:
+def _lane(stop: threading.Event, built: list) -> Future:
+    """Train `built` as one pack in a thread of its own, which stops at its next epoch once `stop` is set."""
+    future: Future = Future()
+    future.set_running_or_notify_cancel()
+
+    def run() -> None:
+        batched.LANE.stop = stop
+        try:
+            _fit(built)
+            future.set_result(None)
+        except BaseException as exc:  # KeyboardInterrupt: `_fit` keeps other errors in the trials
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="study-lane", daemon=True).start()
+    return future
+
+
+def _keys(packs) -> set[tuple]:
+    """The graphs the packs (`_Waiting`) train with."""
+    return set().union(*(w.graphs() for w in packs))
+
+
+def _finish_lanes(running: dict[Future, _Waiting], one: bool = False) -> None:
     """Wait for the packs training in lanes (for the first to end, if `one`) and end them here:
     measured, saved and told. A lane's KeyboardInterrupt is raised here."""
     while running:
         done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)  # Ctrl+C reaches this thread between waits
         for future in done:
-            built = running.pop(future)
-            future.result()  # KeyboardInterrupt only: `_fit` keeps other errors in the trials
-            _end(built)
+            chosen = running.pop(future)
+            future.result()  # KeyboardInterrupt only
+            _end(chosen.built)
         if done and one:
             return
 
 
-def _next_chunk(waiting: list, running: dict[Future, list]):
+def _next_chunk(waiting: list[_Waiting], running: dict[Future, _Waiting]) -> _Waiting | None:
     """The first waiting chunk that can train beside the running ones: none of its trials is
-    training (their replicates end in order), and it is not of a running pack's shape (the two
-    would take turns in one graph)."""
-    trials = {id(trial) for built in running.values() for trial, *_ in built}
-    shapes = {(pack_key_of(built[0][0].job), len(built)) for built in running.values()}
-    for chunk in waiting:
-        if trials.isdisjoint(id(trial) for trial, _ in chunk) and (pack_key_of(chunk[0][0].job), len(chunk)) not in shapes:
-            return chunk
+    training or waits in an earlier chunk (a trial's replicates end in order), and none of its
+    graphs is a running pack's (the two would take turns in one graph)."""
+    busy_trials = {id(entry[0]) for w in running.values() for entry in w.built}
+    busy_graphs = _keys(running.values())
+    for w in waiting:
+        trials = {id(entry[0]) for entry in w.built}
+        earlier = {id(entry[0]) for other in waiting if other.order < w.order for entry in other.built}
+        if trials.isdisjoint(busy_trials | earlier) and busy_graphs.isdisjoint(w.graphs()):
+            return w
     return None
 
 
-def _arithmetic(chunk: list[tuple[_Trial, int]]) -> float:
-    """A rough measure of a chunk's training arithmetic, to order the chunks by: its models'
-    epochs times their (padded) hidden layers' weights."""
+def _arithmetic(built: list) -> float:
+    """A rough measure of a pack's training arithmetic, to order the packs by: its models' epochs
+    times their (padded) hidden layers' weights."""
     total = 0.0
-    for trial, _ in chunk:
+    for trial, *_ in built:
         setup = trial.job.setup
         total += setup.train.epochs * (setup.model.depth + 1) * width_bucket(setup.model.units) ** 2
     return total

@@ -44,7 +44,8 @@ _deferring: list[int] = []  # signals received before each open `deferred` block
 
 def _record(signum, frame):
     _received.append(signum)
-    if not _deferring or len(_received) - _deferring[0] >= 2:  # a second one inside a deferred write: stop now
+    outermost = _deferring[:1]  # one read: a thread of training packs (a lane) may end its block meanwhile
+    if not outermost or len(_received) - outermost[0] >= 2:  # a second one inside a deferred write: stop now
         raise KeyboardInterrupt
 
 

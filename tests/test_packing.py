@@ -156,12 +156,12 @@ class Recorder:
         self.events.append(("end", replicate.index, replicate.status, replicate.metrics.get("test/accuracy")))
 
 
-def trial_outcomes(pack: int, observers=None):
+def trial_outcomes(pack: int, observers=None, widths=(8, 16, 32), epochs=(4, 4, 4)):
     data = load_dataset(Setup.model_validate({"dataset": {"name": "mnist1d", "num_samples": 400}}).dataset, 0, ".")
     setups = [
         Setup.model_validate({"dataset": {"name": "mnist1d", "num_samples": 400}, "model": {"width": w, "depth": 1},
-                              "train": {"epochs": 4, "batch_size": 64}})
-        for w in (8, 16, 32)
+                              "train": {"epochs": e, "batch_size": 64}})
+        for w, e in zip(widths, epochs)
     ]
     observers = observers or [Recorder(), Recorder(prune_at=2), Recorder()]
     with tempfile.TemporaryDirectory() as folder:
@@ -247,6 +247,23 @@ def test_packs_side_by_side_end_as_packs_one_after_another(monkeypatch, engine):
     assert [len(replicates) for replicates in side_by_side[0]] == [3, 1, 3], "the pruned trial trained no more replicates"
 
 
+def test_a_trials_replicates_end_in_order_beside_other_trials(monkeypatch):
+    """Packs of 2 models over three trials of one shape, 3 replicates each: [P0 P1] [P2 Q0] [Q1 Q2]
+    [R0 R1] [R2]. Q trains twice P's epochs, so [Q1 Q2] has the most arithmetic, yet it waits for
+    [P2 Q0], as R's last pack waits for its first, whose pruned R0 drops R1 and R2."""
+    from study import objective
+
+    def observers():
+        return [Recorder(), Recorder(), Recorder(prune_at=2)]
+
+    monkeypatch.setattr(objective, "LANES", 1)
+    one_at_a_time = seen(*trial_outcomes(pack=2, observers=observers(), widths=(16, 16, 16), epochs=(4, 8, 4)))
+    monkeypatch.setattr(objective, "LANES", 2)
+    side_by_side = seen(*trial_outcomes(pack=2, observers=observers(), widths=(16, 16, 16), epochs=(4, 8, 4)))
+    assert side_by_side == one_at_a_time
+    assert [len(replicates) for replicates in side_by_side[0]] == [3, 3, 1]
+
+
 def test_two_lanes_train_two_packs_at_once(monkeypatch):
     """The first pack to train waits until a second has started: it never does one at a time."""
     from study import objective
@@ -292,13 +309,12 @@ class Interrupting(Recorder):
 
 @pytest.mark.parametrize("where", ["epoch", "end"])
 def test_ctrl_c_in_a_lane_or_beside_them_stops_every_lane(monkeypatch, where):
-    from study import batched, objective
+    from study import objective
 
     monkeypatch.setattr(objective, "LANES", 2)
     with pytest.raises(KeyboardInterrupt):
         trial_outcomes(pack=3, observers=[Recorder(), Interrupting(where), Recorder()])
     assert not [t.name for t in threading.enumerate() if t.name.startswith("study-lane")], "no lane left running"
-    assert not batched.STOP.is_set()
     results, _ = trial_outcomes(pack=3)  # and the next packs train as ever
     assert [len(r.replicates) for r in results] == [3, 1, 3]
 
