@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -188,13 +188,10 @@ class _Waiting:
 
     order: int  # the chunk's place among the call's: a trial's replicates end in this order
     built: list  # (trial, index, seed, inputs, member) each (`_build`)
-    keys: set[tuple] | None = None  # its graphs (`graphs`), once read
+    graphs: set[tuple] | None = field(init=False)  # its models' (`batched.keys_of`; None: one trains outside the engine)
 
-    def graphs(self) -> set[tuple]:
-        """The graphs its models train with (`batched.keys_of`; none for models outside the engine)."""
-        if self.keys is None:
-            self.keys = keys_of([entry[-1] for entry in self.built]) or set()
-        return self.keys
+    def __post_init__(self) -> None:
+        self.graphs = keys_of([entry[-1] for entry in self.built])
 
 
 def _in_lanes(chunks: list[list[tuple[_Trial, int]]], ahead: list[list[tuple[_Trial, int]]]) -> None:
@@ -218,10 +215,10 @@ def _in_lanes(chunks: list[list[tuple[_Trial, int]]], ahead: list[list[tuple[_Tr
                 _finish_lanes(running, one=True)
                 continue
             waiting.remove(chosen)
-            chosen.built, chosen.keys = [entry for entry in chosen.built if not entry[0].dropped(entry[1])], None
+            chosen = _Waiting(chosen.order, [entry for entry in chosen.built if not entry[0].dropped(entry[1])])
             if not chosen.built:
                 continue
-            if keys_of([entry[-1] for entry in chosen.built]) is None:  # a model outside the batched engine: alone, here
+            if chosen.graphs is None:  # a model outside the batched engine: alone, here
                 _finish_lanes(running)
                 _fit(chosen.built)
                 _end(chosen.built)
@@ -254,7 +251,7 @@ def _lane(stop: threading.Event, built: list) -> Future:
 
 def _keys(packs) -> set[tuple]:
     """The graphs the packs (`_Waiting`) train with."""
-    return set().union(*(w.graphs() for w in packs))
+    return set().union(*(w.graphs or set() for w in packs))
 
 
 def _finish_lanes(running: dict[Future, _Waiting], one: bool = False) -> None:
@@ -279,7 +276,7 @@ def _next_chunk(waiting: list[_Waiting], running: dict[Future, _Waiting]) -> _Wa
     for w in waiting:
         trials = {id(entry[0]) for entry in w.built}
         earlier = {id(entry[0]) for other in waiting if other.order < w.order for entry in other.built}
-        if trials.isdisjoint(busy_trials | earlier) and busy_graphs.isdisjoint(w.graphs()):
+        if trials.isdisjoint(busy_trials | earlier) and busy_graphs.isdisjoint(w.graphs or set()):
             return w
     return None
 
