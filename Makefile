@@ -1,6 +1,6 @@
 # `make demo` and `make test` work on a fresh machine: the first use creates .venv and installs
 # the package with its dependencies; later uses reinstall only when pyproject.toml changes.
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -29,9 +29,14 @@ test: lint
 
 # The tests of a trial's life (the one module that reaches into Optuna's storage) on Optuna 4.9,
 # the oldest that pyproject.toml allows; the installed, newest one runs everything else.
+# Installed once (like .venv), so that `make test` needs no package index after the first run.
 OLDEST_OPTUNA := $(VENV)/optuna-oldest
-test-optuna-oldest: $(STAMP)
-	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(OLDEST_OPTUNA) 'optuna==4.9.*'
+$(OLDEST_OPTUNA)/.installed: $(STAMP)
+	rm -rf $(OLDEST_OPTUNA)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(OLDEST_OPTUNA) 'optuna==4.9.*'
+	touch $@
+
+test-optuna-oldest: $(OLDEST_OPTUNA)/.installed
 	PYTHONPATH=$(OLDEST_OPTUNA) $(BIN)/python -c 'import optuna; assert optuna.__version__.startswith("4.9"), optuna.__version__'
 	PYTHONPATH=$(OLDEST_OPTUNA) $(BIN)/python -m pytest $(PYTEST_JOBS) -p no:cacheprovider \
 		tests/test_ledger.py tests/test_recovery.py tests/test_budget.py
