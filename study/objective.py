@@ -198,37 +198,28 @@ def _in_lanes(chunks: list[list[tuple[_Trial, int]]], ahead: list[list[tuple[_Tr
     """Train the chunks as packs, up to `LANES` at once, the most arithmetic first (the last to
     start should not be the longest). Every pack's models are built first, in this thread: seeding
     TensorFlow clears its caches, which must not happen while a lane's graph runs (a call holds at
-    most `pack` models, as many as one pack). A lane trains a pack; when it ends, the lane starts
-    the next pack it can, then this thread measures, saves and tells the ended pack's models while
-    the lanes train (a pack's models are not its graph's once trained). On Ctrl+C (or any error here) the
+    most `pack` models, as many as one pack). A lane trains a pack; when it ends, this thread
+    measures, saves and tells its models while the others train. On Ctrl+C (or any error here) the
     lanes stop at their next epoch before it is raised; a second Ctrl+C stops the wait for them."""
     settle_ahead()  # before clearing the session that thread's graph lives in
     keras.backend.clear_session()
     waiting = [_Waiting(order, _build(_left(chunk))) for order, chunk in enumerate(chunks)]
     waiting.sort(key=lambda w: _arithmetic(w.built), reverse=True)
     running: dict[Future, _Waiting] = {}
-    trained: list[_Waiting] = []  # packs whose lane has finished, to end here in turn
     stop = threading.Event()
     try:
-        while waiting or running or trained:
+        while waiting or running:
             check_interrupt()  # one a lane's write to the stores recorded
-            trained += _trained(running)
-            chosen = _next_chunk(waiting, running, trained) if len(running) < LANES else None
+            chosen = _next_chunk(waiting, running) if len(running) < LANES else None
             if chosen is None:
-                if trained:  # every lane that could start a pack has: end one while they train
-                    _end(trained.pop(0).built)
-                else:
-                    trained += _trained(running, block=True)
+                _finish_lanes(running, one=True)
                 continue
             waiting.remove(chosen)
             chosen = _Waiting(chosen.order, [entry for entry in chosen.built if not entry[0].dropped(entry[1])])
             if not chosen.built:
                 continue
             if chosen.graphs is None:  # a model outside the batched engine: alone, here
-                while running:
-                    trained += _trained(running, block=True)
-                while trained:
-                    _end(trained.pop(0).built)
+                _finish_lanes(running)
                 _fit(chosen.built)
                 _end(chosen.built)
                 continue
@@ -263,26 +254,24 @@ def _keys(packs) -> set[tuple]:
     return set().union(*(w.graphs or set() for w in packs))
 
 
-def _trained(running: dict[Future, _Waiting], block: bool = False) -> list[_Waiting]:
-    """The packs whose lanes have finished, taken out of `running` (if `block`, after waiting for
-    one, unless none runs), in their order. A lane's KeyboardInterrupt is raised here."""
-    done: set[Future] = set()
+def _finish_lanes(running: dict[Future, _Waiting], one: bool = False) -> None:
+    """Wait for the packs training in lanes (for the first to end, if `one`) and end them here:
+    measured, saved and told. A lane's KeyboardInterrupt is raised here."""
     while running:
-        done, _ = wait(running, timeout=0.5 if block else 0, return_when=FIRST_COMPLETED)  # Ctrl+C reaches this thread between waits
-        if done or not block:
-            break
-    finished = sorted((running.pop(future) for future in done), key=lambda w: w.order)
-    for future in done:
-        future.result()  # KeyboardInterrupt only
-    return finished
+        done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)  # Ctrl+C reaches this thread between waits
+        for future in done:
+            chosen = running.pop(future)
+            future.result()  # KeyboardInterrupt only
+            _end(chosen.built)
+        if done and one:
+            return
 
 
-def _next_chunk(waiting: list[_Waiting], running: dict[Future, _Waiting], trained: list[_Waiting]) -> _Waiting | None:
+def _next_chunk(waiting: list[_Waiting], running: dict[Future, _Waiting]) -> _Waiting | None:
     """The first waiting chunk that can train beside the running ones: none of its trials is
-    training, waits to be ended (`trained`) or waits in an earlier chunk (a trial's replicates end
-    in order), and none of its graphs is a running pack's (the two would take turns in one graph;
-    a trained pack's models hold their own weights)."""
-    busy_trials = {id(entry[0]) for w in [*running.values(), *trained] for entry in w.built}
+    training or waits in an earlier chunk (a trial's replicates end in order), and none of its
+    graphs is a running pack's (the two would take turns in one graph)."""
+    busy_trials = {id(entry[0]) for w in running.values() for entry in w.built}
     busy_graphs = _keys(running.values())
     for w in waiting:
         trials = {id(entry[0]) for entry in w.built}

@@ -288,43 +288,6 @@ def test_two_lanes_train_two_packs_at_once(monkeypatch):
     assert len(lanes) == 3 and all(name.startswith("study-lane") for name in lanes)
 
 
-class EndsAfter(Recorder):
-    """Holds the first trained replicate's end until `started` is set (or a minute passes)."""
-
-    def __init__(self, started: threading.Event, held: list):
-        super().__init__()
-        self.started, self.held = started, held
-
-    def replicate_end(self, replicate):
-        if not self.held:
-            self.held.append(self.started.wait(timeout=60))
-        super().replicate_end(replicate)
-
-
-def test_a_lane_starts_its_next_pack_before_the_ended_one_is_measured_and_told(monkeypatch):
-    """Three packs, two lanes: when the first pack ends, the third starts training before the
-    first's models are measured, saved and told (which would otherwise hold its lane idle)."""
-    from study import objective
-
-    monkeypatch.setattr(objective, "LANES", 2)
-    third, fits, held = threading.Event(), [], []
-    fit = objective.fit_together
-
-    def watched(members):
-        fits.append(len(members))
-        if len(fits) == 3:
-            third.set()
-        return fit(members)
-
-    monkeypatch.setattr(objective, "fit_together", watched)
-    observers = [EndsAfter(third, held) for _ in range(3)]
-    results, _ = trial_outcomes(pack=3, observers=observers)
-    assert all(not isinstance(r, BaseException) for r in results)
-    assert held == [True], "the third pack started before the first to end was told"
-    assert [len(r.replicates) for r in results] == [3, 3, 3]
-    assert all([e[1] for e in o.events if e[0] == "end"] == [0, 1, 2] for o in observers)
-
-
 class Interrupting(Recorder):
     """Ctrl+C (a KeyboardInterrupt) from its observer: in a lane (an epoch's call) or in the thread
     that runs the lanes (a trained replicate's)."""
