@@ -201,8 +201,7 @@ def _in_lanes(chunks: list[list[tuple[_Trial, int]]], ahead: list[list[tuple[_Tr
     most `pack` models, as many as one pack). A lane trains a pack; when it ends, this thread
     measures, saves and tells its models while the others train. On Ctrl+C (or any error here) the
     lanes stop at their next epoch before it is raised; a second Ctrl+C stops the wait for them."""
-    settle_ahead()  # before clearing the session that thread's graph lives in
-    keras.backend.clear_session()
+    _fresh_session()
     waiting = [_Waiting(order, _build(_left(chunk))) for order, chunk in enumerate(chunks)]
     waiting.sort(key=lambda w: _arithmetic(w.built), reverse=True)
     running: dict[Future, _Waiting] = {}
@@ -322,15 +321,20 @@ def _chunks(trials: list[_Trial], pack: int) -> list[list[tuple[_Trial, int]]]:
 def _train_pack(chosen: list[tuple[_Trial, int]], next_pack: list[tuple[_Trial, int]]) -> None:
     """Build the chosen replicates' models, train them as one pack, then measure each. The graph
     of `next_pack` compiles meanwhile, and while they are measured (`_compile_following`)."""
-    settle_ahead()  # before clearing the session that thread's graph lives in
-    keras.backend.clear_session()
+    _fresh_session()
     built = _build(chosen)
     if not built:
         return
-    members = [member for *_, member in built]
-    _PENDING.append(_compile_following(next_pack, keys_of(members) if next_pack else None))
+    _PENDING.append(_compile_following(next_pack, keys_of([member for *_, member in built])))
     _fit(built)
     _end(built)
+
+
+def _fresh_session() -> None:
+    """Clear Keras' session before a call's models are built, once the graph compiling ahead (whose
+    thread's graph lives in that session) is cached."""
+    settle_ahead()
+    keras.backend.clear_session()
 
 
 def _build(chosen: list[tuple[_Trial, int]]) -> list:
