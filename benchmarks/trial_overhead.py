@@ -1,10 +1,15 @@
 """Where a trial's time goes: training, measuring, saving, and MLflow/Optuna bookkeeping.
 
-Runs a small sweep in this process into a temporary store, with timers around the real
-functions, and prints a breakdown per trial (trials train in packs, as the sweep's `pack` says;
-the times of a pack are shared out over its trials). Tracking should cost a few percent of a trial.
+Runs a sweep in this process into a temporary store, with timers around the real functions,
+and prints a breakdown per trial (trials train in packs, as the sweep's `pack` says; the times of
+a pack are shared out over its trials). By default a small search of its own; `--sweep FILE`
+runs that sweep file instead (a shipped one, say). Tracking should cost a few percent of a trial.
 
-    .venv/bin/python benchmarks/trial_overhead.py [--trials 12] [--epochs 20]
+Where packs train side by side (`objective.LANES`), the packs' training runs in lanes while the
+main thread measures, saves and logs: the parts then add up to more than the trials' time, and
+each part's seconds are the time its calls took, not time they added to the sweep.
+
+    .venv/bin/python benchmarks/trial_overhead.py [--trials 12] [--epochs 20] [--sweep FILE]
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--sweep", type=Path, help="a sweep file to run instead of the built-in search")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -61,11 +67,14 @@ def main() -> None:
     from study.config import load_sweep
     from study.store import Store
 
+    # objective calls these by the names it imported, so they are timed there
     timed(objective, "fit_together", "training (packs)")
     timed(replicate, "predict", "predict (3 splits)")
-    timed(replicate, "save_model", "save model")
+    timed(objective, "save_model", "save model")
     timed(tracking.Tracker, "start_trial", "mlflow: start run")
+    timed(tracking.Tracker, "start_replicate", "mlflow: start replicate run")
     timed(tracking.TrialRun, "flush", "mlflow: epoch metrics")
+    timed(tracking.TrialRun, "end_replicate", "mlflow: end replicate run")
     timed(tracking.TrialRun, "finish", "mlflow: finish + artifacts")
     timed(replicate, "write_outputs", "write artifacts")
     timed(runner.optuna.Study, "tell", "optuna: tell")
@@ -75,25 +84,28 @@ def main() -> None:
     timed(runner, "run_pack", "trial total")
 
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "overhead.yaml"
-        path.write_text(textwrap.dedent(SWEEP.format(trials=args.trials, epochs=args.epochs)))
+        path = args.sweep or Path(folder) / "overhead.yaml"
+        if args.sweep is None:
+            path.write_text(textwrap.dedent(SWEEP.format(trials=args.trials, epochs=args.epochs)))
         store = Store.resolve(Path(folder) / "store")
         start = time.perf_counter()
         with contextlib.redirect_stderr(None):
-            sweep.run_sweep(load_sweep(path), store)
+            summary = sweep.run_sweep(load_sweep(path), store)
         wall = time.perf_counter() - start
+    trials = summary.counts.done if args.sweep else args.trials
+    what = f"{path.name}, {trials} trials" if args.sweep else f"{trials} trials, {args.epochs} epochs each"
 
     total = spent["trial total"]
     print(f"import TensorFlow + Keras: {import_seconds:.2f} s (once per process)")
-    print(f"sweep of {args.trials} trials, {args.epochs} epochs each: {wall:.1f} s wall, {total:.1f} s in trials")
+    print(f"sweep of {what}: {wall:.1f} s wall, {total:.1f} s in trials")
     print(f"{'part':28s} {'s/trial':>8s} {'% of trial':>10s}")
     for label, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
         if label == "trial total":
             continue
-        print(f"{label:28s} {seconds / args.trials:8.3f} {100 * seconds / total:9.1f}%")
+        print(f"{label:28s} {seconds / trials:8.3f} {100 * seconds / total:9.1f}%")
     tracking_seconds = sum(v for k, v in spent.items() if k.startswith(("mlflow", "optuna", "sweep progress")))
-    print(f"{'all tracking':28s} {tracking_seconds / args.trials:8.3f} {100 * tracking_seconds / total:9.1f}%")
-    print(f"{'trial total':28s} {total / args.trials:8.3f} {100.0:9.1f}%")
+    print(f"{'all tracking':28s} {tracking_seconds / trials:8.3f} {100 * tracking_seconds / total:9.1f}%")
+    print(f"{'trial total':28s} {total / trials:8.3f} {100.0:9.1f}%")
 
 
 if __name__ == "__main__":
