@@ -2,7 +2,7 @@
 print each sweep's wall time (the README's sweep table comes from this).
 
     .venv/bin/python benchmarks/shipped_sweeps.py [--store NEW_FOLDER] [--out reports] [SWEEP ...]
-        [--baseline DIR]
+        [--baseline DIR] [--workers N]
 
 Each run needs stores of its own: by default a new temporary folder (and, with `--baseline`, the
 same path with `-baseline` appended); a `--store` that is not empty is refused, since its sweeps
@@ -14,6 +14,8 @@ Sweeps run in the order below, so compression sweeps find the base that an earli
 each sweep runs on this version, then right after on that one (its own code and sweep file, in a
 store of its own), so drift of a shared machine falls on both alike; it prints both times, their
 ratio and the totals, and builds reports for this version only.
+
+`--workers N` runs each sweep with `study run --workers N` (both versions alike).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def main() -> int:
     parser.add_argument("--store", type=Path, help="a folder for the store, new or empty (default: a new temporary folder, kept)")
     parser.add_argument("--out", default=str(ROOT / "reports"))
     parser.add_argument("--baseline", type=Path, help="a checkout of another version to time right after each sweep")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes for each sweep (study run --workers)")
     args = parser.parse_args()
     if args.baseline is not None and not (args.baseline / "study" / "__init__.py").is_file():
         print(f"error: --baseline {args.baseline} is not a checkout of this project (no study/__init__.py); "
@@ -73,12 +76,16 @@ def main() -> int:
             print(f"error: {store} is not empty: the sweeps would resume, not run; give --store a new folder",
                   file=sys.stderr)
             return 2
-    print(f"machine: {platform.machine()}, {cpu_model()}, {os.cpu_count()} cores; store {args.store}")
+    if args.workers < 1:
+        print(f"error: --workers {args.workers}: give 1 or more", file=sys.stderr)
+        return 2
+    workers = f"; {args.workers} workers" if args.workers > 1 else ""
+    print(f"machine: {platform.machine()}, {cpu_model()}, {os.cpu_count()} cores; store {args.store}{workers}")
     totals = dict.fromkeys(versions, 0.0)
     for name in args.sweeps:
         line, seconds = [], {}
         for version, (root, store) in versions.items():
-            seconds[version], status = run_sweep(root, name, store)
+            seconds[version], status = run_sweep(root, name, store, args.workers)
             totals[version] += seconds[version]
             line.append(f"{version}: {minutes(seconds[version])}  {status}")
         if args.baseline is not None:
@@ -94,11 +101,13 @@ def main() -> int:
     return 0
 
 
-def run_sweep(root: Path, name: str, store: str) -> tuple[float, str]:
+def run_sweep(root: Path, name: str, store: str, workers: int = 1) -> tuple[float, str]:
     """Seconds to run one sweep with the code and sweep file in `root`, and how it ended."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "study", "run", str(root / "sweeps" / f"{name}.yaml"), "--store", store],
-                          cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "study", "run", str(root / "sweeps" / f"{name}.yaml"), "--store", store]
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    done = subprocess.run(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
     status = "ok" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"
     return seconds, status

@@ -200,15 +200,22 @@ def cmd_validate(args) -> int:
             continue
         config = sweep.config
         columns: list[str] = []
-        if config.dataset.name == "csv":  # a user's file: it must exist and hold the target
+        # a user's file must exist and hold the target; the training split, the examples asked of it
+        if config.dataset.name == "csv" or sweep.train_counts() or sweep.train_counts(searched=True):
             from study.datasets import describe_columns, load_for_objective
 
             try:
-                columns = describe_columns(load_for_objective(config.dataset, config.seed, sweep.path.parent, sweep.metrics))
+                data = load_for_objective(config.dataset, config.seed, sweep.path.parent, sweep.metrics, sweep.train_counts())
             except StudyError as exc:
                 print(f"error: {path}: {exc}", file=sys.stderr)
                 bad += 1
                 continue
+            columns = describe_columns(data)
+            too_many = [count for count in sweep.train_counts(searched=True) if count > len(data.x_train)]
+            if too_many:
+                print(f"warning: {path}: dataset.train_size: {max(too_many)} (searched) exceeds the {len(data.x_train)} "
+                      "training examples available: the trials that ask for it will fail; lower it or make the "
+                      "dataset larger", file=sys.stderr)
         searched = ", ".join(sweep.searched) or "nothing"
         size = grid_size(sweep)
         sampler = f"{config.sampler.name}" + (f" ({size} points)" if size else "")

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -242,7 +242,15 @@ def _numeric_column(frame, column: str, file: str, key: str) -> np.ndarray:
             f"{key}: column {column!r} of {file} is not numeric (row {row + 1}: {frame[column].iloc[row]!r}); "
             "encode it as numbers or leave it out of dataset.features"
         )
-    return values.to_numpy(dtype=np.float64)
+    array = values.to_numpy(dtype=np.float64)
+    outside = ~(np.abs(array) <= np.finfo(np.float32).max)  # infinite, or beyond float32 (which models compute in)
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        raise BadInput(
+            f"{key}: column {column!r} of {file} holds {frame[column].iloc[row]} (row {row + 1}), beyond the "
+            f"±{np.finfo(np.float32).max:.1e} that float32 holds; rescale the column or drop that row"
+        )
+    return array
 
 
 def _infer_task(target) -> str:
@@ -360,7 +368,7 @@ def _load_csv(spec: CsvSpec, seed: int, base_dir: Path) -> Data:
         y = _numeric_column(target.to_frame(), spec.target, path.name, "dataset.target").astype(np.float32)
     stratify = task == "classification"
     x_pool, y_pool, x_test, y_test = _split(x, y, spec.test_fraction, seed, stratify)
-    mean, std = x_pool.mean(axis=0), x_pool.std(axis=0)
+    mean, std = x_pool.mean(axis=0, dtype=np.float64), x_pool.std(axis=0, dtype=np.float64)  # float32 sums can overflow
     std[std == 0] = 1.0  # constant columns stay constant rather than dividing by zero
     scale = lambda a: ((a - mean) / std).astype(np.float32)  # noqa: E731 - train statistics only
     data = _with_validation(
@@ -468,10 +476,7 @@ def training_set(data: Data, spec, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if spec.train_size is not None:
         count = train_rows(replace(data, x_train=x), spec)
         if count > len(x):
-            raise BadInput(
-                f"dataset.train_size: {count} exceeds the {len(x)} training examples available; "
-                "lower it or make the dataset larger"
-            )
+            raise BadInput(_too_few(count, len(x)))
         order = order[:count]
     x, y = x[order], y[order]
     if spec.label_noise > 0:
@@ -506,11 +511,18 @@ def expand_features(degree: int, x_train: np.ndarray, *others: np.ndarray) -> li
     return [scaler.transform(poly.transform(a)).astype(np.float32) for a in flat]
 
 
-def load_for_objective(spec, seed: int, folder: Path, metrics: list[str]) -> Data:
+def load_for_objective(spec, seed: int, folder: Path, metrics: list[str], train_counts: Sequence[int] = ()) -> Data:
     """`load_dataset`, then a check that every objective metric is measured for the data's task
-    (a csv's task is known only once it is read)."""
+    (a csv's task is known only once it is read), and that the training split holds the largest
+    of `train_counts` (`Sweep.train_counts`; each trial checks its own again, `training_set`)."""
     data = load_dataset(spec, seed, folder)
     for metric in metrics:
         if not names.measured_for(metric, data.task):
             raise BadInput(f"objective: {metric} is not measured for {data.task} data ({data.name}); use val/loss")
+    if train_counts and max(train_counts) > len(data.x_train):
+        raise BadInput(_too_few(max(train_counts), len(data.x_train)))
     return data
+
+
+def _too_few(count: int, available: int) -> str:
+    return f"dataset.train_size: {count} exceeds the {available} training examples available; lower it or make the dataset larger"

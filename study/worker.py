@@ -63,7 +63,8 @@ def references(sweep: Sweep, tracker: Tracker, store: Store):
 def check_data(sweep: Sweep):
     """Read the sweep's dataset (kept for the trials) and check that its objective fits the task:
     a csv's task is known only once it is read. Returns the data."""
-    return load_for_objective(sweep.config.dataset, sweep.config.seed, sweep.path.parent, sweep.metrics)
+    return load_for_objective(sweep.config.dataset, sweep.config.seed, sweep.path.parent, sweep.metrics,
+                              sweep.train_counts())
 
 
 def work(job: Job, progress=None) -> Stop:

@@ -113,6 +113,22 @@ def test_run_with_unreadable_data_writes_nothing(write_sweep, tmp_path):
     assert not (tmp_path / "store").exists()
 
 
+def test_a_training_set_larger_than_the_data_is_refused_before_any_trial(write_sweep, tmp_path):
+    # mnist1d's 400 samples leave 256 to train on: every trial would fail
+    path = write_sweep("toomany", TINY.replace("num_samples: 400}", "num_samples: 400, train_size: 5000}"))
+    message = "error: {}dataset.train_size: 5000 exceeds the 256 training examples available; lower it or make the dataset larger\n"
+    checked = study(tmp_path, "validate", str(path))
+    assert checked.returncode == 2 and checked.stderr == message.format(f"{path}: ")
+    ran = study(tmp_path, "run", str(path), "--store", "store")
+    assert ran.returncode == 2 and ran.stderr == message.format("")
+    assert not (tmp_path / "store").exists(), "nothing is created for a sweep that cannot run"
+    # searched: only the trials that ask too many fail, so validate warns and run goes on
+    searched = write_sweep("some", TINY.replace("model.kind: [mlp, cnn]", "dataset.train_size: [50, 5000]"))
+    checked = study(tmp_path, "validate", str(searched))
+    assert checked.returncode == 0 and checked.stderr.count("\n") == 1
+    assert checked.stderr.startswith(f"warning: {searched}: dataset.train_size: 5000 (searched) exceeds the 256 ")
+
+
 def test_validate_reads_a_csv_dataset_and_checks_its_target(write_sweep, tmp_path):
     missing = write_sweep("csvmissing", "dataset: {name: csv, path: missing.csv, target: y}\nbudget: {trials: 1}\n")
     result = study(tmp_path, "validate", str(missing))

@@ -175,6 +175,21 @@ def test_csv_non_numeric_feature_names_column_and_row(tmp_path):
         load_dataset(csv_spec(path), seed=0, base_dir=tmp_path)
 
 
+@pytest.mark.parametrize(("cell", "shown"), [("inf", "inf"), ("-inf", "-inf"), ("1e300", "1e\\+300")])
+def test_csv_values_float32_cannot_hold_are_an_error(tmp_path, cell, shown):
+    lines = classes_csv().splitlines()
+    lines[4] = f"0.5,{cell},dog"  # data row 4
+    path = write_csv(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(StudyError, match=rf"column 'b' of data.csv holds {shown} \(row 4\), beyond the ±3.4e\+38 that float32"):
+        load_dataset(csv_spec(path), seed=0, base_dir=tmp_path)
+
+
+def test_csv_large_values_within_float32_are_standardized_without_overflow(tmp_path):
+    lines = ["a,b,label"] + [f"{(i % 7) * 1e37:.6g},{i % 5},{['cat', 'dog'][i % 2]}" for i in range(40)]
+    data = load_dataset(csv_spec(write_csv(tmp_path, "\n".join(lines) + "\n")), seed=0, base_dir=tmp_path)
+    assert np.isfinite(data.x_train).all() and np.abs(data.x_train).max() < 10, "z-scores, summed in float64"
+
+
 def test_csv_empty_cells_are_an_error(tmp_path):
     lines = classes_csv().splitlines()
     lines[5] = ",1.0,dog"
