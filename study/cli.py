@@ -4,6 +4,7 @@ message names, 2 bad command-line usage, 130 interrupted (the message says how t
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import sys
@@ -80,7 +81,7 @@ def cmd_run(args) -> int:
             summary = run(None)
     except Interrupted as exc:
         summary = exc.args[0]
-        resume = shlex.join(["study", *map(redact, args.argv)])
+        resume = f"{_self_command()} {shlex.join(map(redact, args.argv))}"  # a command that works from this shell
         print(
             f"interrupted: {summary.name} stopped; the trials that were running were marked failed and queued to run again; "
             f"{summary.counts.done} of {summary.target or '?'} trials are done. Resume with:\n  {resume}",
@@ -259,8 +260,10 @@ def cmd_list(args) -> int:
 def cmd_report(args) -> int:
     from study.report.build import build_index, build_report
 
-    store = _store(args)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}: a file, not a folder; give a folder for the reports")
+    store = _store(args)
     built = [build_report(store, name, out, args.mlflow_url) for name in dict.fromkeys(args.sweeps)]
     for report in built:
         print(f"{report.name}: {report.path}  ({report.summary}; built in {report.seconds:.1f}s)")
@@ -375,7 +378,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --{name} must be at least 1, got {value}", file=sys.stderr)
             return 2
     try:
-        return args.func(args) or 0
+        code = args.func(args) or 0
+        sys.stdout.flush()  # a reader gone (`| head -1`) shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:  # the reader of our output left: nothing more to say (Python's docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -440,8 +440,9 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise BadInput(f"--set {text!r}: write KEY=VALUE, e.g. --set train.epochs=3")
     try:
         return key.strip(), parse_yaml(value) if value.strip() else ""
-    except (yaml.YAMLError, _YamlProblem) as exc:
-        raise BadInput(f"--set {text!r}: the value is not valid YAML ({exc})") from None
+    except (yaml.YAMLError, _YamlProblem) as exc:  # one line: the problem, not the parser's picture of it
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise BadInput(f"--set {text!r}: the value is not valid YAML ({problem}); write it as in a sweep file") from None
 
 
 def _blamed(error: Any, raw: dict, path: Path, overrides: dict[str, Any]) -> str:

@@ -74,9 +74,17 @@ def _create_or_resume(sweep: Sweep, store: Store, data, allow_changed: bool) -> 
     )
     known = study.user_attrs.get(Attr.CONFIG_HASH)
     if known is not None and known != sweep.config_hash and not allow_changed:
+        if sweep.overrides:  # the file, or the --set options, or both: the hash cannot tell which
+            given = " ".join(f"--set {key}=..." for key in sweep.overrides)
+            raise StudyError(
+                f"{sweep.path} with {given} is not what study {sweep.name!r} began with in {store.describe()}; "
+                "give the same file and --set options, copy the file to a new name to start a new study, or pass "
+                "--allow-changed to continue this one with these settings"
+            )
         raise StudyError(
-            f"{sweep.path} has changed since study {sweep.name!r} began in {store.describe()}; copy it to a "
-            "new file name to start a new study, or pass --allow-changed to continue this one"
+            f"{sweep.path} has changed since study {sweep.name!r} began in {store.describe()} (or it began with "
+            "--set options); copy it to a new file name to start a new study, or pass --allow-changed to continue "
+            "this one with these settings"
         )
     digest = study.user_attrs.get(Attr.DATA_DIGEST)
     if digest is not None and digest != data.digest:
@@ -100,8 +108,9 @@ def _create_or_resume(sweep: Sweep, store: Store, data, allow_changed: bool) -> 
     if digest != data.digest:
         study.set_user_attr(Attr.DATA_DIGEST, data.digest)  # trials record the digest they ran on (runner)
     queue_grid(study, sweep)
-    if known is None:
+    if known != sweep.config_hash:  # a new study, or one continued with other settings (--allow-changed): the settings now
         study.set_user_attr(Attr.CONFIG_HASH, sweep.config_hash)
+    if known is None:
         study.set_user_attr(Attr.METRICS, sweep.metrics)
         study.set_user_attr(Attr.DESCRIPTION, sweep.config.description)
         study.set_user_attr(Attr.SWEEP_FILE, str(sweep.path))

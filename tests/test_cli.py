@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -129,6 +130,24 @@ def test_a_training_set_larger_than_the_data_is_refused_before_any_trial(write_s
     assert checked.stderr.startswith(f"warning: {searched}: dataset.train_size: 5000 (searched) exceeds the 256 ")
 
 
+def test_a_reader_that_leaves_early_gets_no_traceback(write_sweep, tmp_path):
+    read, write = os.pipe()
+    os.close(read)  # `study validate ... | head -0`: every write finds the pipe closed
+    try:
+        result = subprocess.run([*STUDY, "validate", str(write_sweep("good", TINY))], cwd=tmp_path, env=run_env(tmp_path),
+                                stdout=write, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write)
+    assert result.returncode == 1 and result.stderr == ""
+
+
+def test_report_into_a_file_is_refused_in_one_line(tmp_path):
+    (tmp_path / "taken").write_text("mine")
+    result = study(tmp_path, "report", "demo", "--store", "store", "--out", "taken")
+    assert result.returncode == 2 and result.stderr == "error: --out taken: a file, not a folder; give a folder for the reports\n"
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
 def test_validate_reads_a_csv_dataset_and_checks_its_target(write_sweep, tmp_path):
     missing = write_sweep("csvmissing", "dataset: {name: csv, path: missing.csv, target: y}\nbudget: {trials: 1}\n")
     result = study(tmp_path, "validate", str(missing))
@@ -235,7 +254,7 @@ def test_ctrl_c_fails_the_running_trial_exits_130_and_resume_completes(write_swe
         raise
     assert proc.returncode == 130, err
     assert "interrupted: sigint stopped; the trials that were running were marked failed and queued to run again" in err
-    assert "Resume with:\n  study run" in err and "--trials 3" in err
+    assert f"Resume with:\n  {sys.executable} -m study run" in err and "--trials 3" in err, "a command that works from this shell"
     trials = optuna.load_study(study_name="sigint", storage=store.optuna()).trials
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert len(failed) == 3, "the three trials trained as one pack"

@@ -257,6 +257,10 @@ def test_override_syntax():
     assert parse_override("model.kind=cnn") == ("model.kind", "cnn")
     with pytest.raises(StudyError, match="write KEY=VALUE"):
         parse_override("train.epochs")
+    with pytest.raises(StudyError) as bad:
+        parse_override("train.epochs=[1")
+    assert str(bad.value) == ("--set 'train.epochs=[1': the value is not valid YAML (expected ',' or ']', but got "
+                              "'<stream end>'); write it as in a sweep file"), "one line, not the parser's picture"
 
 
 def test_resolve_applies_sampled_values(write_sweep):

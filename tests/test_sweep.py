@@ -300,9 +300,13 @@ def test_a_changed_sweep_file_is_refused_unless_allowed(write_sweep, store):
     path = write_sweep("changing", TINY)
     run_sweep(load_sweep(path), store, trials=1)
     changed = load_sweep(path, {"train.epochs": 1})
-    with pytest.raises(StudyError, match="has changed since study 'changing' began"):
+    with pytest.raises(StudyError, match=r"with --set train.epochs=\.\.\. is not what study 'changing' began with"):
         run_sweep(changed, store, trials=2)
     assert run_sweep(changed, store, trials=2, allow_changed=True).counts.finished == 2
+    assert run_sweep(changed, store, trials=3).counts.finished == 3, "continued once, it goes on with the new settings"
+    path.write_text(TINY.replace("epochs: 2", "epochs: 3"))
+    with pytest.raises(StudyError, match="has changed since study 'changing' began"):
+        run_sweep(load_sweep(path), store, trials=4)
 
 
 def test_a_deleted_experiment_is_reported_with_the_fix(write_sweep, store):
