@@ -53,6 +53,7 @@ def test_study_list_the_report_and_mlflow_agree_on_every_count(write_sweep, stor
     assert listed[2:7] == (1, 1, 2, 1, 0), "study list: finished, pruned, failed, interrupted, running"
 
     built = build_report(store, "rough", tmp_path / "reports", log_to_mlflow=False)
+    assert "ran again as trial" in built.path.read_text(), "the interrupted trial's row says its settings ran again"
     assert built.counts == expected, "the report counts Optuna's trials as study list does"
     assert built.trials == "1 finished, 1 pruned, 2 failed, 1 interrupted"
     assert built.mlflow == {TrialState.FINISHED: 1, TrialState.DIVERGED: 1, TrialState.FAILED: 2,

@@ -60,3 +60,42 @@ def test_the_summary_names_the_best_setting_chosen_on_validation_each_claim_and_
     assert [f.verdict for f in found[1:3]] == ["confirmed", "inconclusive"] and found[1].anchor == "claims"
     assert any(f.label == "Regimes" and "4 overfit" in f.text for f in found)
     assert found[-1].label == "Next" and "--until-decided --max-seeds 14" in found[-1].text
+
+
+def test_a_one_seed_compression_finding_says_it_has_no_interval_and_names_no_empty_settings():
+    forgotten = pd.DataFrame([{"trial": 1, "file": "prune", "settings": "", "seeds": 1, "forgotten": 29.0,
+                               "forgotten low": float("nan"), "forgotten high": float("nan"), "of": 1000, "learned": 4.0,
+                               "run": "r1"}])
+    found = sections.summarize(sections.Compression(pd.DataFrame(), forgotten=forgotten), [], "mycomp", [])
+    said = next(f.text for f in found if f.label == "Forgotten examples")
+    assert said.startswith("trial 1 (prune) lost the most: 29 (one seed: no interval) of 1000 test examples"), said
+
+
+def test_the_latency_section_claims_smaller_is_faster_only_where_a_setting_is_smaller(tmp_path):
+    from study.report.page import Page
+    from study.report.render import render_latencies
+
+    def said(bytes_ratio: float, latency_ratio: float) -> str:
+        latencies = pd.DataFrame([{"trial": 1, "file": "prune", "kind": "pruned", "bytes ratio": bytes_ratio,
+                                   "latency ratio": latency_ratio, "latency low": latency_ratio - 0.01,
+                                   "latency high": latency_ratio + 0.01, "run": "r1"}])
+        page = Page(tmp_path)
+        render_latencies(page, sections.Compression(pd.DataFrame(), latencies=latencies), lambda runs: None)
+        return page.blocks[0].text
+
+    assert said(1.0, 1.04).startswith("No timed setting's files are smaller than its base's"), "pruned, not smaller"
+    assert said(0.5, 0.8).startswith("Every timed setting smaller than the base ran faster")
+    assert said(0.5, 1.1).startswith("Smaller is not faster here: 1 setting(s)")
+
+
+def test_a_stopped_trial_says_what_came_of_its_settings():
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study()  # in memory; Optuna's retry records the trial it repeats as `failed_trial`
+    for state in ("interrupted", "interrupted", "failed"):
+        study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"study_state": state}))
+    study.add_trial(create_trial(value=0.5, system_attrs={"failed_trial": 0}, user_attrs={"study_state": "finished"}))
+    study.add_trial(create_trial(state=TrialState.WAITING, system_attrs={"failed_trial": 1}))
+    said = sections.retried(study.get_trials(deepcopy=False), [0, 1, 2])
+    assert said == ["ran again as trial 3 (finished)", "queued to run again", ""]

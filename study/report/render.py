@@ -256,8 +256,11 @@ def render_latencies(page: Page, c: sections.Compression, links: Links) -> None:
                          for _, r in slow.iterrows())
         page.p(f"Smaller is not faster here: {len(slow)} setting(s) whose files are smaller than the base run no faster than "
                f"it on LiteRT (latency of each file ÷ its own base's, geometric mean over the seeds with a 95% interval): {said}.")
-    else:
+    elif (t["bytes ratio"] < 1).any():
         page.p("Every timed setting smaller than the base ran faster than it on average (the claims below test it).")
+    else:
+        page.p("No timed setting's files are smaller than its base's, so none is expected to run faster; the table "
+               "shows how their latency compares.")
     shown = t.rename(columns={"latency ratio": "latency ÷ base's", "latency low": "low", "latency high": "high",
                               "bytes ratio": "bytes ÷ base's"})
     page.table(shown, links=links(shown["run"]))

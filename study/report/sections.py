@@ -485,6 +485,24 @@ def importances(study: optuna.Study, objective: dict[str, str], metric: str) -> 
         return {}
 
 
+def retried(trials: list, numbers) -> list[str]:
+    """What came of each trial number's settings after it stopped: the trial that ran them again
+    (Optuna's retry, which records `failed_trial`) and how it ended, or that it waits in the queue."""
+    retries = {t.system_attrs["failed_trial"]: t for t in trials if t.system_attrs.get("failed_trial") is not None}
+    said = []
+    for number in numbers:
+        retry = retries.get(int(number)) if pd.notna(number) else None
+        if retry is None:
+            said.append("")
+        elif retry.state == optuna.trial.TrialState.WAITING:
+            said.append("queued to run again")
+        elif retry.state == optuna.trial.TrialState.RUNNING:
+            said.append(f"running again as trial {retry.number}")
+        else:
+            said.append(f"ran again as trial {retry.number} ({retry.user_attrs.get(Attr.STATE) or retry.state.name.lower()})")
+    return said
+
+
 def study_info(data: SweepRuns, counts: TrialCounts, study: optuna.Study | None) -> StudyInfo:
     objective = tables.objective_of(data.sweep_run)
     params = data.sweep_run.get("params", {})
@@ -499,6 +517,8 @@ def study_info(data: SweepRuns, counts: TrialCounts, study: optuna.Study | None)
         stopped = runs[runs["state"].isin([TrialState.FAILED, TrialState.INTERRUPTED, TrialState.DIVERGED, TrialState.PRUNED])]
         reasons = stopped.get(names.tag_column(Tag.REASON), pd.Series("", index=stopped.index)).fillna("")
         unfinished = pd.DataFrame({"trial": stopped["trial"], "state": stopped["state"], "reason": reasons})
+        if study is not None:  # a reason logged at the time ("queued again") is followed by what came of it
+            unfinished["then"] = retried(study.get_trials(deepcopy=False), unfinished["trial"])
     return StudyInfo(
         objective, params.get("sampler", "?"), params.get("pruner", "?"), counts, study is not None,
         {m: h for m, h in histories.items() if len(h) >= 2}, found, tables.durations(runs), unfinished, data.sweep_text,
@@ -569,10 +589,12 @@ def summarize(body: BiasVariance | Compression | None, claims: list[verdicts.Cla
             f"latency [{r['latency low']:.2f}, {r['latency high']:.2f}]" for _, r in slow.iterrows()), "accuracy-vs-latency"))
     if isinstance(body, Compression) and not body.forgotten.empty:
         worst = body.forgotten.sort_values("forgotten", ascending=False).iloc[0]
-        found.append(Finding("Forgotten examples", f"trial {worst['trial']} ({worst['file']}, {worst['settings']}) lost the "
-                             f"most: {worst['forgotten']:.0f} [{worst['forgotten low']:.0f}, {worst['forgotten high']:.0f}] of "
-                             f"{worst['of']} test examples its own base got right, and learned {worst['learned']:.0f}",
-                             "forgets", str(worst["run"])))
+        what = ", ".join(str(part) for part in (worst["file"], worst["settings"]) if part)  # a file may have no settings
+        low, high = worst["forgotten low"], worst["forgotten high"]
+        interval = f"[{low:.0f}, {high:.0f}]" if pd.notna(low) and pd.notna(high) else "(one seed: no interval)"
+        found.append(Finding("Forgotten examples", f"trial {worst['trial']} ({what}) lost the most: {worst['forgotten']:.0f} "
+                             f"{interval} of {worst['of']} test examples its own base got right, and learned "
+                             f"{worst['learned']:.0f}", "forgets", str(worst["run"])))
     if isinstance(body, BiasVariance) and not body.errs.empty:
         counts = body.errs["regime"].value_counts()
         found.append(Finding("Regimes", ", ".join(f"{n} {r}" for r, n in counts.items()) + " (of "
