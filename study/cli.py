@@ -73,9 +73,9 @@ def cmd_run(args) -> int:
     decided = None
     try:
         if args.until_decided:
-            from study.decide import run_until_decided
+            from study.decide import DEFAULT_MAX_SEEDS, run_until_decided
 
-            decided = run_until_decided(sweep, store, args.max_seeds, run)
+            decided = run_until_decided(sweep, store, DEFAULT_MAX_SEEDS if args.max_seeds is None else args.max_seeds, run)
             summary = decided.summary
         else:
             summary = run(None)
@@ -300,6 +300,12 @@ def _duration_argument(text: str) -> float:
     except ValidationError:
         seconds = None
     if seconds is None:
+        try:
+            given = float(text.strip().rstrip("smh") or "x")
+        except ValueError:
+            given = None
+        if given is not None and given <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: a timeout must be more than 0; write seconds (600) or 90s, 10m, 1.5h")
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write seconds (600) or 90s, 10m, 1.5h")
     return seconds
 
@@ -322,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--until-decided", action="store_true",
                      help="add seeds to every setting, a round of `replicates` at a time, until the report's claims are decided")
-    run.add_argument("--max-seeds", type=int, default=12, metavar="N",
+    run.add_argument("--max-seeds", type=int, default=None, metavar="N",
                      help="with --until-decided: at most N seeds per setting (default 12)")
     _store_options(run)
     run.set_defaults(func=cmd_run)
@@ -377,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             print(f"error: --{name} must be at least 1, got {value}", file=sys.stderr)
             return 2
+    if getattr(args, "max_seeds", None) is not None and not args.until_decided:
+        print("error: --max-seeds is read only with --until-decided; add --until-decided or drop --max-seeds", file=sys.stderr)
+        return 2
     try:
         code = args.func(args) or 0
         sys.stdout.flush()  # a reader gone (`| head -1`) shows here, not as a traceback at exit

@@ -380,6 +380,16 @@ def _defaults(config: SweepConfig) -> dict:
     return tree
 
 
+def _check_unread(raw: dict, config: SweepConfig) -> None:
+    """A knob the user set that no trial reads would be dropped without a word: 2:4 pruning (the
+    two largest of every four weights) has its own sparsity."""
+    compress = raw.get("compress")
+    given = (isinstance(compress, dict) and "sparsity" in compress) or "compress.sparsity" in config.search
+    if config.compress.structure == "2:4" and "compress.structure" not in config.search and given:
+        raise ValueError("compress.sparsity: 2:4 pruning keeps the two largest of every four weights (sparsity 0.5) and "
+                         "reads no sparsity; remove it, or prune with structure: unstructured")
+
+
 def _check_setups(config: SweepConfig) -> None:
     """The defaults must make a valid trial, every search key must be a setting, and every value
     a searched key can take must make a valid trial too."""
@@ -460,6 +470,8 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
     Raises StudyError with a one-line message naming the file, the key path and the fix.
     """
     path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{path}: a folder, not a sweep file; give a .yaml file in it")
     if not path.is_file():
         hint = " (sweep files end in .yaml)" if path.suffix not in (".yaml", ".yml") else ""
         raise BadInput(f"{path}: no such sweep file{hint}")
@@ -485,6 +497,8 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
         _check_values(overrides or {})
     except StudyError as exc:
         raise BadInput(f"{path}: {exc}") from None
+    if raw is None:
+        raise BadInput(f"{path}: the file is empty; a sweep file needs at least a dataset (see sweeps/demo.yaml)")
     if not isinstance(raw, dict):
         raise BadInput(f"{path}: a sweep file is a mapping of keys (name, dataset, search, ...), got {_describe(raw)}")
     raw = _apply_overrides(raw, overrides or {})
@@ -498,6 +512,7 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
     try:
         config = SweepConfig.model_validate(raw)
         _check_setups(config)
+        _check_unread(raw, config)
     except ValidationError as exc:
         problems = list(dict.fromkeys(_blamed(error, raw, path, overrides or {}) for error in exc.errors()))
         more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""

@@ -99,6 +99,18 @@ def test_timeout_takes_the_durations_a_sweep_file_takes():
     assert stopped.value.code == 2
 
 
+def test_a_zero_timeout_and_max_seeds_without_until_decided_are_refused(write_sweep, tmp_path, capsys):
+    from study.cli import build_parser, main
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "x.yaml", "--timeout", "0"])
+    assert "'0': a timeout must be more than 0" in capsys.readouterr().err
+    assert main(["run", str(write_sweep("good", TINY)), "--store", str(tmp_path / "store"), "--max-seeds", "3"]) == 2
+    assert capsys.readouterr().err == ("error: --max-seeds is read only with --until-decided; add --until-decided or "
+                                       "drop --max-seeds\n")
+    assert not (tmp_path / "store").exists()
+
+
 def test_run_with_a_bad_file_writes_nothing(write_sweep, tmp_path):
     path = write_sweep("bad", TINY.replace("[4, 8, 16]", "[4, -8]"))
     result = study(tmp_path, "run", str(path), "--store", "store")

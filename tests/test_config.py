@@ -336,3 +336,19 @@ def test_files_that_are_not_utf8_or_nest_too_deeply_get_one_line(write_sweep, tm
         load_sweep(path)
     with pytest.raises(StudyError, match="nested more than 20 levels"):
         load_sweep(write_sweep("deep", TINY + "deep: " + "[" * 5000 + "]" * 5000 + "\n"))
+
+
+def test_a_sparsity_that_2_4_pruning_would_not_read_is_an_error(write_sweep):
+    compression = ("dataset: {name: mnist1d}\nbase: {model: {kind: cnn, width: 8, depth: 1}}\nbudget: {trials: 1}\n"
+                   "objective: {artifact/val_accuracy: maximize}\n")
+    said = error_of(write_sweep, compression + "compress: {method: prune, structure: '2:4', sparsity: 0.7}\n")
+    assert "compress.sparsity: 2:4 pruning keeps the two largest of every four weights" in said
+    # searched beside the structure, each trial reads what its structure reads: fine
+    load_sweep(write_sweep("both", compression + "compress: {method: prune}\n"
+                           "search: {compress.structure: [unstructured, '2:4'], compress.sparsity: [0.5, 0.9]}\n"))
+
+
+def test_an_empty_file_and_a_folder_are_named_as_such(write_sweep, tmp_path):
+    assert error_of(write_sweep, "").endswith(": the file is empty; a sweep file needs at least a dataset (see sweeps/demo.yaml)")
+    with pytest.raises(StudyError, match="a folder, not a sweep file"):
+        load_sweep(tmp_path)
