@@ -283,7 +283,7 @@ def cmd_ui(args) -> int:
 
     store = _store(args)
     if store.is_local and not (store.root / "mlflow.db").exists():
-        raise StudyError(f"no MLflow store in {store.root} yet; run a sweep first (study run sweeps/demo.yaml)")
+        raise BadInput(f"no MLflow store in {store.root} yet; run a sweep first (study run sweeps/demo.yaml), or give --store")
     terminate_as_interrupt()
     return serve_ui(store, args.host, args.port, args.workers)
 

@@ -449,9 +449,12 @@ def test_ui_on_a_busy_port_says_so_and_fails(write_sweep, tmp_path):
     assert result.returncode == 1 and "is in use" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_ui_without_a_store_says_how_to_make_one(tmp_path):
+def test_ui_and_report_without_a_store_or_sweep_say_how_to_make_one(tmp_path):
     result = study(tmp_path, "ui", "--store", "nothing-here")
-    assert result.returncode == 1 and "run a sweep first" in result.stderr
+    assert result.returncode == 2 and "run a sweep first" in result.stderr, "a --store to fix: bad input"
+    result = study(tmp_path, "report", "demo", "--store", "nothing-here")
+    assert result.returncode == 2 and result.stderr.startswith("error: no store in ") and "run a sweep first" in result.stderr
+    assert not (tmp_path / "nothing-here").exists()
 
 
 def test_a_full_disk_is_one_line_not_a_traceback(write_sweep, tmp_path, monkeypatch, capsys):

@@ -19,7 +19,7 @@ import optuna
 import pandas as pd
 
 from study import names
-from study.errors import StudyError, did_you_mean
+from study.errors import BadInput, did_you_mean
 from study.names import REFERENCE_ROLES, Attr, Role, Tag
 from study.report import regimes, seeds, tables
 from study.store import Store, quiet_libraries, redact
@@ -168,7 +168,7 @@ def _experiment(client, store: Store, name: str):
     if experiment is None or experiment.lifecycle_stage == "deleted":
         known = known_sweeps(client)
         listing = ", ".join(known) if known else "none yet"
-        raise StudyError(f"no sweep {name!r} in {store.describe()}{did_you_mean(name, known)} (known sweeps: {listing})")
+        raise BadInput(f"no sweep {name!r} in {store.describe()}{did_you_mean(name, known)} (known sweeps: {listing})")
     return experiment
 
 
@@ -281,7 +281,7 @@ def load_sweep_runs(store: Store, name: str) -> SweepRuns:
     """Everything the report needs of sweep `name`; a StudyError names the known sweeps if absent."""
     quiet_libraries()
     if store.is_local and not (store.root / "mlflow.db").exists():
-        raise StudyError(f"no store in {store.root}; run a sweep first (study run sweeps/demo.yaml)")
+        raise BadInput(f"no store in {store.root}; run a sweep first (study run sweeps/demo.yaml), or give --store")
     client = store.mlflow()
     experiment = _experiment(client, store, name)
     runs, references, sweep_run = _runs(client, experiment.experiment_id)
