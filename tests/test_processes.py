@@ -41,7 +41,7 @@ def test_an_error_after_a_ctrl_c_exits_130_as_the_ctrl_c_does(ctrl_c_recorded, t
     from study import cli
 
     command = ["ui", "--store", str(tmp_path / "none")]  # fails at once: no store there
-    assert cli.main(command) == 1
+    assert cli.main(command) == 2  # bad input: a --store with no store in it
     assert "no MLflow store" in capsys.readouterr().err
     processes._received.append(signal.SIGINT)  # as the handler records a Ctrl+C
     assert cli.main(command) == 130
