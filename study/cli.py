@@ -202,17 +202,18 @@ def cmd_validate(args) -> int:
         config = sweep.config
         columns: list[str] = []
         # a user's file must exist and hold the target; the training split, the examples asked of it
-        if config.dataset.name == "csv" or sweep.train_counts() or sweep.train_counts(searched=True):
+        searched_counts = sweep.searched_train_counts()
+        if config.dataset.name == "csv" or sweep.train_count() is not None or searched_counts:
             from study.datasets import describe_columns, load_for_objective
 
             try:
-                data = load_for_objective(config.dataset, config.seed, sweep.path.parent, sweep.metrics, sweep.train_counts())
+                data = load_for_objective(config.dataset, config.seed, sweep.path.parent, sweep.metrics, sweep.train_count())
             except StudyError as exc:
                 print(f"error: {path}: {exc}", file=sys.stderr)
                 bad += 1
                 continue
             columns = describe_columns(data)
-            too_many = [count for count in sweep.train_counts(searched=True) if count > len(data.x_train)]
+            too_many = [count for count in searched_counts if count > len(data.x_train)]
             if too_many:
                 print(f"warning: {path}: dataset.train_size: {max(too_many)} (searched) exceeds the {len(data.x_train)} "
                       "training examples available: the trials that ask for it will fail; lower it or make the "
@@ -297,15 +298,11 @@ def _duration_argument(text: str) -> float:
 
     try:
         seconds = Budget.model_validate({"timeout": text}).timeout
-    except ValidationError:
+    except ValidationError as exc:  # a duration of 0 or less reads as one, then fails Budget's bound
+        if exc.errors()[0]["type"] == "greater_than":
+            raise argparse.ArgumentTypeError(f"{text!r}: a timeout must be more than 0; write seconds (600) or 90s, 10m, 1.5h") from None
         seconds = None
     if seconds is None:
-        try:
-            given = float(text.strip().rstrip("smh") or "x")
-        except ValueError:
-            given = None
-        if given is not None and given <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r}: a timeout must be more than 0; write seconds (600) or 90s, 10m, 1.5h")
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write seconds (600) or 90s, 10m, 1.5h")
     return seconds
 

@@ -328,20 +328,18 @@ class Sweep:
         """The search entries Optuna samples (fixed entries excluded)."""
         return {k: v for k, v in self.config.search.items() if not isinstance(v, FixedParam)}
 
-    def train_counts(self, searched: bool = False) -> list[int]:
-        """The count of training examples (`dataset.train_size` as an integer) every trial asks: the
-        default's, or a fixed search entry's, so that a count the data cannot supply is refused
-        before any trial runs. With `searched`, the counts the search may ask instead (a range's
-        highest): a trial that asks too many fails alone, and `study validate` warns of it."""
-        param = self.config.search.get("dataset.train_size")
-        if not searched:
-            values = [param.value if isinstance(param, FixedParam) else self.config.dataset.train_size]
-        elif isinstance(param, CategoricalParam):
-            values = list(param.choices)
-        elif isinstance(param, IntParam):
-            values = [param.high]
-        else:
-            values = []
+    def train_count(self) -> int | None:
+        """The count of training examples every trial asks (`dataset.train_size` as an integer, a
+        fixed search entry's included; None for a fraction or the whole split), so that a count the
+        data cannot supply is refused before any trial runs."""
+        size = self.defaults()["dataset"].get("train_size")
+        return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+    def searched_train_counts(self) -> list[int]:
+        """The counts of training examples the search may ask (a range's highest): a trial that asks
+        too many fails alone, and `study validate` warns of it."""
+        param = self.searched.get("dataset.train_size")
+        values = param.choices if isinstance(param, CategoricalParam) else [param.high] if isinstance(param, IntParam) else []
         return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
 
     def defaults(self) -> dict:

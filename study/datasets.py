@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -511,16 +511,17 @@ def expand_features(degree: int, x_train: np.ndarray, *others: np.ndarray) -> li
     return [scaler.transform(poly.transform(a)).astype(np.float32) for a in flat]
 
 
-def load_for_objective(spec, seed: int, folder: Path, metrics: list[str], train_counts: Sequence[int] = ()) -> Data:
+def load_for_objective(spec, seed: int, folder: Path, metrics: list[str], train_count: int | None = None) -> Data:
     """`load_dataset`, then a check that every objective metric is measured for the data's task
-    (a csv's task is known only once it is read), and that the training split holds the largest
-    of `train_counts` (`Sweep.train_counts`; each trial checks its own again, `training_set`)."""
+    (a csv's task is known only once it is read), and that the training split holds the
+    `train_count` every trial asks (`Sweep.train_count`; each trial checks its own again,
+    `training_set`)."""
     data = load_dataset(spec, seed, folder)
     for metric in metrics:
         if not names.measured_for(metric, data.task):
             raise BadInput(f"objective: {metric} is not measured for {data.task} data ({data.name}); use val/loss")
-    if train_counts and max(train_counts) > len(data.x_train):
-        raise BadInput(_too_few(max(train_counts), len(data.x_train)))
+    if train_count is not None and train_count > len(data.x_train):
+        raise BadInput(_too_few(train_count, len(data.x_train)))
     return data
 
 

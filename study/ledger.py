@@ -72,10 +72,16 @@ def history(trial) -> list[int]:
     return list(trial.system_attrs.get("retry_history", []))
 
 
+def repeats(trial) -> int | None:
+    """The number of the trial this one repeats directly (Optuna's retry, or a recorded outcome,
+    records it as `failed_trial`); None for a first try."""
+    return trial.system_attrs.get("failed_trial")
+
+
 def repeated(trials: list) -> set[int]:
     """Numbers of the trials that a retry or a recorded outcome repeats: they are settled."""
     found = {n for t in trials for n in history(t)}
-    return found | ({t.system_attrs.get("failed_trial") for t in trials} - {None})
+    return found | {number for t in trials if (number := repeats(t)) is not None}
 
 
 # ----------------------------------------------------------------------------- counting

@@ -74,18 +74,13 @@ def _create_or_resume(sweep: Sweep, store: Store, data, allow_changed: bool) -> 
     )
     known = study.user_attrs.get(Attr.CONFIG_HASH)
     if known is not None and known != sweep.config_hash and not allow_changed:
+        fix = "copy the file to a new name to start a new study, or pass --allow-changed to continue this one with these settings"
         if sweep.overrides:  # the file, or the --set options, or both: the hash cannot tell which
             given = " ".join(f"--set {key}=..." for key in sweep.overrides)
-            raise StudyError(
-                f"{sweep.path} with {given} is not what study {sweep.name!r} began with in {store.describe()}; "
-                "give the same file and --set options, copy the file to a new name to start a new study, or pass "
-                "--allow-changed to continue this one with these settings"
-            )
-        raise StudyError(
-            f"{sweep.path} has changed since study {sweep.name!r} began in {store.describe()} (or it began with "
-            "--set options); copy it to a new file name to start a new study, or pass --allow-changed to continue "
-            "this one with these settings"
-        )
+            raise StudyError(f"{sweep.path} with {given} is not what study {sweep.name!r} began with in "
+                             f"{store.describe()}; give the same file and --set options, {fix}")
+        raise StudyError(f"{sweep.path} has changed since study {sweep.name!r} began in {store.describe()} (or it began "
+                         f"with --set options); {fix}")
     digest = study.user_attrs.get(Attr.DATA_DIGEST)
     if digest is not None and digest != data.digest:
         if not allow_changed:

@@ -64,7 +64,7 @@ def check_data(sweep: Sweep):
     """Read the sweep's dataset (kept for the trials) and check that its objective fits the task:
     a csv's task is known only once it is read. Returns the data."""
     return load_for_objective(sweep.config.dataset, sweep.config.seed, sweep.path.parent, sweep.metrics,
-                              sweep.train_counts())
+                              sweep.train_count())
 
 
 def work(job: Job, progress=None) -> Stop:

@@ -13,7 +13,7 @@ import optuna
 import pandas as pd
 
 from study import measure, names
-from study.ledger import Counts, count_trials
+from study.ledger import Counts, count_trials, repeats
 from study.listing import best_summary
 from study.names import Attr, Tag, TrialState
 from study.report import compressed, forgetting, regimes, seeds, stats, tables, verdicts
@@ -487,8 +487,8 @@ def importances(study: optuna.Study, objective: dict[str, str], metric: str) -> 
 
 def retried(trials: list, numbers) -> list[str]:
     """What came of each trial number's settings after it stopped: the trial that ran them again
-    (Optuna's retry, which records `failed_trial`) and how it ended, or that it waits in the queue."""
-    retries = {t.system_attrs["failed_trial"]: t for t in trials if t.system_attrs.get("failed_trial") is not None}
+    (`ledger.repeats`) and how it ended, or that it waits in the queue."""
+    retries = {repeats(t): t for t in trials if repeats(t) is not None}
     said = []
     for number in numbers:
         retry = retries.get(int(number)) if pd.notna(number) else None
