@@ -232,6 +232,12 @@ def cmd_validate(args) -> int:
         )
         for line in columns:  # a csv's features and target, as the sweep will use them
             print(line)
+        unread = sweep.unread_compress_knobs()
+        if unread:
+            them = "it" if len(unread) == 1 else "them"
+            print(f"warning: {path}: {', '.join('compress.' + k for k in unread)}: set, but no trial of this sweep "
+                  f"reads {them} at any method, bit-width, scheme or structure it takes; remove {them}, or "
+                  f"choose a method that reads {them}, in the file or with --set compress.method=...", file=sys.stderr)
         for metric in (m for m in config.objective if names.on_test_set(m)):
             twin = names.validation_twin(metric)
             print(f"warning: {path}: objective {metric} is measured on the test split, so the trials chosen by it are "

@@ -42,6 +42,7 @@ from study.schema import (
     Setup,
     SweepConfig,
     TpeSpec,
+    knobs_read,
 )
 
 
@@ -341,6 +342,29 @@ class Sweep:
         param = self.searched.get("dataset.train_size")
         values = param.choices if isinstance(param, CategoricalParam) else [param.high] if isinstance(param, IntParam) else []
         return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+
+    def unread_compress_knobs(self) -> list[str]:
+        """The compress.* knobs the file sets that no trial of this sweep reads, whatever method,
+        bit-width, scheme and structure its search gives a trial (`schema.knobs_read`): a value
+        that changes nothing. A warning, not an error: a file may set them for a method chosen
+        later with --set."""
+        given = set(self.config.compress.model_fields_set) - {"method"}
+        if not given:
+            return []
+        base = self.defaults()["compress"]
+        values: dict[str, list[Any]] = {}
+        for knob in ("method", "bits", "scheme", "structure"):
+            param = self.searched.get(f"compress.{knob}")
+            values[knob] = (list(param.choices) if isinstance(param, CategoricalParam)
+                            else list(range(param.low, param.high + 1, param.step)) if isinstance(param, IntParam)
+                            else [base[knob]])
+        read: set[str] = set()
+        for method in values["method"]:
+            for bits in values["bits"]:
+                for scheme in values["scheme"]:
+                    for structure in values["structure"]:
+                        read.update(knobs_read(str(method), int(bits), str(scheme), str(structure)))
+        return sorted(given - read)
 
     def defaults(self) -> dict:
         """The trial defaults with every fixed search value applied, as a nested dict."""

@@ -480,3 +480,12 @@ def test_a_full_disk_is_one_line_not_a_traceback(write_sweep, tmp_path, monkeypa
         assert cli.main(["run", str(path), "--store", str(tmp_path / "store"), "--quiet"]) == 1
         err = capsys.readouterr().err
         assert err == "error: the disk is full (free some space, then run the same command again: finished work is kept)\n"
+
+
+def test_validate_warns_of_a_compress_knob_that_no_trial_reads(write_sweep, tmp_path):
+    # a warning, not an error: the method may come later, with --set compress.method=...
+    path = write_sweep("unread", "dataset: {name: mnist1d}\nbudget: {trials: 1}\ncompress: {method: none, finetune_epochs: 3}\n")
+    checked = study(tmp_path, "validate", str(path))
+    assert checked.returncode == 0 and checked.stderr.count("\n") == 1
+    assert checked.stderr.startswith(f"warning: {path}: compress.finetune_epochs: set, but no trial of this sweep reads it ")
+    assert "--set compress.method=" in checked.stderr

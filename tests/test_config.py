@@ -352,3 +352,24 @@ def test_an_empty_file_and_a_folder_are_named_as_such(write_sweep, tmp_path):
     assert error_of(write_sweep, "").endswith(": the file is empty; a sweep file needs at least a dataset (see sweeps/demo.yaml)")
     with pytest.raises(StudyError, match="a folder, not a sweep file"):
         load_sweep(tmp_path)
+
+
+COMPRESSION = ("dataset: {name: mnist1d}\nbase: {model: {kind: cnn, width: 8, depth: 1}}\nbudget: {trials: 1}\n"
+               "objective: {artifact/val_accuracy: maximize}\n")
+
+
+@pytest.mark.parametrize("text, unread", [
+    (BASE + "compress: {method: none, finetune_epochs: 3}\n", ["finetune_epochs"]),
+    # float32 is converted, not fine-tuned; clusters are clustering's
+    (COMPRESSION + "compress: {method: quantize, bits: 32, finetune_epochs: 3, clusters: 8}\n", ["clusters", "finetune_epochs"]),
+    (COMPRESSION + "compress: {method: quantize, bits: 16, scheme: ptq_dynamic}\n", ["scheme"]),
+    (COMPRESSION + "compress: {method: prune, bits: 4, sparsity: 0.5}\n", ["bits"]),
+    # each knob read by some trial the search can give: cluster reads clusters, 8 bits the scheme
+    (COMPRESSION + "compress: {method: quantize, finetune_epochs: 3, clusters: 8}\nsearch: {compress.method: [quantize, cluster]}\n", []),
+    (COMPRESSION + "compress: {method: quantize, scheme: ptq_dynamic}\nsearch: {compress.bits: [8, 16]}\n", []),
+    (COMPRESSION + "compress: {method: quantize, scheme: ptq_dynamic}\nsearch: {compress.bits: {type: int, low: 5, high: 7}}\n", ["scheme"]),
+    (COMPRESSION + "compress: {method: prune, structure: channels, scope: global}\n", []),
+    (COMPRESSION + "compress: {method: prune, scope: global}\n", ["scope"]),
+])
+def test_compress_knobs_that_no_trial_reads_are_found(write_sweep, text, unread):
+    assert load_sweep(write_sweep("knobs", text)).unread_compress_knobs() == unread
