@@ -202,12 +202,12 @@ def cmd_validate(args) -> int:
         config = sweep.config
         columns: list[str] = []
         # a user's file must exist and hold the target; the training split, the examples asked of it
-        searched_counts = sweep.searched_train_counts()
-        if config.dataset.name == "csv" or sweep.train_count() is not None or searched_counts:
+        train_count, searched_counts = sweep.train_count(), sweep.searched_train_counts()
+        if config.dataset.name == "csv" or train_count is not None or searched_counts:
             from study.datasets import describe_columns, load_for_objective
 
             try:
-                data = load_for_objective(config.dataset, config.seed, sweep.path.parent, sweep.metrics, sweep.train_count())
+                data = load_for_objective(config.dataset, config.seed, sweep.path.parent, sweep.metrics, train_count)
             except StudyError as exc:
                 print(f"error: {path}: {exc}", file=sys.stderr)
                 bad += 1

@@ -10,6 +10,7 @@ the path of the bad key and, where it helps, the valid choices.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -344,26 +345,23 @@ class Sweep:
         return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
 
     def unread_compress_knobs(self) -> list[str]:
-        """The compress.* knobs the file sets that no trial of this sweep reads, whatever method,
-        bit-width, scheme and structure its search gives a trial (`schema.knobs_read`): a value
-        that changes nothing. A warning, not an error: a file may set them for a method chosen
-        later with --set."""
-        given = set(self.config.compress.model_fields_set) - {"method"}
+        """The compress.* knobs the file sets or searches that no trial of this sweep reads, whatever
+        method, bit-width, scheme and structure its search gives a trial (`schema.knobs_read`): a
+        value that changes nothing (a searched one is never sampled). A warning, not an error: a
+        file may set them for a method chosen later with --set."""
+        searched = {key.removeprefix("compress.") for key in self.config.search if key.startswith("compress.")}
+        given = (set(self.config.compress.model_fields_set) | searched) - {"method"}
         if not given:
             return []
         base = self.defaults()["compress"]
-        values: dict[str, list[Any]] = {}
+        values = []
         for knob in ("method", "bits", "scheme", "structure"):
             param = self.searched.get(f"compress.{knob}")
-            values[knob] = (list(param.choices) if isinstance(param, CategoricalParam)
-                            else list(range(param.low, param.high + 1, param.step)) if isinstance(param, IntParam)
-                            else [base[knob]])
-        read: set[str] = set()
-        for method in values["method"]:
-            for bits in values["bits"]:
-                for scheme in values["scheme"]:
-                    for structure in values["structure"]:
-                        read.update(knobs_read(str(method), int(bits), str(scheme), str(structure)))
+            values.append(list(param.choices) if isinstance(param, CategoricalParam)
+                          else list(range(param.low, param.high + 1, param.step)) if isinstance(param, IntParam)
+                          else [base[knob]])
+        read = {knob for method, bits, scheme, structure in itertools.product(*values)
+                for knob in knobs_read(str(method), int(bits), str(scheme), str(structure))}
         return sorted(given - read)
 
     def defaults(self) -> dict:

@@ -370,6 +370,9 @@ COMPRESSION = ("dataset: {name: mnist1d}\nbase: {model: {kind: cnn, width: 8, de
     (COMPRESSION + "compress: {method: quantize, scheme: ptq_dynamic}\nsearch: {compress.bits: {type: int, low: 5, high: 7}}\n", ["scheme"]),
     (COMPRESSION + "compress: {method: prune, structure: channels, scope: global}\n", []),
     (COMPRESSION + "compress: {method: prune, scope: global}\n", ["scope"]),
+    # searched, a knob the method never reads is never sampled
+    (COMPRESSION + "compress: {method: quantize}\nsearch: {compress.sparsity: [0.5, 0.9], compress.bits: [8, 16]}\n", ["sparsity"]),
+    (COMPRESSION + "compress: {method: quantize}\nsearch: {compress.method: [quantize, prune], compress.sparsity: [0.5, 0.9]}\n", []),
 ])
 def test_compress_knobs_that_no_trial_reads_are_found(write_sweep, text, unread):
     assert load_sweep(write_sweep("knobs", text)).unread_compress_knobs() == unread
